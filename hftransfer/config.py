@@ -1,0 +1,289 @@
+"""Typed run configuration: the dataclasses are the schema, YAML presets and the CLI are derived from them.
+
+Parsing is done by jsonargparse, so a wrong key, a wrong type or a value outside a ``Literal`` fails before any
+work with a message that names the key. Cross-field checks live in ``__post_init__`` and raise
+:class:`~hftransfer.errors.ConfigError` naming the field.
+
+CLI overrides may be written torchtune-style (``train.lr=1e-4``) or argparse-style (``--train.lr=1e-4``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hftransfer.errors import ConfigError
+
+TaskType = Literal["token-classification", "sequence-classification"]
+DataFormat = Literal["auto", "conll", "json", "jsonl", "csv", "tsv"]
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained encoder to adapt."""
+
+    name_or_path: str = "minilm-l6"
+    """Hub model id, local directory, or an offline alias (``minilm-l6``)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); ignored for local directories."""
+    trust_remote_code: bool = False
+    """Allow custom modelling code from the model repository. Off unless you trust the repository."""
+    attn_implementation: str | None = "sdpa"
+    """Attention kernel passed to ``from_pretrained`` (``sdpa``, ``eager``); None lets transformers choose."""
+
+
+@dataclass
+class DataConfig:
+    """Where the task data comes from and how it is tokenised."""
+
+    dataset: str | None = None
+    """Builtin offline name (``wnut16``, ``rotten_tomatoes``), a Hub dataset id, or one data file. Splits that it
+    lacks are carved from its train split with ``split_seed``."""
+    train_file: str | None = None
+    """Training file (CoNLL, JSON/JSONL, CSV/TSV). Use instead of ``dataset``."""
+    validation_file: str | None = None
+    """Validation file; carved from the training data when absent."""
+    test_file: str | None = None
+    """Test file; carved from the training data when absent (set ``test_size=0`` for no test split)."""
+    format: DataFormat = "auto"
+    """File format; ``auto`` picks it from the extension (.conll/.txt/.iob -> conll, .json, .jsonl, .csv, .tsv)."""
+    hub_config: str | None = None
+    """Configuration name of a Hub dataset."""
+    tokens_column: str = "tokens"
+    """Token-classification JSON/CSV/Hub column holding the list of words."""
+    tags_column: str = "tags"
+    """Token-classification JSON/CSV/Hub column holding the list of tags (strings, or ClassLabel ids on the Hub)."""
+    text_column: str = "text"
+    """Sequence-classification column holding the text."""
+    text_pair_column: str | None = None
+    """Second text column for sentence-pair classification (e.g. ``hypothesis``); None for single texts."""
+    label_column: str = "label"
+    """Sequence-classification column holding the label."""
+    conll_token_column: int = 0
+    """CoNLL column index of the word."""
+    conll_tag_column: int = -1
+    """CoNLL column index of the tag (-1 = last column)."""
+    validation_size: float = 0.1
+    """Fraction of all examples carved out for validation when no validation split is given."""
+    test_size: float = 0.1
+    """Fraction of all examples carved out for test when no test split is given (0 = no test split)."""
+    split_seed: int = 0
+    """Seed of the carving shuffle (stratified by label for classification)."""
+    max_train_samples: int | None = None
+    """Keep only the first N training examples (after carving); for quick experiments."""
+    max_eval_samples: int | None = None
+    """Keep only the first N validation and test examples."""
+    max_length: int = 128
+    """Maximum tokens per model input. Longer NER sentences are split into windows; longer texts are truncated."""
+    label_all_subwords: bool = False
+    """NER: label every subword of a word instead of only the first (the rest get -100)."""
+    window_context: int = 16
+    """NER: tokens of left context repeated at the start of each continuation window of a long sentence."""
+
+    def __post_init__(self) -> None:
+        if self.dataset is None and self.train_file is None:
+            raise ConfigError("data: set data.dataset (builtin name, Hub id or file) or data.train_file")
+        if self.dataset is not None and self.train_file is not None:
+            raise ConfigError("data: set only one of data.dataset and data.train_file")
+        for name in ("validation_size", "test_size"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
+        if self.validation_size + self.test_size >= 1.0:
+            raise ConfigError("data.validation_size + data.test_size must be below 1")
+        if self.max_length < 8:
+            raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
+        if not 0 <= self.window_context <= self.max_length // 2:
+            raise ConfigError(
+                f"data.window_context must be in [0, max_length/2 = {self.max_length // 2}], got {self.window_context}"
+            )
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be a positive count, got {value}")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    epochs: float = 3.0
+    """Passes over the training data (fractions allowed). Ignored when ``max_steps`` is set."""
+    max_steps: int | None = None
+    """Total optimizer steps; overrides ``epochs``."""
+    batch_size: int = 16
+    """Examples per device per micro-batch."""
+    eval_batch_size: int = 64
+    """Examples per device per evaluation batch."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step. The loss is normalised over the whole accumulated batch, so k micro-batches
+    of b examples give the same update as one batch of k*b."""
+    lr: float = 5e-5
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay; never applied to biases and LayerNorm weights."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_ratio: float = 0.1
+    """Fraction of the optimizer steps spent warming the LR up linearly from 0; it then decays linearly to 0."""
+    warmup_steps: int | None = None
+    """Warm-up steps; overrides ``warmup_ratio``."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this value; None disables clipping."""
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU (bf16 is ~20x slower on AVX2 CPUs)."""
+    seed: int = 42
+    """Seed of model initialisation, data order and dropout."""
+    eval_every_steps: int | None = None
+    """Evaluate on the validation split every N optimizer steps (in addition to ``eval_every_epoch``)."""
+    eval_every_epoch: bool = True
+    """Evaluate at the end of each epoch."""
+    metric_for_best: str | None = None
+    """Validation metric that selects the best model and drives early stopping; default ``f1`` (NER, entity-level)
+    or ``accuracy`` (classification). Any reported metric name works, e.g. ``macro_f1`` or ``loss``."""
+    greater_is_better: bool | None = None
+    """Direction of ``metric_for_best``; default: False for ``loss``, True otherwise."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement; None disables early stopping."""
+    save_every_steps: int | None = None
+    """Write a resumable checkpoint every N optimizer steps (also written at the end of every epoch when set)."""
+    keep_checkpoints: int = 2
+    """Number of most recent checkpoints kept on disk."""
+    resume_from_checkpoint: str | None = None
+    """``latest`` (newest checkpoint in output_dir) or a checkpoint directory: continue that run exactly."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding, faster); order is still random across groups."""
+    log_every_steps: int = 10
+    """Log the training loss and LR every N optimizer steps."""
+    trackers: list[str] | None = None
+    """Accelerate trackers (``tensorboard``, ``wandb``, ...). None: tensorboard when installed. [] disables."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_every_steps", "save_every_steps", "early_stopping_patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name} must be >= 1 or null, got {value}")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+
+
+@dataclass
+class RunConfig:
+    """One fine-tuning run: task, model, data, training and where the run directory goes."""
+
+    task: TaskType = "token-classification"
+    """What is predicted: a tag per word (NER) or a label per text / text pair."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="wnut16"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str | None = None
+    """Run directory. Default: ``runs/<task>-<timestamp>``. Reuse it with ``train.resume_from_checkpoint``."""
+    overwrite_output_dir: bool = False
+    """Allow starting a new run in a directory that already holds one (its checkpoints are removed)."""
+
+    def __post_init__(self) -> None:
+        if self.task == "token-classification" and self.data.text_pair_column is not None:
+            raise ConfigError("data.text_pair_column is for sequence-classification; NER takes one token list")
+
+    def metric_for_best(self) -> str:
+        if self.train.metric_for_best:
+            return self.train.metric_for_best
+        return "f1" if self.task == "token-classification" else "accuracy"
+
+    def greater_is_better(self) -> bool:
+        if self.train.greater_is_better is not None:
+            return self.train.greater_is_better
+        return self.metric_for_best() != "loss"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _normalise_overrides(argv: Sequence[str]) -> list[str]:
+    """Accept torchtune-style ``key.sub=value`` as well as ``--key.sub=value``."""
+    out = []
+    for arg in argv:
+        if not arg.startswith("-") and "=" in arg:
+            out.append("--" + arg)
+        else:
+            out.append(arg)
+    return out
+
+
+def build_parser(default_config: str | Path | None = None, prog: str | None = None):
+    """The jsonargparse parser for :class:`RunConfig`; ``default_config`` is a preset applied before the CLI."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog=prog,
+        exit_on_error=False,
+        default_config_files=[str(default_config)] if default_config else None,
+        description="Options are key=value (or --key=value); --config FILE.yaml loads a preset first.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML preset; later key=value options override it")
+    parser.add_class_arguments(RunConfig, nested_key=None, fail_untyped=True)
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None, default_config: str | Path | None = None) -> RunConfig:
+    """Parse a run config from a preset, ``--config`` files and overrides.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+        default_config: preset YAML loaded first (a recipe's default).
+
+    Returns:
+        The validated :class:`RunConfig`.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or a failed cross-field check; the message names it.
+    """
+    from jsonargparse import ArgumentError
+
+    argv = _normalise_overrides(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(default_config, prog=Path(sys.argv[0]).name)
+    try:
+        namespace = parser.parse_args(argv)
+        init = parser.instantiate(namespace)
+    except ArgumentError as err:
+        raise ConfigError(f"config: {' '.join(str(err).split())}") from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config: {err}") from None
+    values = {f.name: getattr(init, f.name) for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**values)
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """Load and validate one YAML preset or a run directory's saved ``config.yaml``."""
+    return parse_config(["--config", str(path)])
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML that ``--config`` accepts back."""
+    from hftransfer.utils import atomic_write_text
+
+    data = config.to_dict()
+    data["train"]["adam_betas"] = list(data["train"]["adam_betas"])
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Task data: read and validate (readers, sources), tokenise (features), batch (collate, samplers)."""

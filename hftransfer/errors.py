@@ -1,0 +1,23 @@
+"""Errors that carry a message a user can act on.
+
+Entry points catch :class:`HFTransferError` and print its message as one line instead of a traceback,
+so every raise site must name the file, line, field or key at fault.
+"""
+
+from __future__ import annotations
+
+
+class HFTransferError(Exception):
+    """Base class for errors caused by user input (config, data, paths), not by bugs."""
+
+
+class ConfigError(HFTransferError, ValueError):
+    """A config key or value is wrong; the message names the key."""
+
+
+class DataError(HFTransferError, ValueError):
+    """Input data is malformed; the message names the file and line (or row)."""
+
+
+class AssetError(HFTransferError, FileNotFoundError):
+    """An offline packaged asset (encoder or dataset) is not installed."""
