@@ -46,7 +46,8 @@ class DataConfig:
     """Builtin offline name (``wnut16``, ``rotten_tomatoes``), a Hub dataset id, or one data file. Splits that it
     lacks are carved from its train split with ``split_seed``."""
     train_file: str | None = None
-    """Training file (CoNLL, JSON/JSONL, CSV/TSV). Use instead of ``dataset``."""
+    """Training file (CoNLL, JSON/JSONL, CSV/TSV). When set it takes precedence and ``dataset`` is not used, so
+    ``data.train_file=...`` on the command line replaces a preset's dataset."""
     validation_file: str | None = None
     """Validation file; carved from the training data when absent."""
     test_file: str | None = None
@@ -89,8 +90,6 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset is None and self.train_file is None:
             raise ConfigError("data: set data.dataset (builtin name, Hub id or file) or data.train_file")
-        if self.dataset is not None and self.train_file is not None:
-            raise ConfigError("data: set only one of data.dataset and data.train_file")
         for name in ("validation_size", "test_size"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -169,7 +168,13 @@ class TrainConfig:
     """DataLoader worker processes."""
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps", "keep_checkpoints")
+        positive = (
+            "batch_size",
+            "eval_batch_size",
+            "grad_accum_steps",
+            "log_every_steps",
+            "keep_checkpoints",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -203,7 +208,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.task == "token-classification" and self.data.text_pair_column is not None:
-            raise ConfigError("data.text_pair_column is for sequence-classification; NER takes one token list")
+            raise ConfigError(
+                "data.text_pair_column is for sequence-classification; NER takes one token list"
+            )
 
     def metric_for_best(self) -> str:
         if self.train.metric_for_best:
@@ -240,7 +247,9 @@ def build_parser(default_config: str | Path | None = None, prog: str | None = No
         default_config_files=[str(default_config)] if default_config else None,
         description="Options are key=value (or --key=value); --config FILE.yaml loads a preset first.",
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML preset; later key=value options override it")
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="YAML preset; later key=value options override it"
+    )
     parser.add_class_arguments(RunConfig, nested_key=None, fail_untyped=True)
     return parser
 

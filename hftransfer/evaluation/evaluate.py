@@ -1,0 +1,42 @@
+"""Score gathered predictions against the examples they came from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from datasets import Dataset
+
+from hftransfer.evaluation.inference import InferenceOutput, word_label_ids
+from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+
+
+def compute_metrics(
+    output: InferenceOutput, examples: Dataset, task: str, label_names: Sequence[str]
+) -> dict:
+    """Task metrics of ``output`` over every example of ``examples`` (plus ``loss`` when labels were present).
+
+    Args:
+        output: predictions gathered by :func:`~hftransfer.evaluation.inference.run_inference`.
+        examples: the untokenised split (``tokens``/``tags`` or ``text``/``label``), indexed by ``example_id``.
+        task: ``token-classification`` or ``sequence-classification``.
+        label_names: label of each class id.
+
+    Raises:
+        RuntimeError: an example or word got no prediction.
+    """
+    if task == "token-classification":
+        pred_ids = word_label_ids(output, [len(tokens) for tokens in examples["tokens"]])
+        pred_tags = [[label_names[i] for i in ids] for ids in pred_ids]
+        metrics = token_classification_metrics(examples["tags"], pred_tags)
+    else:
+        missing = len(examples) - len(output.example_predictions)
+        if missing:
+            raise RuntimeError(f"{missing} of {len(examples)} examples got no prediction")
+        label2id = {name: index for index, name in enumerate(label_names)}
+        true_ids = [label2id[label] for label in examples["label"]]
+        pred_ids = [output.example_predictions[index][0] for index in range(len(examples))]
+        metrics = sequence_classification_metrics(true_ids, pred_ids, label_names)
+    metrics["num_examples"] = len(examples)
+    if output.loss is not None:
+        metrics["loss"] = output.loss
+    return metrics

@@ -1,0 +1,129 @@
+"""Run a model over a feature loader and turn its outputs back into per-example predictions.
+
+Only what the metrics need leaves the device: the argmax id and its probability per word (token tasks) or per
+example (sequence tasks), plus per-feature loss sums; full logits are never accumulated. In multi-process runs every
+tensor is padded across processes and gathered with ``gather_for_metrics``, which drops the samples that
+Accelerate repeated to even out the last batch, so results cover exactly the loader's rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hftransfer.data.batching import TOKEN_EXTRAS
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class InferenceOutput:
+    """Gathered predictions.
+
+    Token tasks: ``word_predictions[example_id][word_index] = (label_id, probability)``.
+    Sequence tasks: ``example_predictions[example_id] = (label_id, probability)``.
+    """
+
+    word_predictions: dict[int, dict[int, tuple[int, float]]] = field(default_factory=dict)
+    example_predictions: dict[int, tuple[int, float]] = field(default_factory=dict)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+    @property
+    def loss(self) -> float | None:
+        return self.loss_sum / self.loss_count if self.loss_count else None
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without the columns that are not model inputs (labels, word_index, example_id)."""
+    return {key: value for key, value in batch.items() if key not in TOKEN_EXTRAS and key != "example_id"}
+
+
+def per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and the number of labelled items per row.
+
+    Args:
+        logits: ``[batch, seq, num_labels]`` or ``[batch, num_labels]``.
+        labels: ``[batch, seq]`` or ``[batch]`` with ``-100`` for ignored positions.
+    """
+    losses = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).reshape(labels.shape)
+    if labels.dim() == 1:
+        return losses, (labels != IGNORE_INDEX).long()
+    return losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+
+@torch.inference_mode()
+def run_inference(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    accelerator: Accelerator,
+    task: str,
+    *,
+    desc: str = "Evaluating",
+) -> InferenceOutput:
+    """Predict every row of ``loader`` (prepared by ``accelerator``) and gather the results on every process."""
+    was_training = model.training
+    model.eval()
+    output = InferenceOutput()
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        logits = model(**model_inputs(batch)).logits
+        probs, preds = logits.float().softmax(dim=-1).max(dim=-1)  # [batch, seq] or [batch]
+        has_labels = "labels" in batch and bool((batch["labels"] != IGNORE_INDEX).any())
+        if has_labels:
+            row_loss, row_count = per_row_loss(logits, batch["labels"])
+        else:
+            row_loss = torch.zeros(preds.shape[0], device=preds.device)
+            row_count = torch.zeros(preds.shape[0], dtype=torch.long, device=preds.device)
+        if task == "token-classification":
+            # Sequence lengths differ between processes: pad to a common length before gathering.
+            preds = accelerator.pad_across_processes(preds, dim=1, pad_index=0)
+            probs = accelerator.pad_across_processes(probs, dim=1, pad_index=0.0)
+            word_index = accelerator.pad_across_processes(batch["word_index"], dim=1, pad_index=-1)
+            gathered = accelerator.gather_for_metrics(
+                (preds, probs, word_index, batch["example_id"], row_loss, row_count)
+            )
+            preds, probs, word_index, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
+            rows, cols = np.nonzero(word_index >= 0)
+            for row, col in zip(rows.tolist(), cols.tolist()):
+                words = output.word_predictions.setdefault(int(example_ids[row]), {})
+                words[int(word_index[row, col])] = (int(preds[row, col]), float(probs[row, col]))
+        else:
+            gathered = accelerator.gather_for_metrics(
+                (preds, probs, batch["example_id"], row_loss, row_count)
+            )
+            preds, probs, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
+            for example_id, pred, prob in zip(example_ids.tolist(), preds.tolist(), probs.tolist()):
+                output.example_predictions[int(example_id)] = (int(pred), float(prob))
+        output.loss_sum += float(row_loss.sum())
+        output.loss_count += int(row_count.sum())
+    model.train(was_training)
+    return output
+
+
+def word_label_ids(output: InferenceOutput, word_counts: list[int]) -> list[list[int]]:
+    """Predicted label id of every word of every example, in order.
+
+    Raises:
+        RuntimeError: a word received no prediction (a windowing bug; never expected).
+    """
+    result = []
+    for example_id, count in enumerate(word_counts):
+        words = output.word_predictions.get(example_id, {})
+        if len(words) != count:
+            missing = sorted(set(range(count)) - set(words))[:5]
+            raise RuntimeError(
+                f"example {example_id}: {count - len(words)} words got no prediction, e.g. {missing}"
+            )
+        result.append([words[index][0] for index in range(count)])
+    return result

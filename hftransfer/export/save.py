@@ -1,0 +1,58 @@
+"""Write the exported model: an ordinary Hugging Face model directory (safetensors + config + tokenizer)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
+
+from hftransfer.utils import atomic_directory, recover_directory
+
+logger = logging.getLogger(__name__)
+
+
+def save_model(
+    accelerator: Accelerator, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, directory: Path
+) -> None:
+    """Save ``model`` (unwrapped) and ``tokenizer`` to ``directory`` atomically; call on every process.
+
+    The state dict is collected with ``accelerator.get_state_dict`` so sharded (FSDP/DeepSpeed) models are saved
+    whole; only the main process writes.
+    """
+    directory = Path(directory)
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        with atomic_directory(directory) as tmp:
+            unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    accelerator.wait_for_everyone()
+
+
+def load_saved_weights(accelerator: Accelerator, model: torch.nn.Module, directory: Path) -> None:
+    """Load the weights of a directory written by :func:`save_model` back into ``model`` (every process).
+
+    Raises:
+        RuntimeError: the saved weights do not match the model's parameters.
+    """
+    directory = Path(directory)
+    recover_directory(directory)
+    shards = sorted(directory.glob("model*.safetensors"))
+    if not shards:
+        raise RuntimeError(f"{directory} holds no model*.safetensors to load")
+    state_dict: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state_dict.update(load_file(shard))
+    unwrapped = accelerator.unwrap_model(model)
+    missing, unexpected = unwrapped.load_state_dict(state_dict, strict=False)
+    # Tied weights may be stored once; anything else missing means the directory is not this model.
+    tied = set(getattr(unwrapped, "_tied_weights_keys", None) or [])
+    missing = [key for key in missing if key not in tied]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"{directory} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )

@@ -1,0 +1,316 @@
+"""Fine-tuning, wired end to end: data -> features -> model -> training loop -> evaluation -> export.
+
+Recipes call the four steps in order::
+
+    run = setup(config, recipe="finetune_ner")
+    train(run)
+    evaluate_best(run)
+    finish(run)
+
+Everything is written under ``run.run_dir``: ``config.yaml`` (the resolved config), ``metrics.jsonl`` (every log
+record), ``metrics.json`` (final validation/test metrics), ``checkpoints/`` and ``model/`` (the best model with its
+tokenizer, an ordinary Hugging Face model directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from hftransfer.config import RunConfig, save_config
+from hftransfer.data.batching import FeatureCollator, build_eval_dataloader, build_train_dataloader
+from hftransfer.data.features import tokenize
+from hftransfer.data.sources import TaskData, load_task_data
+from hftransfer.errors import ConfigError
+from hftransfer.evaluation.evaluate import compute_metrics
+from hftransfer.evaluation.inference import run_inference
+from hftransfer.export.save import load_saved_weights, save_model
+from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
+from hftransfer.training.loop import FitResult, TrainingLoop
+from hftransfer.utils import atomic_write_json, flatten_dict
+
+logger = logging.getLogger("hftransfer")
+
+
+@dataclass
+class Run:
+    """The state of one fine-tuning run, passed between the recipe steps."""
+
+    config: RunConfig
+    accelerator: Accelerator
+    run_dir: Path
+    data: TaskData
+    tokenizer: PreTrainedTokenizerBase
+    loop: TrainingLoop
+    evaluate: Callable[..., dict[str, Any]]
+    eval_loaders: dict[str, DataLoader] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    fit: FitResult | None = None
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+
+def setup_logging(accelerator: Accelerator) -> None:
+    """INFO on the main process, warnings only elsewhere (so N processes do not print N copies)."""
+    level = logging.INFO if accelerator.is_main_process else logging.WARNING
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level
+    )
+    logging.getLogger("hftransfer").setLevel(level)
+    if not accelerator.is_main_process:
+        import datasets
+        import transformers
+
+        datasets.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+
+
+def resolve_mixed_precision(choice: str) -> str | None:
+    """``auto``: defer to ``accelerate launch --mixed_precision`` if given, else bf16/fp16 on GPU, fp32 on CPU."""
+    if choice != "auto":
+        if choice == "fp16" and not torch.cuda.is_available():
+            raise ConfigError(
+                "train.mixed_precision=fp16 needs a GPU; on CPU use 'no' (or 'bf16', which is slow)"
+            )
+        return choice
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _choose_run_dir(config: RunConfig, accelerator: Accelerator, recipe: str) -> Path:
+    if config.output_dir:
+        return Path(config.output_dir)
+    if config.train.resume_from_checkpoint == "latest":
+        raise ConfigError(
+            "train.resume_from_checkpoint=latest needs output_dir=<the run directory to continue>"
+        )
+    # Every process must agree on the timestamp, so the main process picks it.
+    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
+    broadcast_object_list(stamp)
+    return Path("runs") / f"{recipe}-{stamp[0]}"
+
+
+def _check_run_dir(run_dir: Path, config: RunConfig, accelerator: Accelerator) -> None:
+    holds_run = (run_dir / "config.yaml").exists() or bool(list_checkpoints(run_dir))
+    if not holds_run or config.train.resume_from_checkpoint:
+        return
+    if not config.overwrite_output_dir:
+        raise ConfigError(
+            f"output_dir={str(run_dir)!r} already holds a run; continue it with train.resume_from_checkpoint=latest, "
+            "start over with overwrite_output_dir=true, or choose another output_dir"
+        )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for name in ("checkpoints", "model", "metrics.jsonl", "metrics.json"):
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+
+
+def _trackers(config: RunConfig) -> list[str]:
+    if config.train.trackers is not None:
+        return list(config.train.trackers)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return []
+    return ["tensorboard"]
+
+
+def setup(config: RunConfig, recipe: str) -> Run:
+    """Create the accelerator and run directory, load data and model, tokenise, and build the training loop.
+
+    Raises:
+        ConfigError / DataError: bad config or data, before any training starts.
+    """
+    trackers = _trackers(config)
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
+        log_with=trackers or None,
+        step_scheduler_with_optimizer=False,
+    )
+    setup_logging(accelerator)
+    run_dir = _choose_run_dir(config, accelerator, recipe)
+    _check_run_dir(run_dir, config, accelerator)
+    resume_from = resolve_resume(config.train.resume_from_checkpoint, run_dir)
+    accelerator.project_configuration = ProjectConfiguration(
+        project_dir=str(run_dir), logging_dir=str(run_dir / "logs")
+    )
+    set_seed(config.train.seed)
+
+    with accelerator.main_process_first():
+        data = load_task_data(config.data, config.task)
+    tokenizer = load_tokenizer(config.model)
+    model = build_model(config.model, config.task, data.label_names)
+    limit = model_max_length(tokenizer, model)
+    if config.data.max_length > limit:
+        raise ConfigError(
+            f"data.max_length={config.data.max_length} exceeds what this model accepts ({limit})"
+        )
+
+    label2id = {label: index for index, label in enumerate(data.label_names)}
+    features: dict[str, Dataset] = {}
+    report: dict[str, Any] = {"data": data.report, "features": {}}
+    for split, examples in data.splits.items():
+        features[split], counts = tokenize(
+            examples,
+            tokenizer,
+            config.task,
+            label2id,
+            max_length=config.data.max_length,
+            label_all_subwords=config.data.label_all_subwords,
+            window_context=config.data.window_context,
+        )
+        report["features"][split] = {"examples": len(examples), "features": len(features[split]), **counts}
+
+    pad_to = 8 if accelerator.device.type == "cuda" else None
+    collator = FeatureCollator(tokenizer, pad_to_multiple_of=pad_to)
+    train_loader = build_train_dataloader(
+        features["train"],
+        collator,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+        group_by_length=config.train.group_by_length,
+        num_workers=config.train.num_workers,
+    )
+    eval_loaders = {
+        split: build_eval_dataloader(
+            features[split],
+            collator,
+            batch_size=config.train.eval_batch_size,
+            num_workers=config.train.num_workers,
+        )
+        for split in ("validation", "test")
+        if split in features
+    }
+
+    def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
+        output = run_inference(model, loader, accelerator, config.task, desc=f"Evaluating {split}")
+        return compute_metrics(output, data.splits[split], config.task, data.label_names)
+
+    loop = TrainingLoop(
+        accelerator,
+        model,
+        train_loader,
+        eval_loaders.get("validation"),
+        evaluate=evaluate,
+        save_model=lambda m: save_model(accelerator, m, tokenizer, run_dir / "model"),
+        config=config,
+        run_dir=run_dir,
+    )
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    if trackers:
+        accelerator.init_trackers(run_dir.name, config=_tracker_config(config))
+    if resume_from is not None:
+        loop.resume(resume_from)
+    # Loaders for the final evaluation; validation reuses the loop's prepared one.
+    prepared = {"validation": loop.eval_loader} if loop.eval_loader is not None else {}
+    if "test" in eval_loaders:
+        prepared["test"] = accelerator.prepare(eval_loaders["test"])
+    run = Run(config, accelerator, run_dir, data, tokenizer, loop, evaluate, prepared, report)
+    _log_summary(run)
+    return run
+
+
+def _tracker_config(config: RunConfig) -> dict[str, Any]:
+    """Flat scalars only: tensorboard's hparams reject None and lists."""
+    flat = flatten_dict(config.to_dict())
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in flat.items()
+    }
+
+
+def _log_summary(run: Run) -> None:
+    model = run.accelerator.unwrap_model(run.loop.model)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run.report["parameters"] = {
+        "total": total,
+        "trainable": trainable,
+        "trainable_fraction": trainable / total,
+    }
+    sizes = ", ".join(f"{split}={len(ds)}" for split, ds in run.data.splits.items())
+    logger.info("Run directory: %s", run.run_dir)
+    logger.info("Data: %s; %d labels; features %s", sizes, len(run.data.label_names), run.report["features"])
+    logger.info(
+        "Model: %s, %.1fM parameters (%.1f%% trainable)",
+        run.config.model.name_or_path,
+        total / 1e6,
+        100 * trainable / total,
+    )
+
+
+def train(run: Run) -> FitResult:
+    """Run the training loop (resuming if the run was set up from a checkpoint)."""
+    run.fit = run.loop.fit()
+    return run.fit
+
+
+def evaluate_best(run: Run) -> dict[str, Any]:
+    """Reload the exported (best) model and score it on validation and test; writes ``metrics.json``."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    load_saved_weights(accelerator, run.loop.model, run.model_dir)
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    for split, loader in run.eval_loaders.items():
+        results[split] = run.evaluate(run.loop.model, loader, split)
+        run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
+    state = run.loop.state
+    run.final_metrics = {
+        **results,
+        "best_step": state.best_step,
+        f"best_validation_{run.loop.metric_name}": state.best_metric,
+        "train": {
+            "steps": state.step,
+            "epochs": round(run.loop.epoch_progress(), 4),
+            "runtime_seconds": round(state.train_seconds, 2),
+            "samples_per_second": state.samples_seen / state.train_seconds if state.train_seconds else None,
+            "stopped_early": state.stopped_early,
+            "num_processes": accelerator.num_processes,
+        },
+        "eval_seconds": round(time.perf_counter() - started, 2),
+        "label_names": run.data.label_names,
+        **run.report,
+    }
+    if accelerator.is_main_process:
+        atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
+    return run.final_metrics
+
+
+def finish(run: Run) -> None:
+    """Close trackers and print where the results are."""
+    run.accelerator.end_training()
+    metric = run.loop.metric_name
+    for split in ("validation", "test"):
+        if split in run.final_metrics and metric in run.final_metrics[split]:
+            logger.info("%s %s = %.4f", split, metric, run.final_metrics[split][metric])
+    logger.info("Model: %s  Metrics: %s", run.model_dir, run.run_dir / "metrics.json")

@@ -1,0 +1,313 @@
+"""The one training loop every recipe runs (Accelerate: CPU, one GPU, DDP/FSDP/DeepSpeed through ``accelerate``).
+
+Gradient accumulation is exact: the micro-batches of one optimizer step are fetched first, their labelled items
+(tokens or examples) counted across all processes, and each micro-batch's *summed* loss is divided by that global
+count. So k micro-batches of b examples produce the same gradient as one batch of k*b, even for token tasks whose
+batches hold different numbers of labelled tokens. ``accelerator.accumulate`` cannot express this (it divides every
+micro-batch loss by k and needs the last window of an epoch to be full), so the loop uses the primitive it is built
+on, ``accelerator.no_sync``, to skip the gradient all-reduce on all but the last micro-batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hftransfer.config import RunConfig
+from hftransfer.errors import ConfigError
+from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
+from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
+from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.training.tracking import MetricsLog
+
+logger = logging.getLogger("hftransfer")
+
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy *summed* over labelled items (tokens or examples); the loop normalises it."""
+    logits = model(**model_inputs(batch)).logits  # [batch, (seq,) num_labels]
+    labels = batch["labels"]
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
+def count_items(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Labelled items in a batch: tokens with a label for token tasks, examples for sequence tasks."""
+    return (batch["labels"] != IGNORE_INDEX).sum()
+
+
+@dataclass
+class LoopState:
+    """Everything besides tensors that a resumed run needs to continue exactly where it stopped."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    samples_seen: int = 0
+
+
+@dataclass
+class FitResult:
+    state: LoopState
+    total_steps: int
+    best_model_saved: bool
+
+
+class TrainingLoop:
+    """Optimise ``model`` on ``train_loader``; evaluate, keep the best model, checkpoint and resume.
+
+    Args:
+        accelerator: the run's accelerator.
+        model: an unprepared model; it is prepared here together with its optimizer and loaders.
+        train_loader / eval_loader: unprepared loaders (``eval_loader`` may be None: no validation split).
+        evaluate: ``evaluate(model, prepared_eval_loader) -> metrics`` (called on every process).
+        save_model: ``save_model(model)`` writes the current model as the run's exported model (every process).
+        config: the run config; ``run_dir``: where checkpoints and logs go.
+        loss_fn: summed loss of a batch (default: task cross-entropy).
+        param_groups: optimizer parameter groups (default: decay / no-decay over trainable parameters).
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        train_loader: DataLoader,
+        eval_loader: DataLoader | None,
+        *,
+        evaluate: Callable[[torch.nn.Module, DataLoader], dict[str, Any]],
+        save_model: Callable[[torch.nn.Module], None],
+        config: RunConfig,
+        run_dir: Path,
+        loss_fn: LossFn = task_loss,
+        param_groups: list[dict] | None = None,
+    ) -> None:
+        self.accelerator = accelerator
+        self.config = config
+        self.train_config = config.train
+        self.run_dir = Path(run_dir)
+        self.evaluate_fn = evaluate
+        self.save_model_fn = save_model
+        self.loss_fn = loss_fn
+        self.metric_name = config.metric_for_best()
+        self.greater_is_better = config.greater_is_better()
+        self.log = MetricsLog(accelerator, self.run_dir)
+        self.state = LoopState()
+
+        optimizer = (
+            torch.optim.AdamW(
+                param_groups,
+                lr=self.train_config.lr,
+                betas=tuple(self.train_config.adam_betas),
+                eps=self.train_config.adam_eps,
+            )
+            if param_groups is not None
+            else build_optimizer(model, self.train_config)
+        )
+        if eval_loader is not None:
+            self.model, self.optimizer, self.train_loader, self.eval_loader = accelerator.prepare(
+                model, optimizer, train_loader, eval_loader
+            )
+        else:
+            self.model, self.optimizer, self.train_loader = accelerator.prepare(
+                model, optimizer, train_loader
+            )
+            self.eval_loader = None
+        accum = self.train_config.grad_accum_steps
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / accum))
+        if self.train_config.max_steps is not None:
+            self.total_steps = self.train_config.max_steps
+        else:
+            self.total_steps = max(1, math.ceil(self.train_config.epochs * self.steps_per_epoch))
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        # The schedule counts optimizer steps of this process, so it is stepped by hand rather than prepared
+        # (a prepared scheduler steps once per process per call).
+        self.scheduler = build_scheduler(self.optimizer, self.train_config, self.total_steps)
+        accelerator.register_for_checkpointing(self.scheduler)
+
+    # ----------------------------------------------------------------------------------------------- resume
+    def resume(self, checkpoint: Path) -> None:
+        """Load a checkpoint written by this loop; training then continues at its step with the same data order."""
+        saved = load_checkpoint(self.accelerator, checkpoint)
+        known = {field.name for field in dataclasses.fields(LoopState)}
+        self.state = LoopState(**{key: value for key, value in saved.items() if key in known})
+        self.log.truncate_after(self.state.step)
+        logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, self.state.step, self.state.epoch)
+
+    # ------------------------------------------------------------------------------------------------ train
+    def fit(self) -> FitResult:
+        """Train until ``total_steps`` or early stopping; returns the final loop state."""
+        state, accelerator = self.state, self.accelerator
+        logger.info(
+            "Training %d optimizer steps (%d per epoch, %d epochs), %d process(es), batch %d x accumulation %d",
+            self.total_steps,
+            self.steps_per_epoch,
+            self.num_epochs,
+            accelerator.num_processes,
+            self.train_config.batch_size,
+            self.train_config.grad_accum_steps,
+        )
+        progress = tqdm(
+            total=self.total_steps,
+            initial=state.step,
+            desc="Training",
+            disable=not accelerator.is_local_main_process,
+        )
+        self.model.train()
+        self._running = torch.zeros(2, device=accelerator.device)  # [loss sum, items] since the last log
+        self._last_eval_step = -1
+        best_model_saved = False
+        started = time.perf_counter()
+        seconds_before = state.train_seconds
+        while state.step < self.total_steps and not state.stopped_early and state.epoch < self.num_epochs:
+            self.train_loader.set_epoch(state.epoch)
+            loader = self.train_loader
+            if state.batches_in_epoch:
+                loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
+            batches = iter(loader)
+            while state.step < self.total_steps:
+                window = list(islice(batches, self.train_config.grad_accum_steps))
+                if not window:
+                    break
+                self._optimizer_step(window)
+                state.step += 1
+                state.batches_in_epoch += len(window)
+                state.train_seconds = seconds_before + time.perf_counter() - started
+                progress.update(1)
+                if state.step % self.train_config.log_every_steps == 0:
+                    self._log_train(progress)
+                every = self.train_config.eval_every_steps
+                if every and state.step % every == 0:
+                    best_model_saved |= self._evaluate_and_select()
+                if state.stopped_early:
+                    break
+                if (
+                    self.train_config.save_every_steps
+                    and state.step % self.train_config.save_every_steps == 0
+                ):
+                    self._save_checkpoint()
+            if state.batches_in_epoch >= len(self.train_loader):
+                state.epoch += 1
+                state.batches_in_epoch = 0
+                if self.train_config.eval_every_epoch and not state.stopped_early:
+                    best_model_saved |= self._evaluate_and_select()
+        if self._last_eval_step != state.step and not state.stopped_early and self.eval_loader is not None:
+            best_model_saved |= self._evaluate_and_select()
+        progress.close()
+        state.train_seconds = seconds_before + time.perf_counter() - started
+        if not best_model_saved and state.best_step is None:
+            # No validation split: the exported model is the final one.
+            self.save_model_fn(self.model)
+            best_model_saved = True
+        return FitResult(state=state, total_steps=self.total_steps, best_model_saved=best_model_saved)
+
+    def _optimizer_step(self, window: list[dict[str, torch.Tensor]]) -> None:
+        accelerator = self.accelerator
+        items = torch.stack([count_items(batch) for batch in window]).sum()
+        global_items = accelerator.reduce(items, reduction="sum") if accelerator.num_processes > 1 else items
+        # DDP averages gradients over processes, so scaling by num_processes / global items gives the mean over all
+        # labelled items of the accumulated global batch.
+        scale = accelerator.num_processes / global_items.clamp(min=1).float()
+        for index, batch in enumerate(window):
+            last = index == len(window) - 1
+            with nullcontext() if last else accelerator.no_sync(self.model):
+                loss_sum = self.loss_fn(self.model, batch)
+                accelerator.backward(loss_sum * scale)
+            self._running[0] += loss_sum.detach().float()
+            self.state.samples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
+        self._running[1] += items
+        if self.train_config.max_grad_norm is not None:
+            self._grad_norm = accelerator.clip_grad_norm_(
+                self.model.parameters(), self.train_config.max_grad_norm
+            )
+        self.optimizer.step()
+        if not accelerator.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _log_train(self, progress: tqdm) -> None:
+        running = (
+            self.accelerator.reduce(self._running, reduction="sum")
+            if self.accelerator.num_processes > 1
+            else self._running
+        )
+        loss_sum, items = running.tolist()  # the only host sync of the step, once per log interval
+        self._running.zero_()
+        metrics = {"loss": loss_sum / max(items, 1), "lr": self.scheduler.get_last_lr()[0]}
+        if getattr(self, "_grad_norm", None) is not None:
+            metrics["grad_norm"] = float(self._grad_norm)
+        if self.state.train_seconds > 0:
+            metrics["samples_per_second"] = self.state.samples_seen / self.state.train_seconds
+        progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+        self.log.log("train", metrics, step=self.state.step, epoch=self.epoch_progress())
+
+    def epoch_progress(self) -> float:
+        """Epochs done, with the fraction of the current one."""
+        return self.state.epoch + self.state.batches_in_epoch / max(1, len(self.train_loader))
+
+    # --------------------------------------------------------------------------------------- eval & select
+    def _evaluate_and_select(self) -> bool:
+        """Evaluate; save the model when it is the best so far. Returns True when it saved."""
+        if self.eval_loader is None:
+            return False
+        state = self.state
+        self._last_eval_step = state.step
+        metrics = self.evaluate_fn(self.model, self.eval_loader)
+        self.log.log("validation", metrics, step=state.step, epoch=self.epoch_progress())
+        if self.metric_name not in metrics:
+            available = ", ".join(sorted(k for k in metrics if not k.startswith("per_")))
+            raise ConfigError(
+                f"train.metric_for_best={self.metric_name!r} is not a reported metric; use one of: {available}"
+            )
+        value = float(metrics[self.metric_name])
+        better = state.best_metric is None or (
+            value > state.best_metric if self.greater_is_better else value < state.best_metric
+        )
+        if better:
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
+            self.save_model_fn(self.model)
+            logger.info("New best %s=%.4f at step %d: model saved", self.metric_name, value, state.step)
+        else:
+            state.evals_without_improvement += 1
+            patience = self.train_config.early_stopping_patience
+            if patience is not None and state.evals_without_improvement >= patience:
+                state.stopped_early = True
+                logger.info(
+                    "Early stopping: %s did not improve for %d evaluations", self.metric_name, patience
+                )
+        self.model.train()
+        return better
+
+    def _save_checkpoint(self) -> None:
+        path = save_checkpoint(
+            self.accelerator,
+            self.run_dir,
+            self.state.step,
+            dataclasses.asdict(self.state),
+            self.train_config.keep_checkpoints,
+        )
+        logger.info("Checkpoint saved: %s", path)

@@ -1,0 +1,51 @@
+"""Optimizer and learning-rate schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from hftransfer.config import TrainConfig
+
+
+def no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Biases and normalisation weights (all 1-D tensors) are not weight-decayed: shrinking them only hurts."""
+    return param.ndim < 2 or name.endswith(".bias") or "norm" in name.lower()
+
+
+def parameter_groups(
+    named_parameters: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float
+) -> list[dict]:
+    """Split trainable parameters into a decayed and a non-decayed AdamW group (empty groups dropped)."""
+    decay, plain = [], []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        (plain if no_decay(name, param) else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": plain, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the model's trainable parameters, with weight decay off for biases and LayerNorm."""
+    return torch.optim.AdamW(
+        parameter_groups(model.named_parameters(), config.weight_decay),
+        lr=config.lr,
+        betas=tuple(config.adam_betas),
+        eps=config.adam_eps,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 to the peak LR, then linear decay to 0 at ``total_steps``."""
+    warmup = (
+        config.warmup_steps if config.warmup_steps is not None else round(config.warmup_ratio * total_steps)
+    )
+    return get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

@@ -1,0 +1,66 @@
+"""Where metrics go: the console, ``metrics.jsonl`` in the run directory, and Accelerate's trackers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from hftransfer.utils import atomic_write_text
+
+logger = logging.getLogger("hftransfer")
+
+# Printed on the console; the per-type/per-class details go to the files and trackers only.
+HEADLINE = (
+    "loss",
+    "lr",
+    "f1",
+    "precision",
+    "recall",
+    "accuracy",
+    "macro_f1",
+    "grad_norm",
+    "samples_per_second",
+)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if not math.isnan(value) else "nan"
+    return str(value)
+
+
+class MetricsLog:
+    """Append-only JSON-lines log (main process only) that mirrors each record to the console and the trackers."""
+
+    def __init__(self, accelerator: Accelerator, run_dir: Path) -> None:
+        self.accelerator = accelerator
+        self.path = Path(run_dir) / "metrics.jsonl"
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records logged after ``step``: a resumed run logs them again from its checkpoint."""
+        if not self.accelerator.is_main_process or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def log(self, split: str, metrics: dict[str, Any], *, step: int, epoch: float) -> None:
+        """Record ``metrics`` of ``split`` (``train``, ``validation``, ``test``) at ``step``."""
+        if not self.accelerator.is_main_process:
+            return
+        record = {"split": split, "step": step, "epoch": round(epoch, 4), **metrics}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        headline = "  ".join(f"{key}={_format(metrics[key])}" for key in HEADLINE if key in metrics)
+        logger.info("[%s] step %d epoch %.2f  %s", split, step, epoch, headline)
+        scalars = {
+            f"{split}/{k}": v
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        self.accelerator.log(scalars, step=step)
