@@ -82,7 +82,9 @@ def locate(name: str) -> Path:
         raise AssetError(f"offline asset {name!r} needs the package {asset.pip_name}: run {install}")
     path = root / asset.relative_path
     if not path.exists():
-        raise AssetError(f"offline asset {name!r}: {path} is missing from the installed package; reinstall: {install}")
+        raise AssetError(
+            f"offline asset {name!r}: {path} is missing from the installed package; reinstall: {install}"
+        )
     return path
 
 

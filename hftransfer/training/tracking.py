@@ -53,6 +53,7 @@ class MetricsLog:
         """Record ``metrics`` of ``split`` (``train``, ``validation``, ``test``) at ``step``."""
         if not self.accelerator.is_main_process:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"split": split, "step": step, "epoch": round(epoch, 4), **metrics}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

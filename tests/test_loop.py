@@ -1,0 +1,136 @@
+"""The training loop: exact gradient accumulation, resume equivalence, early stopping, best-model selection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from datasets import Dataset
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from hftransfer.config import DataConfig, RunConfig, TrainConfig
+from hftransfer.data.batching import FeatureCollator, build_eval_dataloader, build_train_dataloader
+from hftransfer.data.features import tokenize_token_task
+from hftransfer.evaluation.evaluate import compute_metrics
+from hftransfer.evaluation.inference import run_inference
+from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
+from hftransfer.training.loop import TrainingLoop
+from tests.conftest import make_ner_examples
+
+LABELS = ["O", "B-loc", "I-loc", "B-per", "I-per"]
+
+
+def _setup(tiny_model_dir, tmp_path, *, dropout=0.0, **train):
+    set_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = Dataset.from_list(make_ner_examples(64, seed=5))
+    eval_examples = Dataset.from_list(make_ner_examples(16, seed=6))
+    label2id = {label: i for i, label in enumerate(LABELS)}
+    features, _ = tokenize_token_task(examples, tokenizer, label2id, max_length=32)
+    eval_features, _ = tokenize_token_task(eval_examples, tokenizer, label2id, max_length=32)
+    model = AutoModelForTokenClassification.from_pretrained(
+        tiny_model_dir,
+        num_labels=len(LABELS),
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    defaults = dict(lr=5e-3, warmup_ratio=0.0, log_every_steps=1, trackers=[], group_by_length=False, seed=0)
+    config = RunConfig(data=DataConfig(train_file="unused.conll"), train=TrainConfig(**{**defaults, **train}))
+    collator = FeatureCollator(tokenizer)
+    accelerator = Accelerator(cpu=True)
+    train_loader = build_train_dataloader(
+        features,
+        collator,
+        batch_size=config.train.batch_size,
+        seed=0,
+        group_by_length=config.train.group_by_length,
+    )
+    eval_loader = build_eval_dataloader(eval_features, collator, batch_size=8)
+
+    def evaluate(model, loader):
+        output = run_inference(model, loader, accelerator, "token-classification")
+        return compute_metrics(output, eval_examples, "token-classification", LABELS)
+
+    saved = []
+    loop = TrainingLoop(
+        accelerator,
+        model,
+        train_loader,
+        eval_loader,
+        evaluate=evaluate,
+        save_model=lambda m: saved.append({k: v.detach().clone() for k, v in m.state_dict().items()}),
+        config=config,
+        run_dir=tmp_path,
+    )
+    return loop, saved
+
+
+def _weights(loop):
+    return {name: param.detach().clone() for name, param in loop.model.named_parameters()}
+
+
+def _train_losses(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["split"] == "train"]
+
+
+def test_accumulation_equals_one_big_batch(tiny_model_dir, tmp_path):
+    big, _ = _setup(tiny_model_dir, tmp_path / "big", batch_size=16, grad_accum_steps=1, max_steps=3)
+    big.fit()
+    small, _ = _setup(tiny_model_dir, tmp_path / "small", batch_size=8, grad_accum_steps=2, max_steps=3)
+    small.fit()
+    for name, value in _weights(big).items():
+        torch.testing.assert_close(_weights(small)[name], value, atol=1e-5, rtol=1e-4, msg=name)
+    assert _train_losses(tmp_path / "small") == pytest.approx(_train_losses(tmp_path / "big"), rel=1e-5)
+    # the weights did move: the comparison above is not between two untouched models
+    fresh, _ = _setup(tiny_model_dir, tmp_path / "fresh", batch_size=16, max_steps=3)
+    assert any(not torch.equal(w, _weights(big)[n]) for n, w in _weights(fresh).items())
+
+
+def test_resume_continues_the_same_run(tiny_model_dir, tmp_path):
+    # dropout on and several epochs: resuming must restore RNG, data order, optimizer and scheduler state
+    common = dict(batch_size=8, epochs=3, save_every_steps=5, eval_every_epoch=True, keep_checkpoints=10)
+    full, _ = _setup(tiny_model_dir, tmp_path / "full", dropout=0.1, **common)
+    full.fit()
+    total = full.total_steps
+    assert total == 24
+
+    partial, _ = _setup(tiny_model_dir, tmp_path / "resumed", dropout=0.1, **common, max_steps=None)
+    partial.total_steps = 10  # stop in the middle of epoch 2, after the step-10 checkpoint
+    partial.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["step-00000005", "step-00000010"]
+
+    resumed, _ = _setup(tiny_model_dir, tmp_path / "resumed", dropout=0.1, **common)
+    resumed.resume(resolve_resume("latest", tmp_path / "resumed"))
+    assert resumed.state.step == 10 and resumed.state.batches_in_epoch == 2
+    resumed.fit()
+    for name, value in _weights(full).items():
+        torch.testing.assert_close(_weights(resumed)[name], value, atol=1e-6, rtol=1e-5, msg=name)
+    assert _train_losses(tmp_path / "resumed") == pytest.approx(_train_losses(tmp_path / "full"), rel=1e-5)
+
+
+def test_early_stopping_and_best_model(tiny_model_dir, tmp_path):
+    # A metric that can never improve after the first evaluation: stops after `patience` more evaluations.
+    loop, saved = _setup(
+        tiny_model_dir,
+        tmp_path,
+        batch_size=8,
+        epochs=10,
+        eval_every_steps=2,
+        eval_every_epoch=False,
+        early_stopping_patience=2,
+        metric_for_best="num_examples",
+    )
+    result = loop.fit()
+    assert result.state.stopped_early
+    assert result.state.step == 6 and result.state.best_step == 2
+    assert len(saved) == 1  # only the best model was exported
+
+
+def test_unknown_metric_for_best_names_the_choices(tiny_model_dir, tmp_path):
+    loop, _ = _setup(tiny_model_dir, tmp_path, batch_size=8, max_steps=2, metric_for_best="bleu")
+    with pytest.raises(Exception, match="metric_for_best='bleu'.*f1"):
+        loop.fit()
