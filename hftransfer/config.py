@@ -226,7 +226,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def _normalise_overrides(argv: Sequence[str]) -> list[str]:
+def normalise_overrides(argv: Sequence[str]) -> list[str]:
     """Accept torchtune-style ``key.sub=value`` as well as ``--key.sub=value``."""
     out = []
     for arg in argv:
@@ -269,7 +269,7 @@ def parse_config(argv: Sequence[str] | None = None, default_config: str | Path |
     """
     from jsonargparse import ArgumentError
 
-    argv = _normalise_overrides(sys.argv[1:] if argv is None else argv)
+    argv = normalise_overrides(sys.argv[1:] if argv is None else argv)
     parser = build_parser(default_config, prog=Path(sys.argv[0]).name)
     try:
         namespace = parser.parse_args(argv)

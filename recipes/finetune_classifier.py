@@ -25,7 +25,9 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "minilm" / "classifier_full
 def main(argv: Sequence[str] | None = None) -> dict:
     config = parse_config(argv, default_config=DEFAULT_CONFIG)
     if config.task != "sequence-classification":
-        raise ConfigError(f"task={config.task!r}: this recipe trains sequence classification; use finetune_ner.py")
+        raise ConfigError(
+            f"task={config.task!r}: this recipe trains sequence classification; use finetune_ner.py"
+        )
     run = setup(config, recipe="finetune_classifier")
     train(run)
     metrics = evaluate_best(run)

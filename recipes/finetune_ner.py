@@ -25,7 +25,9 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "minilm" / "ner_full.yaml"
 def main(argv: Sequence[str] | None = None) -> dict:
     config = parse_config(argv, default_config=DEFAULT_CONFIG)
     if config.task != "token-classification":
-        raise ConfigError(f"task={config.task!r}: this recipe trains token classification; use finetune_classifier.py")
+        raise ConfigError(
+            f"task={config.task!r}: this recipe trains token classification; use finetune_classifier.py"
+        )
     run = setup(config, recipe="finetune_ner")
     train(run)
     metrics = evaluate_best(run)

@@ -1,0 +1,186 @@
+"""Label new data with an exported model (a run's ``model/`` directory, any HF checkpoint, or a Hub id).
+
+Prediction uses the same word-aligned windows as training, so sentences longer than the model's maximum length are
+predicted in full (``transformers.pipeline`` would truncate them), and ``torch.inference_mode`` with length-sorted
+batches keeps it fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
+
+from hftransfer.assets import resolve_model_name
+from hftransfer.config import DataConfig
+from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
+from hftransfer.data.features import tokenize
+from hftransfer.errors import ConfigError, DataError
+from hftransfer.evaluation.inference import run_inference
+from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+from hftransfer.utils import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+def detect_task(model_dir: str) -> str:
+    """``token-classification`` or ``sequence-classification`` from the checkpoint's architecture."""
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"model={model_dir!r}: no loadable model config ({' '.join(str(err).split())[:200]})"
+        ) from None
+    for architecture in config.architectures or []:
+        if architecture.endswith("ForTokenClassification"):
+            return "token-classification"
+        if architecture.endswith("ForSequenceClassification"):
+            return "sequence-classification"
+    raise ConfigError(
+        f"model={model_dir!r} is not a token- or sequence-classification model ({config.architectures})"
+    )
+
+
+def entity_spans(tokens: Sequence[str], tags: Sequence[str]) -> list[dict[str, Any]]:
+    """IOB2 tags -> ``[{"type", "start", "end", "text"}]`` with word offsets (end exclusive)."""
+    spans: list[dict[str, Any]] = []
+    for index, tag in enumerate(tags):
+        if tag.startswith("B-") or (
+            tag.startswith("I-") and (not spans or spans[-1]["end"] != index or spans[-1]["type"] != tag[2:])
+        ):
+            spans.append({"type": tag[2:], "start": index, "end": index + 1})
+        elif tag.startswith("I-"):
+            spans[-1]["end"] = index + 1
+    for span in spans:
+        span["text"] = " ".join(tokens[span["start"] : span["end"]])
+    return spans
+
+
+@dataclass
+class Predictions:
+    rows: list[dict[str, Any]]
+    metrics: dict[str, Any] | None = field(default=None)
+
+
+class Predictor:
+    """Batched prediction with a saved model.
+
+    Args:
+        model: a model directory, an offline alias or a Hub id.
+        batch_size: examples per forward pass.
+        max_length: tokens per window (default: the model's limit, at most 512).
+        cpu: force CPU even when a GPU is present.
+    """
+
+    def __init__(
+        self, model: str, *, batch_size: int = 64, max_length: int | None = None, cpu: bool = False
+    ) -> None:
+        self.model_dir = resolve_model_name(model)
+        self.task = detect_task(self.model_dir)
+        auto = (
+            AutoModelForTokenClassification
+            if self.task == "token-classification"
+            else AutoModelForSequenceClassification
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.accelerator = Accelerator(cpu=cpu)
+        self.model = self.accelerator.prepare_model(
+            auto.from_pretrained(self.model_dir), evaluation_mode=True
+        )
+        self.label_names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        limit = min(
+            getattr(self.model.config, "max_position_embeddings", 512), 512, self.tokenizer.model_max_length
+        )
+        self.max_length = max_length or limit
+        self.batch_size = batch_size
+
+    def predict(self, examples: Dataset) -> Predictions:
+        """Predict ``tokens`` rows (token task) or ``text`` [+ ``text_pair``] rows; scores them if labels are present."""
+        labelled = ("tags" if self.task == "token-classification" else "label") in examples.column_names
+        features, _ = tokenize(examples, self.tokenizer, self.task, None, max_length=self.max_length)
+        loader = build_eval_dataloader(features, FeatureCollator(self.tokenizer), batch_size=self.batch_size)
+        with torch.inference_mode():
+            output = run_inference(
+                self.model,
+                self.accelerator.prepare_data_loader(loader),
+                self.accelerator,
+                self.task,
+                desc="Predicting",
+            )
+        rows = []
+        if self.task == "token-classification":
+            for example_id, example in enumerate(examples):
+                words = output.word_predictions.get(example_id, {})
+                tags = [self.label_names[words[i][0]] for i in range(len(example["tokens"]))]
+                row = {
+                    "tokens": example["tokens"],
+                    "tags": tags,
+                    "scores": [round(words[i][1], 4) for i in range(len(tags))],
+                    "entities": entity_spans(example["tokens"], tags),
+                }
+                if labelled:
+                    row["gold_tags"] = example["tags"]
+                rows.append(row)
+        else:
+            for example_id, example in enumerate(examples):
+                label_id, score = output.example_predictions[example_id]
+                row = {key: example[key] for key in ("text", "text_pair") if key in example}
+                row.update(label=self.label_names[label_id], score=round(score, 4))
+                if labelled:
+                    row["gold_label"] = example["label"]
+                rows.append(row)
+        return Predictions(rows, self._score(rows) if labelled else None)
+
+    def _score(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.task == "token-classification":
+            return token_classification_metrics([r["gold_tags"] for r in rows], [r["tags"] for r in rows])
+        known = {name: i for i, name in enumerate(self.label_names)}
+        unknown = sorted({r["gold_label"] for r in rows} - set(known))
+        if unknown:
+            logger.warning("gold labels %s are not labels of the model; predictions are not scored", unknown)
+            return None
+        return sequence_classification_metrics(
+            [known[r["gold_label"]] for r in rows], [known[r["label"]] for r in rows], self.label_names
+        )
+
+
+def write_predictions(predictions: Predictions, path: str | Path) -> None:
+    """JSONL (one object per example), or CoNLL ``word<TAB>tag`` lines when ``path`` ends in .conll/.txt/.iob."""
+    path = Path(path)
+    if path.suffix in {".conll", ".txt", ".iob"}:
+        if not predictions.rows or "tokens" not in predictions.rows[0]:
+            raise DataError(f"{path}: CoNLL output is for token classification; use a .jsonl output")
+        blocks = ["\n".join(f"{t}\t{g}" for t, g in zip(r["tokens"], r["tags"])) for r in predictions.rows]
+        atomic_write_text(path, "\n\n".join(blocks) + "\n")
+    else:
+        atomic_write_text(
+            path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions.rows)
+        )
+    if predictions.metrics is not None:
+        atomic_write_json(path.with_name(path.name + ".metrics.json"), predictions.metrics)
+
+
+def predict_file(
+    model: str, input_path: str, output_path: str, data: DataConfig | None = None, **kwargs: Any
+) -> Predictions:
+    """Read ``input_path`` (text, CoNLL, JSON/JSONL, CSV/TSV), predict, and write ``output_path``."""
+    from hftransfer.data.sources import read_unlabelled
+
+    predictor = Predictor(model, **kwargs)
+    examples = read_unlabelled(input_path, predictor.task, data or DataConfig(train_file=input_path))
+    predictions = predictor.predict(examples)
+    write_predictions(predictions, output_path)
+    return predictions
