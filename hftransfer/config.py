@@ -85,7 +85,8 @@ class DataConfig:
     label_all_subwords: bool = False
     """NER: label every subword of a word instead of only the first (the rest get -100)."""
     window_context: int = 16
-    """NER: tokens of left context repeated at the start of each continuation window of a long sentence."""
+    """NER: tokens of left context repeated at the start of each continuation window of a long sentence (at most
+    half the window is used for context)."""
 
     def __post_init__(self) -> None:
         if self.dataset is None and self.train_file is None:
@@ -98,10 +99,8 @@ class DataConfig:
             raise ConfigError("data.validation_size + data.test_size must be below 1")
         if self.max_length < 8:
             raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
-        if not 0 <= self.window_context <= self.max_length // 2:
-            raise ConfigError(
-                f"data.window_context must be in [0, max_length/2 = {self.max_length // 2}], got {self.window_context}"
-            )
+        if self.window_context < 0:
+            raise ConfigError(f"data.window_context must be >= 0, got {self.window_context}")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:

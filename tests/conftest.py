@@ -97,7 +97,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizer
 
     directory = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(VOCAB)}, model_max_length=64)
+    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(VOCAB)}, model_max_length=128)
     tokenizer.save_pretrained(directory)
     torch.manual_seed(0)
     config = BertConfig(
@@ -106,7 +106,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=37,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(directory)
     return directory

@@ -37,6 +37,7 @@ def compute_metrics(
         pred_ids = [output.example_predictions[index][0] for index in range(len(examples))]
         metrics = sequence_classification_metrics(true_ids, pred_ids, label_names)
     metrics["num_examples"] = len(examples)
+    metrics["num_features"] = output.rows
     if output.loss is not None:
         metrics["loss"] = output.loss
     return metrics

@@ -34,6 +34,7 @@ class InferenceOutput:
     example_predictions: dict[int, tuple[int, float]] = field(default_factory=dict)
     loss_sum: float = 0.0
     loss_count: int = 0
+    rows: int = 0  # feature rows gathered from all processes
 
     @property
     def loss(self) -> float | None:
@@ -105,9 +106,14 @@ def run_inference(
             preds, probs, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
             for example_id, pred, prob in zip(example_ids.tolist(), preds.tolist(), probs.tolist()):
                 output.example_predictions[int(example_id)] = (int(pred), float(prob))
+        output.rows += len(row_loss)
         output.loss_sum += float(row_loss.sum())
         output.loss_count += int(row_count.sum())
     model.train(was_training)
+    expected = len(loader.dataset)
+    if output.rows != expected:
+        # gather_for_metrics must drop the samples repeated to even out the last batch; anything else is a bug.
+        raise RuntimeError(f"gathered {output.rows} predictions for {expected} rows")
     return output
 
 
