@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from datasets import Dataset
 from torch.utils.data import DataLoader
@@ -98,7 +98,7 @@ def resolve_mixed_precision(choice: str) -> str | None:
     return "no"
 
 
-def _choose_run_dir(config: RunConfig, accelerator: Accelerator, recipe: str) -> Path:
+def _choose_run_dir(config: RunConfig, recipe: str) -> Path:
     if config.output_dir:
         return Path(config.output_dir)
     if config.train.resume_from_checkpoint == "latest":
@@ -148,18 +148,19 @@ def setup(config: RunConfig, recipe: str) -> Run:
         ConfigError / DataError: bad config or data, before any training starts.
     """
     trackers = _trackers(config)
+    # The run directory must be known before the Accelerator exists (trackers log into it), and choosing it needs
+    # the processes to agree: PartialState sets up the process group that the Accelerator then reuses.
+    PartialState()
+    run_dir = _choose_run_dir(config, recipe)
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
         log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         step_scheduler_with_optimizer=False,
     )
     setup_logging(accelerator)
-    run_dir = _choose_run_dir(config, accelerator, recipe)
     _check_run_dir(run_dir, config, accelerator)
     resume_from = resolve_resume(config.train.resume_from_checkpoint, run_dir)
-    accelerator.project_configuration = ProjectConfiguration(
-        project_dir=str(run_dir), logging_dir=str(run_dir / "logs")
-    )
     set_seed(config.train.seed)
 
     with accelerator.main_process_first():

@@ -25,7 +25,9 @@ pytestmark = [
 def test_ner_default_preset_learns_wnut16_quickly(tmp_path):
     import finetune_ner
 
-    metrics = finetune_ner.main([f"output_dir={tmp_path}", "train.max_steps=120", "train.eval_every_epoch=false"])
+    metrics = finetune_ner.main(
+        [f"output_dir={tmp_path}", "train.max_steps=120", "train.eval_every_epoch=false"]
+    )
     assert metrics["validation"]["num_examples"] == 239
     assert metrics["test"]["f1"] > 0.15  # 120 steps is ~1 epoch: far from the full run, far above zero
     ner = pipeline("token-classification", model=str(tmp_path / "model"), aggregation_strategy="simple")
@@ -36,6 +38,11 @@ def test_classifier_default_preset_learns_rotten_tomatoes_quickly(tmp_path):
     import finetune_classifier
 
     metrics = finetune_classifier.main(
-        [f"output_dir={tmp_path}", "train.max_steps=60", "data.max_train_samples=2000", "train.eval_every_epoch=false"]
+        [
+            f"output_dir={tmp_path}",
+            "train.max_steps=60",
+            "data.max_train_samples=2000",
+            "train.eval_every_epoch=false",
+        ]
     )
     assert metrics["test"]["accuracy"] > 0.6
