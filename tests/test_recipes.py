@@ -60,6 +60,7 @@ def test_ner_recipe_trains_exports_and_loads_in_pipeline(tiny_model_dir, ner_fil
         f"data.test_file={ner_files['test']}",
         "train.epochs=8",
         "data.max_length=12",  # forces windowing of the longer toy sentences
+        "train.trackers=[tensorboard]",
     ]
     metrics = finetune_ner.main(argv)
     for name in (
@@ -78,6 +79,7 @@ def test_ner_recipe_trains_exports_and_loads_in_pipeline(tiny_model_dir, ner_fil
         saved["validation"]["num_examples"] == 16 and saved["features"]["validation"]["split_sentences"] > 0
     )
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["lr"] == 3e-3
+    assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "tensorboard tracker wrote nothing"
 
     model = AutoModelForTokenClassification.from_pretrained(run_dir / "model")
     assert set(model.config.id2label.values()) == {"O", "B-loc", "I-loc", "B-per", "I-per"}
@@ -126,6 +128,16 @@ def test_classifier_recipe_single_and_pair(tiny_model_dir, tmp_path, pair):
     else:
         out = classify("this film was very superb")[0]
     assert out["label"] in expected
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU defaults")
+def test_mixed_precision_choice_on_cpu():
+    from hftransfer.finetune import resolve_mixed_precision
+
+    assert resolve_mixed_precision("auto") == "no"  # bf16 autocast is ~20x slower on AVX2 CPUs
+    assert resolve_mixed_precision("bf16") == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        resolve_mixed_precision("fp16")
 
 
 def test_wrong_task_for_recipe_and_bad_key_fail_fast(tmp_path):
