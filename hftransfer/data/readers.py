@@ -1,9 +1,10 @@
-"""Read task files (CoNLL/IOB, JSON/JSONL, CSV/TSV, plain text) into validated rows.
+"""Read task files (CoNLL/IOB, JSON, JSONL, CSV/TSV, plain text; optionally .bz2/.gz) into validated rows.
 
-Every problem is reported as a :class:`~hftransfer.errors.DataError` that starts with ``<file>:<line>:`` (or
-``<file>: row N:`` for JSON arrays) and says what was expected, never as a KeyError or UnicodeDecodeError from deep
-inside a parser. Each row keeps its location so that later checks (labels unknown to the training data) can point
-at it too.
+Rows: ``tokens``/``tags`` (IOB2 strings) or ``text``/[``text_pair``]/``label`` (always a string). Every problem is
+a :class:`~hftransfer.errors.DataError` starting with ``<file>:<line>:`` (``<file>: row N:`` for JSON arrays, N from
+0) that says what was expected; no KeyError, IndexError or decoding error escapes. Rows keep their location so that
+later checks (labels unknown to the training data) can point at them. Token-task CSV/TSV cells hold space-separated
+words and tags.
 """
 
 from __future__ import annotations
@@ -13,290 +14,386 @@ import csv
 import gzip
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hftransfer.config import DataConfig
-from hftransfer.data.tags import normalize_tags, split_tag
+from hftransfer.data.tags import OUTSIDE, is_tag, normalize_tags
 from hftransfer.errors import DataError
 
 TOKEN_TASK = "token-classification"
+SEQUENCE_TASK = "sequence-classification"
+TASKS = (TOKEN_TASK, SEQUENCE_TASK)
 EXTENSION_FORMATS = {
-    ".conll": "conll",
-    ".iob": "conll",
-    ".bio": "conll",
-    ".txt": "conll",
-    ".json": "json",
-    ".jsonl": "jsonl",
-    ".csv": "csv",
-    ".tsv": "tsv",
+    **dict.fromkeys((".conll", ".iob", ".bio", ".txt"), "conll"),
+    **{f".{fmt}": fmt for fmt in ("json", "jsonl", "csv", "tsv")},
 }
-COMPRESSED = {".bz2": bz2.decompress, ".gz": gzip.decompress}
+OPENERS: dict[str, Callable[..., Any]] = {".bz2": bz2.open, ".gz": gzip.open}
 
 
 @dataclass
 class ReadResult:
-    """Rows (``tokens``/``tags`` or ``text``/[``text_pair``]/``label``) with a location string per row."""
+    """Validated rows of one source and where each came from."""
 
+    source: str
+    """The file (or ``hub-id[split]``) the rows come from."""
     rows: list[dict[str, Any]]
-    locations: list[str]
-    iob_repairs: int = 0
+    anchors: list[int]
+    """Per row: its first line (1-based), or its index in a JSON array / Hub split when ``by_line`` is False."""
+    by_line: bool = True
+    consecutive_tokens: bool = False
+    """CoNLL: token i of a row is on line ``anchor + i``."""
     has_labels: bool = True
-    notes: dict[str, Any] = field(default_factory=dict)
+    iob_repairs: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows left out, by reason."""
+
+    def where(self, row: int, token: int | None = None) -> str:
+        """Location prefix of a row (or of one of its tokens) for error messages."""
+        if not self.by_line:
+            return f"{self.source}: row {self.anchors[row]}"
+        offset = token if token is not None and self.consecutive_tokens else 0
+        return f"{self.source}:{self.anchors[row] + offset}"
+
+
+def strip_compression(path: Path) -> str:
+    """The file name without a ``.bz2``/``.gz`` suffix, lower-cased (``train.CSV.bz2`` -> ``train.csv``)."""
+    name = path.name.lower()
+    for suffix in OPENERS:
+        name = name.removesuffix(suffix)
+    return name
 
 
 def detect_format(path: Path, configured: str = "auto") -> str:
-    """The format of ``path``: ``configured`` unless ``auto``, else from the extension (``.bz2``/``.gz`` ignored)."""
+    """``configured`` unless it is ``auto``, else the format that the extension names (compression ignored).
+
+    Raises:
+        DataError: the extension names no supported format.
+    """
     if configured != "auto":
         return configured
-    suffixes = [s for s in path.suffixes if s not in COMPRESSED]
-    fmt = EXTENSION_FORMATS.get(suffixes[-1].lower()) if suffixes else None
+    fmt = EXTENSION_FORMATS.get(Path(strip_compression(path)).suffix)
     if fmt is None:
         raise DataError(
-            f"{path}: cannot tell the format from the extension; set data.format to one of conll, json, jsonl, csv, tsv"
+            f"{path}: cannot tell the format from the extension (known: {', '.join(EXTENSION_FORMATS)}, also "
+            "with .bz2/.gz); set data.format to conll, json, jsonl, csv or tsv"
         )
     return fmt
 
 
+def _unix_newlines(text: str) -> str:
+    # Universal newlines, but not str.splitlines: that also splits on U+2028 and U+0085, which occur inside tweets
+    # and reviews (the Rotten Tomatoes corpus has them) and must stay part of the text.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_text(path: Path) -> str:
-    """The file's text (decompressed), with a line-precise error for bytes that are not UTF-8."""
-    if not path.is_file():
+    """The file's text, decompressed, newlines normalised to ``\\n``, without a UTF-8 byte-order mark.
+
+    Raises:
+        DataError: the file is missing, cannot be decompressed, is not UTF-8 or holds only whitespace.
+    """
+    if not path.exists():
         raise DataError(f"{path}: file not found")
-    data = path.read_bytes()
-    decompress = COMPRESSED.get(path.suffix.lower())
-    if decompress is not None:
-        try:
-            data = decompress(data)
-        except (OSError, ValueError, EOFError) as err:
-            raise DataError(f"{path}: cannot decompress ({err})") from None
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    opener = OPENERS.get(path.suffix.lower(), open)
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, ValueError) as err:  # truncated or corrupt .gz/.bz2, unreadable file
+        raise DataError(f"{path}: cannot read the file ({err})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        prefix = _unix_newlines(data[: err.start].decode("utf-8").removeprefix("\ufeff"))
+        line, column = prefix.count("\n") + 1, len(prefix) - prefix.rfind("\n")
         raise DataError(
-            f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at column {column}); re-encode the file as UTF-8"
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at column {column}); "
+            "re-encode the file as UTF-8"
         ) from None
-    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the first token
+    text = _unix_newlines(text.removeprefix("\ufeff"))
     if not text.strip():
-        raise DataError(f"{path}: the file is empty")
+        raise DataError(f"{path}: no examples found (the file is empty)")
     return text
 
 
-def _lines(text: str) -> list[str]:
-    # str.splitlines would also split on U+2028 and other separators that occur inside tweets.
-    return [line.rstrip("\r") for line in text.split("\n")]
+def _conll_columns(line: str) -> list[str]:
+    return [column.strip() for column in line.split("\t")] if "\t" in line else line.split()
 
 
-def read_conll(path: Path, config: DataConfig, *, require_labels: bool = True) -> ReadResult:
-    """CoNLL/IOB: a ``word ... tag`` line per token, blank lines between sentences, ``-DOCSTART-`` skipped."""
-    rows, locations, repairs = [], [], 0
+def _read_conll(path: Path, text: str, config: DataConfig, require_labels: bool) -> ReadResult:
+    result = ReadResult(str(path), [], [], consecutive_tokens=True)
+    # Without require_labels the first token line decides whether the file has tags; every line must then agree.
+    with_tags: bool | None = True if require_labels else None
     tokens: list[str] = []
     tags: list[str] = []
-    line_numbers: list[int] = []
-    missing_tags = 0
+    start = 0
 
     def flush() -> None:
-        nonlocal repairs
         if not tokens:
             return
         row: dict[str, Any] = {"tokens": list(tokens)}
-        if tags and len(tags) == len(tokens):
-            numbers = list(line_numbers)
-            fixed, count = normalize_tags(tags, lambda i: f"{path}:{numbers[i]}")
-            row["tags"], repairs = fixed, repairs + count
-        rows.append(row)
-        locations.append(f"{path}:{line_numbers[0]}")
+        if with_tags:
+            first = start
+            row["tags"], repairs = normalize_tags(tags, where=lambda i: f"{path}:{first + i}")
+            result.iob_repairs += repairs
+        result.rows.append(row)
+        result.anchors.append(start)
         tokens.clear()
         tags.clear()
-        line_numbers.clear()
 
-    for number, line in enumerate(_lines(read_text(path)), start=1):
-        if not line.strip() or line.lstrip().startswith("-DOCSTART-"):
+    for number, line in enumerate(text.split("\n"), start=1):
+        columns = _conll_columns(line)
+        if not any(columns) or columns[0] == "-DOCSTART-":  # blank line or document marker: sentence ends
             flush()
             continue
-        columns = [c.strip() for c in line.split("\t")] if "\t" in line else line.split()
+        if with_tags is None:
+            with_tags = len(columns) >= 2
+        if with_tags and len(columns) < 2:
+            raise DataError(
+                f"{path}:{number}: missing tag column in {line.strip()!r} (expected 'word<TAB>tag' or 'word tag')"
+            )
         try:
-            token = columns[config.conll_token_column]
+            word = columns[config.conll_token_column]
+            tag = columns[config.conll_tag_column] if with_tags else None
         except IndexError:
             raise DataError(
-                f"{path}:{number}: no column {config.conll_token_column} for the word in {line!r}"
+                f"{path}:{number}: the line has {len(columns)} columns, but data.conll_token_column="
+                f"{config.conll_token_column} and data.conll_tag_column={config.conll_tag_column}"
             ) from None
-        if len(columns) < 2:
-            if require_labels:
-                raise DataError(f"{path}:{number}: missing tag column in {line!r} (expected 'word<TAB>tag')")
-            missing_tags += 1
-        else:
-            tags.append(columns[config.conll_tag_column])
-        tokens.append(token)
-        line_numbers.append(number)
+        if not word:
+            raise DataError(f"{path}:{number}: empty word in column {config.conll_token_column}")
+        if not tokens:
+            start = number
+        tokens.append(word)
+        if tag is not None:
+            tags.append(tag)
     flush()
-    if not rows:
-        raise DataError(f"{path}: no sentences found")
-    has_labels = missing_tags == 0 and all("tags" in row for row in rows)
-    if not has_labels:
-        for row in rows:
-            row.pop("tags", None)
-    return ReadResult(rows, locations, repairs, has_labels)
+    result.has_labels = bool(with_tags)
+    return result
 
 
-def _json_objects(path: Path, fmt: str) -> list[tuple[str, Any]]:
-    text = read_text(path)
-    if fmt == "jsonl":
-        objects = []
-        for number, line in enumerate(_lines(text), start=1):
-            if not line.strip():
-                continue
-            try:
-                objects.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
-        return objects
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"{path}:{err.lineno}: invalid JSON ({err.msg}); JSON Lines files need the .jsonl extension"
-        ) from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise DataError(f'{path}: expected a JSON list of objects (or {{"data": [...]}})')
-    return [(f"{path}: row {index}", item) for index, item in enumerate(data)]
+def _json_records(path: Path, text: str, fmt: str) -> tuple[list[tuple[int, Any]], bool]:
+    """``(anchor, object)`` pairs and whether anchors are line numbers (JSONL) rather than array indices."""
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            if err.msg != "Extra data":
+                raise DataError(
+                    f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})"
+                ) from None
+            fmt = "jsonl"  # several top-level values: a JSON Lines file with a .json name, which is common
+        else:
+            if isinstance(data, dict) and isinstance(data.get("data"), list):
+                data = data["data"]
+            if not isinstance(data, list):
+                raise DataError(f'{path}: expected a JSON list of objects or {{"data": [...]}}')
+            return list(enumerate(data)), False
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+    return records, True
 
 
-def _csv_objects(path: Path, fmt: str) -> list[tuple[str, Any]]:
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t" if fmt == "tsv" else ",")
-    if not reader.fieldnames:
-        raise DataError(f"{path}: no header row")
-    objects = []
+def csv_records(path: Path, text: str, fmt: str, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """``(first line, row)`` pairs of a CSV/TSV text with a header row; blank lines are skipped.
+
+    Raises:
+        DataError: a column of ``needed`` is not in the header, a row has the wrong number of fields, or the
+            CSV syntax is broken.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    records: list[tuple[int, dict[str, str]]] = []
+    header: list[str] | None = None
     try:
         for row in reader:
-            objects.append((f"{path}:{reader.line_num}", row))
+            start = reader.line_num - sum(field.count("\n") for field in row)
+            if not row:
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                missing = [name for name in needed if name not in header]
+                if missing:
+                    raise DataError(
+                        f"{path}:{start}: no column {missing[0]!r} in the header {header}; set data.*_column "
+                        "to the right name (a header row is required)"
+                    )
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path}:{start}: {len(row)} fields, but the header has {len(header)} ({header}); "
+                    "quote fields that contain the delimiter"
+                )
+            records.append((start, dict(zip(header, row))))
     except csv.Error as err:
         raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({err})") from None
-    return objects
+    return records
 
 
-def _field(obj: Any, name: str, where: str, required: bool) -> Any:
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected an object with named fields, got {type(obj).__name__}")
+def _field(obj: dict[str, Any], name: str, where: str) -> Any:
     if name not in obj or obj[name] is None:
-        if not required:
-            return None
-        raise DataError(
-            f"{where}: missing column {name!r} (present: {sorted(obj)}); set data.*_column to rename"
-        )
+        raise DataError(f"{where}: missing column {name!r} (present: {sorted(map(str, obj))})")
     return obj[name]
 
 
-def _token_row(
-    obj: Any, where: str, config: DataConfig, from_csv: bool, require_labels: bool
-) -> dict[str, Any]:
-    tokens = _field(obj, config.tokens_column, where, True)
-    tags = _field(obj, config.tags_column, where, require_labels)
-    if from_csv:  # CSV cells hold space-separated words and tags
-        tokens = tokens.split()
-        tags = tags.split() if tags is not None else None
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
-        raise DataError(f"{where}: {config.tokens_column!r} must be a non-empty list of strings")
-    row: dict[str, Any] = {"tokens": tokens}
-    if tags is not None:
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise DataError(
-                f"{where}: {config.tags_column!r} must be a list of tag strings such as 'B-person'"
-            )
-        if len(tags) != len(tokens):
-            raise DataError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
-        row["tags"] = tags
+def token_row(
+    obj: dict[str, Any], where: str, config: DataConfig, *, labels: bool, cells: bool = False
+) -> dict:
+    """A ``tokens`` [+ ``tags``] row from one record; tags are not yet normalised.
+
+    Args:
+        obj: the record (a JSON object, a CSV row as a dict, a Hub row).
+        where: location prefix for error messages.
+        config: names the tokens and tags columns.
+        labels: read the tags column (it must then be present).
+        cells: the values are space-separated strings (CSV) rather than lists.
+
+    Raises:
+        DataError: a missing column, a non-list value, no tokens, or tokens and tags of different lengths.
+    """
+    columns = [("tokens", config.tokens_column)] + ([("tags", config.tags_column)] if labels else [])
+    row: dict[str, Any] = {}
+    for key, column in columns:
+        value = _field(obj, column, where)
+        if cells and isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list):
+            raise DataError(f"{where}: column {column!r} must be a list, got {type(value).__name__}")
+        row[key] = value
+    if not row["tokens"]:
+        raise DataError(f"{where}: column {config.tokens_column!r} holds no tokens")
+    if not all(isinstance(token, str) for token in row["tokens"]):
+        raise DataError(f"{where}: column {config.tokens_column!r} must hold strings (words)")
+    if labels and len(row["tags"]) != len(row["tokens"]):
+        raise DataError(f"{where}: {len(row['tokens'])} tokens but {len(row['tags'])} tags")
     return row
 
 
-def _sequence_row(obj: Any, where: str, config: DataConfig, require_labels: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {}
+def sequence_row(obj: dict[str, Any], where: str, config: DataConfig, *, labels: bool) -> dict[str, Any]:
+    """A ``text`` [+ ``text_pair``] [+ ``label``] row from one record; the label becomes a string.
+
+    Raises:
+        DataError: a missing column, an empty or non-string text, or a label that is not a single value.
+    """
     columns = [("text", config.text_column)]
     if config.text_pair_column:
         columns.append(("text_pair", config.text_pair_column))
+    row: dict[str, Any] = {}
     for key, column in columns:
-        value = _field(obj, column, where, True)
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{where}: column {column!r} must be a non-empty text")
+        value = _field(obj, column, where)
+        if not isinstance(value, str):
+            raise DataError(f"{where}: column {column!r} must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise DataError(f"{where}: empty text in column {column!r}")
         row[key] = value
-    label = _field(obj, config.label_column, where, require_labels)
-    if label is not None:
-        if isinstance(label, (list, dict)) or str(label).strip() == "":
-            raise DataError(f"{where}: column {config.label_column!r} must be one label, got {label!r}")
+    if labels:
+        label = _field(obj, config.label_column, where)
+        # Surrounding spaces are layout ("text, positive" in hand-written CSVs), not part of the label.
+        if isinstance(label, (list, dict)) or not str(label).strip():
+            raise DataError(f"{where}: column {config.label_column!r} must hold one label, got {label!r}")
         row["label"] = str(label).strip()
     return row
 
 
-def read_table(
-    path: Path, task: str, config: DataConfig, fmt: str, *, require_labels: bool = True
-) -> ReadResult:
-    """JSON, JSONL, CSV or TSV rows for either task."""
-    objects = _json_objects(path, fmt) if fmt in ("json", "jsonl") else _csv_objects(path, fmt)
-    if not objects:
-        raise DataError(f"{path}: no examples found")
-    rows, locations, repairs = [], [], 0
-    for where, obj in objects:
-        if task == TOKEN_TASK:
-            row = _token_row(obj, where, config, fmt in ("csv", "tsv"), require_labels)
-            if "tags" in row:
-                row["tags"], count = normalize_tags(row["tags"], lambda i, w=where: f"{w} (tag {i})")
-                repairs += count
+def _read_table(path: Path, text: str, task: str, config: DataConfig, fmt: str, require: bool) -> ReadResult:
+    token_task = task == TOKEN_TASK
+    label_column = config.tags_column if token_task else config.label_column
+    if fmt in ("csv", "tsv"):
+        needed = [config.tokens_column] if token_task else [config.text_column]
+        needed += [config.text_pair_column] if config.text_pair_column and not token_task else []
+        records = csv_records(path, text, fmt, needed + ([label_column] if require else []))
+        labels = require or bool(records and label_column in records[0][1])
+        by_line = True
+    else:
+        records, by_line = _json_records(path, text, fmt)
+        labels = require or bool(
+            records and isinstance(records[0][1], dict) and label_column in records[0][1]
+        )
+    result = ReadResult(str(path), [], [], by_line=by_line, has_labels=labels)
+    for anchor, obj in records:
+        result.anchors.append(anchor)
+        where = result.where(len(result.rows))
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected an object with named fields, got {type(obj).__name__}")
+        if token_task:
+            row = token_row(obj, where, config, labels=labels, cells=fmt in ("csv", "tsv"))
+            if labels:
+                row["tags"], repairs = normalize_tags(row["tags"], where=lambda i, w=where: f"{w}: tag {i}")
+                result.iob_repairs += repairs
         else:
-            row = _sequence_row(obj, where, config, require_labels)
-        rows.append(row)
-        locations.append(where)
-    key = "tags" if task == TOKEN_TASK else "label"
-    has_labels = all(key in row for row in rows)
-    if not has_labels:
-        for row in rows:
-            row.pop(key, None)
-    return ReadResult(rows, locations, repairs, has_labels)
+            row = sequence_row(obj, where, config, labels=labels)
+        result.rows.append(row)
+    return result
 
 
-def read_plain_text(path: Path, task: str, config: DataConfig) -> ReadResult:
-    """One sentence (token task: split on whitespace) or one text per non-blank line; no labels."""
-    rows, locations = [], []
-    for number, line in enumerate(_lines(read_text(path)), start=1):
-        if not line.strip():
-            continue
-        rows.append({"tokens": line.split()} if task == TOKEN_TASK else {"text": line.strip()})
-        locations.append(f"{path}:{number}")
-    return ReadResult(rows, locations, 0, has_labels=False)
+def _looks_like_conll(text: str, config: DataConfig) -> bool:
+    # A .txt for prediction is either CoNLL or one sentence per line. CoNLL lines all have the same number of
+    # columns, their tag column always holds a tag, and NER data always has some O tags; prose almost never does.
+    lines = [_conll_columns(line) for line in text.split("\n") if line.strip()]
+    lines = [columns for columns in lines if columns[0] != "-DOCSTART-"]
+    widths = {len(columns) for columns in lines}
+    if len(widths) != 1 or widths == {1}:
+        return False
+    try:
+        tags = [columns[config.conll_tag_column] for columns in lines]
+    except IndexError:
+        return False
+    return all(is_tag(tag) for tag in tags) and OUTSIDE in tags
 
 
-def looks_like_conll(path: Path) -> bool:
-    """A .txt file is CoNLL when it has tab-separated columns or every line ends in an IOB tag."""
-    lines = [line for line in _lines(read_text(path)) if line.strip() and not line.startswith("-DOCSTART-")]
-    if any("\t" in line for line in lines):
-        return True
-    return all(len(line.split()) >= 2 and split_tag(line.split()[-1]) is not None for line in lines)
+def _read_plain_text(path: Path, text: str, task: str) -> ReadResult:
+    result = ReadResult(str(path), [], [], has_labels=False)
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():  # blank lines separate nothing here; skipping them keeps a trailing newline harmless
+            result.rows.append({"tokens": line.split()} if task == TOKEN_TASK else {"text": line.strip()})
+            result.anchors.append(number)
+    return result
 
 
-def read_file(path: str | Path, task: str, config: DataConfig, *, require_labels: bool = True) -> ReadResult:
-    """Read one data file of any supported format.
+def read_file(
+    path: str | Path, task: str, config: DataConfig, *, require_labels: bool = True, plain_text: bool = False
+) -> ReadResult:
+    """Read and validate one data file of any supported format.
 
     Args:
-        path: the file (``.bz2``/``.gz`` compressed files are read directly).
+        path: the file; ``.bz2``/``.gz`` compressed files are decompressed on the fly.
         task: ``token-classification`` or ``sequence-classification``.
-        config: column names, CoNLL columns and the format override.
-        require_labels: labels must be present (training/evaluation); False for prediction.
+        config: column names, CoNLL columns and the format override (``data.format``).
+        require_labels: tags/labels must be present (training, evaluation). When False (prediction) they are
+            kept if the file has them (CoNLL: the first token line has a tag column; JSON: the first object has
+            the column; CSV: the header has it).
+        plain_text: with ``data.format=auto``, read a ``.txt`` file that is not CoNLL as one text (token task:
+            one sentence split on whitespace) per non-blank line.
+
+    Returns:
+        The rows with their locations and the number of repaired IOB tags.
 
     Raises:
-        DataError: the file is missing, empty, not UTF-8 or malformed; the message names file and line.
+        DataError: missing, empty, non-UTF-8 or malformed files; the message names the file and line or row.
     """
     path = Path(path)
     fmt = detect_format(path, config.format)
-    if fmt == "conll":
-        plain_text_allowed = not require_labels and config.format == "auto" and path.suffix.lower() == ".txt"
-        if plain_text_allowed and (task != TOKEN_TASK or not looks_like_conll(path)):
-            return read_plain_text(path, task, config)
+    text = read_text(path)
+    plain = plain_text and config.format == "auto" and strip_compression(path).endswith(".txt")
+    if plain and (task != TOKEN_TASK or not _looks_like_conll(text, config)):
+        if config.text_pair_column and task != TOKEN_TASK:
+            raise DataError(f"{path}: a plain text file holds single texts, but data.text_pair_column is set")
+        result = _read_plain_text(path, text, task)
+    elif fmt == "conll":
         if task != TOKEN_TASK:
-            raise DataError(
-                f"{path}: CoNLL files hold token tags; sequence classification needs JSON(L) or CSV/TSV"
-            )
-        return read_conll(path, config, require_labels=require_labels)
-    return read_table(path, task, config, fmt, require_labels=require_labels)
+            raise DataError(f"{path}: CoNLL files hold word tags; {task} needs JSON, JSONL, CSV or TSV")
+        result = _read_conll(path, text, config, require_labels)
+    else:
+        result = _read_table(path, text, task, config, fmt, require_labels)
+    if not result.rows:
+        raise DataError(f"{path}: no examples found")
+    return result

@@ -1,32 +1,49 @@
-"""Load a task's splits from files, a builtin offline dataset or the Hub, and carve the missing splits.
+"""Load a task's splits from files, a builtin offline dataset or the Hub, and carve the splits that are missing.
 
-Output columns: ``tokens``/``tags`` (IOB2 strings) for token classification; ``text``, optional ``text_pair`` and
-``label`` (string) for sequence classification. Carving is deterministic (``data.split_seed``) and stratified by
-label for classification.
+Columns: ``tokens``/``tags`` (IOB2 strings) for token classification; ``text``, ``label`` (a string) and, with
+``data.text_pair_column``, ``text_pair`` for sequence classification. Carving is deterministic (``data.split_seed``):
+the test split (``test_size`` of all examples of the source) first, then validation (``validation_size`` of all of
+them) from the rest, stratified by label for classification.
 """
 
 from __future__ import annotations
 
-import bz2
-import csv
-import io
+import dataclasses
 import logging
+import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
 from hftransfer import assets
 from hftransfer.config import DataConfig
-from hftransfer.data.readers import EXTENSION_FORMATS, TOKEN_TASK, ReadResult, read_file
-from hftransfer.data.tags import entity_label_names, normalize_tags
-from hftransfer.errors import DataError
+from hftransfer.data.readers import (
+    EXTENSION_FORMATS,
+    SEQUENCE_TASK,
+    TASKS,
+    TOKEN_TASK,
+    ReadResult,
+    csv_records,
+    read_file,
+    read_text,
+    sequence_row,
+    strip_compression,
+    token_row,
+)
+from hftransfer.data.tags import entity_types, normalize_tags, tag_label_names
+from hftransfer.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_TASKS = {"wnut16": TOKEN_TASK, "rotten_tomatoes": "sequence-classification"}
+BUILTIN_TASKS = {"wnut16": TOKEN_TASK, "rotten_tomatoes": SEQUENCE_TASK}
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
+EVAL_SPLITS = ("validation", "test")
+ROTTEN_TOMATOES_LABELS = {"fresh": "positive", "rotten": "negative"}
 
 
 @dataclass
@@ -38,189 +55,245 @@ class TaskData:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _label_key(task: str) -> str:
-    return "tags" if task == TOKEN_TASK else "label"
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
-def _labels_of(row: dict[str, Any], task: str) -> set[str]:
-    if task == TOKEN_TASK:
-        return {tag[2:] for tag in row["tags"] if tag != "O"}
-    return {row["label"]}
-
-
-def _sequence_label_names(labels: set[str]) -> list[str]:
-    if all(label.lstrip("-").isdigit() for label in labels):
-        return sorted(labels, key=int)
-    return sorted(labels)
-
-
-def _check_eval_labels(train: ReadResult, other: ReadResult, task: str, path: str) -> None:
-    known = set().union(*(_labels_of(row, task) for row in train.rows))
-    for row, where in zip(other.rows, other.locations):
-        unknown = _labels_of(row, task) - known
-        if unknown:
-            what = "entity types" if task == TOKEN_TASK else "labels"
-            raise DataError(
-                f"{where}: {what} {sorted(unknown)} do not occur in the training data, so the model cannot learn "
-                f"them; fix {path} or add examples to the training file"
+def _read_builtin(config: DataConfig, task: str) -> ReadResult:
+    name = config.dataset
+    if BUILTIN_TASKS[name] != task:
+        raise ConfigError(f"data.dataset={name!r} is a {BUILTIN_TASKS[name]} dataset, but the task is {task}")
+    path = assets.locate(name)
+    if name == "wnut16":
+        wnut = dataclasses.replace(config, format="conll", conll_token_column=0, conll_tag_column=-1)
+        return read_file(path, task, wnut)
+    if config.text_pair_column:
+        raise ConfigError("data.text_pair_column is set, but rotten_tomatoes holds single texts")
+    # Read the records before validating rows: some plot rows, which are dropped anyway, have empty texts.
+    csv_config = dataclasses.replace(config, text_column="text", label_column="category")
+    records = csv_records(path, read_text(path), "csv", ["category", "text"])
+    result, dropped, seen = ReadResult(str(path), [], []), Counter(), set()
+    result.dropped = dropped
+    for line, record in records:
+        label = ROTTEN_TOMATOES_LABELS.get(record["category"])
+        if label is None:  # "plot" rows are film synopses, not reviews
+            dropped[f"category {record['category']!r} is not a review"] += 1
+        elif record["text"] in seen:  # duplicates would leak between carved splits
+            dropped["duplicate text (first kept)"] += 1
+        else:
+            seen.add(record["text"])
+            result.rows.append(
+                {**sequence_row(record, f"{path}:{line}", csv_config, labels=False), "label": label}
             )
+            result.anchors.append(line)
+    return result
 
 
-def _read_rotten_tomatoes(report: dict[str, Any]) -> ReadResult:
-    """fresh -> positive, rotten -> negative; plot summaries and duplicate texts dropped."""
-    path = assets.locate("rotten_tomatoes")
-    text = bz2.decompress(path.read_bytes()).decode("utf-8")
-    rows, locations, seen = [], [], set()
-    dropped = {"plot": 0, "duplicate_text": 0}
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row in reader:
-        label = {"fresh": "positive", "rotten": "negative"}.get(row["category"])
-        if label is None:
-            dropped["plot"] += 1
-            continue
-        # Exact duplicates would leak between carved splits.
-        if row["text"] in seen:
-            dropped["duplicate_text"] += 1
-            continue
-        seen.add(row["text"])
-        rows.append({"text": row["text"], "label": label})
-        locations.append(f"{path}:{reader.line_num}")
-    report["dropped_rows"] = dropped
-    return ReadResult(rows, locations)
+def _column(ds: Dataset, name: str) -> list:
+    # ds[name] is a lazy Column in recent datasets versions, read row by row; this converts it in one batch.
+    return ds.select_columns([name]).to_dict()[name]
 
 
 def _hub_split(
-    dataset: Dataset, name: str, task: str, config: DataConfig, where: str
-) -> tuple[list[dict], int]:
-    columns = dataset.column_names
-    features = dataset.features
-    repairs = 0
+    ds: Dataset, source: str, task: str, config: DataConfig
+) -> tuple[ReadResult | None, list | None]:
+    """Validated rows of one Hub split (None when it has no labels) and its ClassLabel names, if any."""
+    available = ds.column_names
 
-    def require(column: str, fallback: str | None = None) -> str:
-        if column in columns:
-            return column
-        if fallback and fallback in columns:
-            return fallback
-        raise DataError(f"{where}: no column {column!r}; available columns: {columns}; set data.*_column")
+    def column(name: str, setting: str, fallback: str | None = None) -> str:
+        for candidate in (name, fallback):
+            if candidate is not None and candidate in available:
+                return candidate
+        raise DataError(f"{source}: no column {name!r}; available columns: {available}; set data.{setting}")
 
-    rows = []
+    # Setting -> the column used (the label column second); row validation then reads these names.
     if task == TOKEN_TASK:
-        tokens_column = require(config.tokens_column)
-        tags_column = require(config.tags_column, "ner_tags")
-        names = getattr(getattr(features[tags_column], "feature", None), "names", None)
-        for index, item in enumerate(dataset):
-            tags = [names[t] for t in item[tags_column]] if names else [str(t) for t in item[tags_column]]
-            tags, count = normalize_tags(tags, lambda i, index=index: f"{where} row {index} (tag {i})")
-            repairs += count
-            rows.append({"tokens": list(item[tokens_column]), "tags": tags})
+        used = {"tokens_column": column(config.tokens_column, "tokens_column")}
+        used["tags_column"] = column(config.tags_column, "tags_column", "ner_tags")
+        feature = getattr(ds.features[used["tags_column"]], "feature", None)
     else:
-        text_column = require(config.text_column, "sentence")
-        label_column = require(config.label_column, "labels")
-        pair_column = require(config.text_pair_column) if config.text_pair_column else None
-        names = getattr(features[label_column], "names", None)
-        for item in dataset:
-            row = {
-                "text": item[text_column],
-                "label": names[item[label_column]] if names else str(item[label_column]),
-            }
-            if pair_column:
-                row["text_pair"] = item[pair_column]
-            rows.append(row)
-    return rows, repairs
+        used = {"text_column": column(config.text_column, "text_column")}
+        used["label_column"] = column(config.label_column, "label_column")
+        if config.text_pair_column:
+            used["text_pair_column"] = column(config.text_pair_column, "text_pair_column")
+        feature = ds.features[used["label_column"]]
+    names = list(used.values())
+    declared = feature.names if isinstance(feature, ClassLabel) else None
+    # Hub test splits are often unlabelled (all -1 / None, e.g. GLUE): the caller carves one instead.
+    if task != TOKEN_TASK and all(v is None or (declared and v == -1) for v in _column(ds, names[1])):
+        return None, declared
+    view = dataclasses.replace(config, **used)
+    result = ReadResult(source, [], [], by_line=False)
+    for index, values in enumerate(zip(*(_column(ds, name) for name in names))):
+        where = f"{source}: row {index}"
+        obj = dict(zip(names, values))
+        if declared is not None:
+            ids = obj[names[1]] if task == TOKEN_TASK else [obj[names[1]]]
+            bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < len(declared)]
+            if bad:
+                raise DataError(
+                    f"{where}: label id {bad[0]!r} is not a class of {declared} (-1 means no label)"
+                )
+            labels = [declared[i] for i in ids]
+            obj[names[1]] = labels if task == TOKEN_TASK else labels[0]
+        if task == TOKEN_TASK:
+            row = token_row(obj, where, view, labels=True)
+            row["tags"], repairs = normalize_tags(row["tags"], where=lambda i, w=where: f"{w}: tag {i}")
+            result.iob_repairs += repairs
+        else:
+            row = sequence_row(obj, where, view, labels=True)
+        result.rows.append(row)
+        result.anchors.append(index)
+    return result, declared
 
 
-def _load_hub(
+def _read_hub(
     config: DataConfig, task: str, report: dict[str, Any]
-) -> tuple[dict[str, list[dict]], list[str] | None]:
-    from datasets import load_dataset
-
+) -> tuple[dict[str, ReadResult], list | None]:
     name = config.dataset
     try:
-        loaded = load_dataset(name, config.hub_config)
-    except (
-        Exception
-    ) as err:  # datasets raises many types (ConnectionError, FileNotFoundError, ValueError, ...)
+        loaded = datasets.load_dataset(name, config.hub_config)
+    except Exception as err:  # ConnectionError, FileNotFoundError, ValueError, ... depending on the cause
+        reason = " ".join(str(err).split())[:300]
         raise DataError(
-            f"data.dataset={name!r} is not a builtin ({', '.join(BUILTIN_TASKS)}), not an existing file, and could "
-            f"not be loaded from the Hub: {' '.join(str(err).split())[:300]}"
+            f"data.dataset={name!r} is neither a builtin ({', '.join(BUILTIN_TASKS)}), nor an existing file, nor a "
+            f"reachable Hub dataset ({type(err).__name__}: {reason})"
         ) from None
-    splits: dict[str, list[dict]] = {}
-    label_names = None
+    prefix = f"{name}:{config.hub_config}" if config.hub_config else name
+    results: dict[str, ReadResult] = {}
+    declared = None
     for split, aliases in SPLIT_ALIASES.items():
         found = next((alias for alias in aliases if alias in loaded), None)
         if found is None:
             continue
-        rows, repairs = _hub_split(loaded[found], found, task, config, f"{name}[{found}]")
-        splits[split] = rows
-        report.setdefault("iob_repairs", {})[f"{name}[{found}]"] = repairs
-        if task != TOKEN_TASK:
-            column = config.label_column if config.label_column in loaded[found].column_names else "labels"
-            label_names = getattr(loaded[found].features.get(column), "names", None) or label_names
-    if "train" not in splits:
-        raise DataError(f"data.dataset={name!r} has no train split (splits: {list(loaded)})")
-    return splits, label_names
-
-
-def _read_sources(
-    config: DataConfig, task: str, report: dict[str, Any]
-) -> tuple[dict[str, list[dict]], list[str] | None]:
-    """Rows per given split (train always; validation/test when given) and, for Hub data, the label names."""
-    if config.train_file is not None:
-        if config.dataset is not None:
-            logger.info("data.train_file is set, so data.dataset=%s is not used", config.dataset)
-        files = {"train": config.train_file, "validation": config.validation_file, "test": config.test_file}
-    elif config.dataset in BUILTIN_TASKS:
-        if BUILTIN_TASKS[config.dataset] != task:
-            raise DataError(
-                f"data.dataset={config.dataset!r} is a {BUILTIN_TASKS[config.dataset]} dataset, not {task}"
-            )
-        if config.dataset == "rotten_tomatoes":
-            result = _read_rotten_tomatoes(report)
-            report["sources"] = {"train": "rotten_tomatoes"}
-            return {"train": result.rows}, ["negative", "positive"]
-        files = {"train": str(assets.locate("wnut16")), "validation": None, "test": None}
-    elif Path(config.dataset).exists():
-        files = {"train": config.dataset, "validation": config.validation_file, "test": config.test_file}
-    elif Path(config.dataset).suffix.lower() in {*EXTENSION_FORMATS, ".bz2", ".gz"}:
-        raise DataError(f"data.dataset={config.dataset!r}: file not found")
-    else:
-        report["sources"] = {"train": f"hub:{config.dataset}"}
-        return _load_hub(config, task, report)
-
-    results: dict[str, ReadResult] = {}
-    for split, path in files.items():
-        if path is None:
+        result, names = _hub_split(loaded[found], f"{prefix}[{found}]", task, config)
+        if result is None:
+            if split == "train":
+                raise DataError(f"{prefix}[{found}]: the train split has no labels")
+            report.setdefault("unlabelled_hub_splits", []).append(found)
+            logger.info("%s[%s] has no labels; a %s split is carved from train instead", prefix, found, split)
             continue
-        results[split] = read_file(path, task, config)
-        repairs = results[split].iob_repairs
-        report.setdefault("iob_repairs", {})[path] = repairs
-        if repairs:
-            logger.warning(
-                "%s: %d I- tags that began an entity were repaired to B- (IOB1 -> IOB2)", path, repairs
-            )
-    for split in ("validation", "test"):
-        if split in results:
-            _check_eval_labels(results["train"], results[split], task, files[split])
-    report["sources"] = {split: files[split] for split in results}
-    return {split: result.rows for split, result in results.items()}, None
+        results[split] = result
+        declared = names if split == "train" else declared
+    if "train" not in results:
+        raise DataError(f"data.dataset={name!r} has no train split (splits: {list(loaded)})")
+    return results, declared
 
 
-def _carve(dataset: Dataset, size: int, seed: int, stratify: bool, what: str) -> tuple[Dataset, Dataset]:
-    if size < 1 or size >= len(dataset):
-        raise DataError(f"cannot carve {size} {what} examples out of {len(dataset)}; adjust data.{what}_size")
-    if not stratify:
-        parts = dataset.train_test_split(test_size=size, seed=seed, shuffle=True)
-        return parts["train"], parts["test"]
-    names = sorted(set(dataset["label"]))
-    encoded = dataset.add_column("_stratum", [names.index(label) for label in dataset["label"]])
-    encoded = encoded.cast_column("_stratum", ClassLabel(names=names))
-    try:
-        parts = encoded.train_test_split(test_size=size, seed=seed, stratify_by_column="_stratum")
-    except ValueError as err:
+def _read_given(
+    config: DataConfig, task: str, report: dict[str, Any]
+) -> tuple[dict[str, ReadResult], list | None]:
+    """Every split the config gives (train always) and the Hub's ClassLabel names, if any."""
+    declared = None
+    dataset = config.dataset
+    if config.train_file is not None:
+        # Documented precedence: data.train_file=... on the command line replaces a preset's dataset.
+        if dataset is not None:
+            logger.info("data.train_file is set, so data.dataset=%s is not used", dataset)
+        results = {"train": read_file(config.train_file, task, config)}
+    elif dataset in BUILTIN_TASKS:
+        results = {"train": _read_builtin(config, task)}
+    elif Path(dataset).is_file():
+        results = {"train": read_file(dataset, task, config)}
+    elif Path(strip_compression(Path(dataset))).suffix in EXTENSION_FORMATS:
+        raise DataError(f"data.dataset={dataset!r}: file not found")
+    else:
+        results, declared = _read_hub(config, task, report)
+    for split in EVAL_SPLITS:
+        path = getattr(config, f"{split}_file")
+        if path is not None:  # a given file replaces the source's own split of that name
+            results[split] = read_file(path, task, config)
+    return results, declared
+
+
+def _label_names(task: str, train: ReadResult, declared: list | None) -> list[str]:
+    if task == TOKEN_TASK:
+        return tag_label_names(
+            entity_types(tag for row in train.rows for tag in row["tags"]) | entity_types(declared or [])
+        )
+    if declared:
+        return list(declared)
+    labels = {row["label"] for row in train.rows}
+    if all(re.fullmatch(r"[+-]?\d+", label) for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def _check_known(result: ReadResult, label_names: list[str], task: str, train_source: str) -> None:
+    """Labels (entity types) of an evaluation source must occur in the training source: the model cannot learn them."""
+    known, unknown, first = set(label_names), set(), None
+    for index, row in enumerate(result.rows):
+        values = enumerate(row["tags"]) if task == TOKEN_TASK else [(None, row["label"])]
+        for token, value in values:
+            if value not in known:
+                unknown.add(value[2:] if task == TOKEN_TASK else value)
+                if first is None:
+                    first = result.where(index, token)
+    if unknown:
+        what = "entity types" if task == TOKEN_TASK else "labels"
         raise DataError(
-            f"cannot carve a stratified {what} split: {err} (a label has too few examples)"
+            f"{first}: {what} {sorted(unknown)} do not occur in the training data ({train_source}); "
+            f"this is the first one in {result.source}"
+        )
+
+
+def _features(task: str, pair: bool, labels: bool = True) -> Features:
+    if task == TOKEN_TASK:
+        columns = {"tokens": Sequence(Value("string")), "tags": Sequence(Value("string"))}
+    else:
+        columns = {"text": Value("string"), "text_pair": Value("string"), "label": Value("string")}
+        if not pair:
+            del columns["text_pair"]
+    if not labels:
+        columns.pop("tags" if task == TOKEN_TASK else "label")
+    return Features(columns)
+
+
+def _to_dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
+
+
+def _split_off(ds: Dataset, size: int, config: DataConfig, stratify: bool, what: str, source: str) -> tuple:
+    """``(rest, part)`` with ``size`` examples in ``part``, stratified by ``label`` when asked."""
+    columns: dict[str, Any] = {"index": list(range(len(ds)))}
+    types: dict[str, Any] = {"index": Value("int64")}
+    if stratify:
+        # What class_encode_column does (names sorted), without its progress bar and extra pass over the data.
+        labels = _column(ds, "label")
+        names = sorted(set(labels))
+        ids = {name: i for i, name in enumerate(names)}
+        columns["label"], types["label"] = [ids[label] for label in labels], ClassLabel(names=names)
+    index = Dataset.from_dict(columns, features=Features(types))
+    try:
+        parts = index.train_test_split(
+            test_size=size, seed=config.split_seed, stratify_by_column="label" if stratify else None
+        )
+    except ValueError as err:
+        rare = sorted(label for label, count in Counter(_column(ds, "label")).items() if count < 2)
+        problem = f"label(s) {rare} have fewer than 2 examples" if rare else " ".join(str(err).split())
+        raise DataError(
+            f"{source}: cannot carve a stratified {what} split of {size} examples from {len(ds)}: {problem}; "
+            f"add examples, change data.{what}_size or give data.{what}_file"
         ) from None
-    return parts["train"].remove_columns("_stratum"), parts["test"].remove_columns("_stratum")
+    return ds.select(_column(parts["train"], "index")), ds.select(_column(parts["test"], "index"))
+
+
+def _carve(splits: dict[str, Dataset], task: str, config: DataConfig, source: str) -> list[str]:
+    """Carve the missing test and validation splits out of ``splits["train"]`` in place; returns the carved names."""
+    total = len(splits["train"])
+    sizes = {
+        split: max(1, math.floor(fraction * total + 0.5))  # half up, and never an empty requested split
+        for split, fraction in (("test", config.test_size), ("validation", config.validation_size))
+        if split not in splits and fraction > 0
+    }
+    if total - sum(sizes.values()) < 1:
+        raise DataError(f"{source}: {total} examples are too few to carve {sizes} and keep any for training")
+    for split, size in sizes.items():
+        splits["train"], splits[split] = _split_off(
+            splits["train"], size, config, task == SEQUENCE_TASK, split, source
+        )
+    return list(sizes)
 
 
 def load_task_data(config: DataConfig, task: str) -> TaskData:
@@ -231,55 +304,83 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
         task: ``token-classification`` or ``sequence-classification``.
 
     Returns:
-        ``TaskData`` with ``train``, ``validation`` (unless ``validation_size=0`` and none given) and ``test``
-        (unless ``test_size=0`` and none given) splits, the label order and a report.
+        ``TaskData`` with the ``train``, ``validation`` (unless ``validation_size=0`` and none is given) and
+        ``test`` (unless ``test_size=0`` and none is given) splits, the label order and a report: ``task``,
+        ``splits`` (per split ``examples``, ``source``, and ``carved`` / ``limited_from`` where they apply),
+        ``sources`` (per file or Hub split: ``examples``, ``iob_repairs``, ``dropped`` rows by reason),
+        ``num_labels``, and ``carving`` (seed, sizes, stratified) when a split was carved.
 
     Raises:
-        DataError: unreadable or malformed data, unknown labels in eval files, impossible splits.
+        DataError: unreadable or malformed data, labels of evaluation data unknown to the training data, or
+            splits that cannot be carved.
+        ConfigError: an unknown task, or a builtin dataset used for the other task.
     """
-    report: dict[str, Any] = {}
-    rows, hub_label_names = _read_sources(config, task, report)
-    splits = {split: Dataset.from_list(split_rows) for split, split_rows in rows.items()}
-    total = sum(len(ds) for ds in splits.values())
-    stratify = task != TOKEN_TASK
-    carved = []
-    if "test" not in splits and config.test_size > 0:
-        splits["train"], splits["test"] = _carve(
-            splits["train"], round(config.test_size * total), config.split_seed, stratify, "test"
-        )
-        carved.append("test")
-    if "validation" not in splits and config.validation_size > 0:
-        splits["train"], splits["validation"] = _carve(
-            splits["train"], round(config.validation_size * total), config.split_seed, stratify, "validation"
-        )
-        carved.append("validation")
+    _check_task(task)
+    report: dict[str, Any] = {"task": task}
+    results, declared = _read_given(config, task, report)
+    train = results["train"]
+    label_names = _label_names(task, train, declared)
+    for split in EVAL_SPLITS:
+        if split in results:
+            _check_known(results[split], label_names, task, train.source)
+    report["sources"] = {}
+    for result in results.values():
+        if result.iob_repairs:
+            logger.warning(
+                "%s: repaired %d IOB1-style tags to IOB2 (an I- tag that starts an entity became B-)",
+                result.source,
+                result.iob_repairs,
+            )
+        report["sources"][result.source] = {
+            "examples": len(result.rows),
+            "iob_repairs": result.iob_repairs,
+            "dropped": dict(result.dropped),
+        }
 
-    key = _label_key(task)
-    all_labels = {
-        label
-        for ds in splits.values()
-        for row_labels in ds[key]
-        for label in (row_labels if task == TOKEN_TASK else [row_labels])
-    }
-    if task == TOKEN_TASK:
-        label_names = entity_label_names(sorted(all_labels))
-    else:
-        label_names = hub_label_names or _sequence_label_names(all_labels)
-
-    if config.max_train_samples is not None:
-        splits["train"] = splits["train"].select(range(min(config.max_train_samples, len(splits["train"]))))
-    if config.max_eval_samples is not None:
-        for split in ("validation", "test"):
-            if split in splits:
-                splits[split] = splits[split].select(range(min(config.max_eval_samples, len(splits[split]))))
-    ordered = DatasetDict({s: splits[s] for s in ("train", "validation", "test") if s in splits})
-    report["carved"] = carved
-    report["split_seed"] = config.split_seed
-    report["examples"] = {split: len(ds) for split, ds in ordered.items()}
+    features = _features(task, bool(config.text_pair_column) and task == SEQUENCE_TASK)
+    splits = {split: _to_dataset(result.rows, features) for split, result in results.items()}
+    carved = _carve(splits, task, config, train.source)
+    if carved:
+        report["carving"] = {
+            "seed": config.split_seed,
+            "test_size": config.test_size,
+            "validation_size": config.validation_size,
+            "stratified": task == SEQUENCE_TASK,
+        }
+    report["splits"] = {}
+    for split in [name for name in ("train", *EVAL_SPLITS) if name in splits]:
+        entry: dict[str, Any] = {"source": results[split].source if split in results else train.source}
+        if split in carved:
+            entry["carved"] = True
+        limit = config.max_train_samples if split == "train" else config.max_eval_samples
+        if limit is not None and len(splits[split]) > limit:
+            entry["limited_from"] = len(splits[split])
+            splits[split] = splits[split].select(range(limit))
+        report["splits"][split] = {"examples": len(splits[split]), **entry}
+    report["num_labels"] = len(label_names)
+    ordered = DatasetDict({split: splits[split] for split in report["splits"]})
     return TaskData(ordered, label_names, report)
 
 
 def read_unlabelled(path: str, task: str, config: DataConfig) -> Dataset:
-    """Rows to predict from any supported file (plain .txt too); gold labels are kept when the file has them."""
-    result = read_file(path, task, config, require_labels=False)
-    return Dataset.from_list(result.rows)
+    """Examples to predict from a file of any supported format, or plain text.
+
+    Args:
+        path: CoNLL, JSON/JSONL, CSV/TSV (optionally .bz2/.gz), or a ``.txt`` with one text (token task: one
+            sentence, split on whitespace) per line when it is not CoNLL.
+        task: ``token-classification`` or ``sequence-classification``.
+        config: column names and format, as for training.
+
+    Returns:
+        ``tokens`` (token task) or ``text`` [+ ``text_pair``] rows, with ``tags`` / ``label`` when the file has
+        them, so that the caller can score the predictions.
+
+    Raises:
+        DataError: the file is missing, empty or malformed (the message names file and line).
+    """
+    _check_task(task)
+    result = read_file(path, task, config, require_labels=False, plain_text=True)
+    if result.iob_repairs:
+        logger.warning("%s: repaired %d IOB1-style tags to IOB2", result.source, result.iob_repairs)
+    pair = task == SEQUENCE_TASK and "text_pair" in result.rows[0]
+    return _to_dataset(result.rows, _features(task, pair, labels=result.has_labels))
