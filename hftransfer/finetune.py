@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, parse_flag_from_env, set_seed
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -150,7 +150,7 @@ def setup(config: RunConfig, recipe: str) -> Run:
     trackers = _trackers(config)
     # The run directory must be known before the Accelerator exists (trackers log into it), and choosing it needs
     # the processes to agree: PartialState sets up the process group that the Accelerator then reuses.
-    PartialState()
+    PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as AcceleratorState would read it
     run_dir = _choose_run_dir(config, recipe)
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
