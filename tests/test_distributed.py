@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,14 @@ def test_two_process_cpu_run_gathers_exactly_the_eval_rows(tiny_model_dir, tmp_p
     dev_examples = make_ner_examples(17, seed=2)  # 17 rows: not a multiple of 2 processes x batch 4
     dev = write_conll(tmp_path / "dev.conll", dev_examples)
     run_dir = tmp_path / "run"
+    with socket.socket() as probe:  # a free port: a concurrent launch on the default 29500 would hang this one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
         str(ROOT / "recipes" / "finetune_ner.py"),
         f"model.name_or_path={tiny_model_dir}", f"data.train_file={train}", f"data.validation_file={dev}",
         "data.test_size=0", "data.max_length=10", f"output_dir={run_dir}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -96,18 +97,33 @@ def test_classification_given_files(classification_files):
 def test_pair_classification(tmp_path):
     train = write_jsonl(tmp_path / "t.jsonl", make_classification_examples(40, seed=1, pair=True))
     dev = write_jsonl(tmp_path / "d.jsonl", make_classification_examples(10, seed=2, pair=True))
+    test = write_jsonl(tmp_path / "x.jsonl", make_classification_examples(12, seed=3, pair=True))
     config = DataConfig(
-        train_file=str(train), validation_file=str(dev), text_column="premise", text_pair_column="hypothesis"
+        train_file=str(train),
+        validation_file=str(dev),
+        test_file=str(test),
+        text_column="premise",
+        text_pair_column="hypothesis",
     )
     data = load_task_data(config, SEQ)
-    assert data.splits["validation"].column_names == ["text", "text_pair", "label"]
-    first = make_classification_examples(10, seed=2, pair=True)[0]
-    assert data.splits["validation"][0] == {
-        "text": first["premise"],
-        "text_pair": first["hypothesis"],
-        "label": first["label"],
+    assert {split: len(ds) for split, ds in data.splits.items()} == {
+        "train": 40,
+        "validation": 10,
+        "test": 12,
     }
+    for split, n, seed in (("train", 40, 1), ("validation", 10, 2), ("test", 12, 3)):
+        assert data.splits[split].column_names == ["text", "text_pair", "label"]
+        assert rows(data.splits[split]) == [
+            {"text": e["premise"], "text_pair": e["hypothesis"], "label": e["label"]}
+            for e in make_classification_examples(n, seed=seed, pair=True)
+        ]
     assert data.label_names == ["different", "same"]
+    # The pair column is required in every split: a test file without it is an error that names its line.
+    write_jsonl(
+        test, [{"premise": "a", "hypothesis": "b", "label": "same"}, {"premise": "c", "label": "same"}]
+    )
+    with raises(f"{test}:2: missing column 'hypothesis' (present: ['label', 'premise'])"):
+        load_task_data(config, SEQ)
 
 
 def test_numeric_labels_sort_numerically(tmp_path):
@@ -139,6 +155,35 @@ def test_unknown_entity_type_in_test_file_names_token_line(tmp_path):
     test.write_text("alice\tB-per\n\nbob\tB-per\nin\tO\nrome\tB-city\n")
     with raises(f"{test}:5: entity types ['city'] do not occur in the training data"):
         load_task_data(DataConfig(train_file=str(train), test_file=str(test)), NER)
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_unknown_classification_label_names_eval_file_and_first_line(tmp_path, split):
+    train = write_jsonl(tmp_path / "t.jsonl", labelled(6, 6))
+    other = "test" if split == "validation" else "validation"
+    good = write_jsonl(tmp_path / "good.jsonl", labelled(2, 2))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,positive\n\nmeh,neutral\nugh,negative\nhm,neutral\n")
+    config = DataConfig(train_file=str(train), **{f"{split}_file": str(bad), f"{other}_file": str(good)})
+    with raises(f"{bad}:4: labels ['neutral'] do not occur in the training data ({train}); "):
+        load_task_data(config, SEQ)
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_unknown_entity_type_names_eval_file_and_first_token_line(tmp_path, split):
+    train = write_conll(tmp_path / "t.conll", make_ner_examples(20))
+    bad = tmp_path / "bad.conll"
+    bad.write_text("alice\tB-per\n\n\nbob\tB-per\nin\tO\nrome\tI-city\nx\tB-org\n\ny\tB-city\n")
+    config = DataConfig(train_file=str(train), **{f"{split}_file": str(bad)})
+    with raises(f"{bad}:6: entity types ['city', 'org'] do not occur in the training data ({train})"):
+        load_task_data(config, NER)
+    # JSONL rows have no token lines: the row's line is named.
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [{"tokens": ["alice"], "tags": ["B-per"]}, {"tokens": ["a", "b"], "tags": ["O", "B-city"]}],
+    )
+    with raises(f"{bad}:2: entity types ['city'] do not occur"):
+        load_task_data(DataConfig(train_file=str(train), **{f"{split}_file": str(bad)}), NER)
 
 
 # --- carving --------------------------------------------------------------------------------------------------
@@ -176,6 +221,63 @@ def test_carving_is_stratified(tmp_path):
         for split, ds in data.splits.items():
             expected = len(ds) * 24 / 200
             assert abs(Counter(ds["label"])["negative"] - expected) <= 1, (seed, split, Counter(ds["label"]))
+
+
+@pytest.mark.parametrize(
+    ("task", "total", "test_size", "validation_size", "expected"),
+    [
+        (SEQ, 100, 0.2, 0.1, {"train": 70, "validation": 10, "test": 20}),
+        (SEQ, 37, 0.15, 0.2, {"train": 24, "validation": 7, "test": 6}),  # 5.55 -> 6, 7.4 -> 7
+        (SEQ, 23, 0.0, 0.3, {"train": 16, "validation": 7}),  # 6.9 -> 7; test_size=0: no test split
+        (NER, 48, 0.1, 0.1, {"train": 38, "validation": 5, "test": 5}),  # 4.8 -> 5
+        (NER, 31, 0.3, 0.0, {"train": 22, "test": 9}),  # 9.3 -> 9; validation_size=0: none carved
+    ],
+)
+def test_carved_sizes_are_rounded_fractions_of_the_total(
+    tmp_path, task, total, test_size, validation_size, expected
+):
+    if task == SEQ:
+        path = write_jsonl(tmp_path / "t.jsonl", labelled(total - total // 3, total // 3))
+    else:
+        path = write_conll(tmp_path / "t.conll", make_ner_examples(total, seed=5))
+    config = DataConfig(
+        train_file=str(path), test_size=test_size, validation_size=validation_size, split_seed=1
+    )
+    data = load_task_data(config, task)
+    sizes = {split: len(ds) for split, ds in data.splits.items()}
+    assert sizes == expected
+    for split, fraction in (("test", test_size), ("validation", validation_size)):
+        assert sizes.get(split, 0) == round(fraction * total)
+    assert list(data.splits) == [name for name in ("train", "validation", "test") if name in expected]
+    column = "text" if task == SEQ else "tokens"
+    carved = [str(v) for ds in data.splits.values() for v in ds[column]]
+    original = (
+        [str(r["text"]) for r in labelled(total - total // 3, total // 3)]
+        if task == SEQ
+        else [str(e["tokens"]) for e in make_ner_examples(total, seed=5)]
+    )
+    assert sorted(carved) == sorted(original)  # a partition: nothing lost or duplicated
+
+
+def test_ner_carving_same_config_same_rows_other_seed_other_rows(ner_files):
+    def carve(seed: int) -> dict:
+        config = DataConfig(train_file=str(ner_files["train"]), split_seed=seed, test_size=0.2)
+        return {split: rows(ds) for split, ds in load_task_data(config, NER).splits.items()}
+
+    first = carve(7)
+    assert first == carve(7)
+    other = carve(8)
+    assert other["test"] != first["test"] and other["validation"] != first["validation"]
+
+
+def test_carving_stratifies_positive_fraction(tmp_path):
+    # 30% positives over seeds: each carved split keeps the fraction within one example.
+    path = write_jsonl(tmp_path / "t.jsonl", labelled(60, 140))
+    for seed in range(5):
+        config = DataConfig(train_file=str(path), test_size=0.1, validation_size=0.15, split_seed=seed)
+        for split, ds in load_task_data(config, SEQ).splits.items():
+            positives = Counter(ds["label"])["positive"]
+            assert abs(positives - 0.3 * len(ds)) <= 1, (seed, split, positives, len(ds))
 
 
 def test_ner_carving_sizes_and_no_test_split(ner_files):
@@ -221,6 +323,38 @@ def test_train_file_takes_precedence_over_dataset(tmp_path):
     data = load_task_data(DataConfig(dataset="rotten_tomatoes", train_file=str(path)), SEQ)
     assert list(data.report["sources"]) == [str(path)]
     assert sum(len(ds) for ds in data.splits.values()) == 20
+
+
+def test_train_file_takes_precedence_over_builtin_wnut16(tmp_path):
+    toy = write_conll(tmp_path / "toy.conll", make_ner_examples(30, seed=4))
+    data = load_task_data(DataConfig(dataset="wnut16", train_file=str(toy)), NER)
+    assert list(data.report["sources"]) == [str(toy)]
+    assert data.label_names == ["O", "B-loc", "I-loc", "B-per", "I-per"]
+    assert {split: len(ds) for split, ds in data.splits.items()} == {"train": 24, "validation": 3, "test": 3}
+    toy_rows = {str(e) for e in make_ner_examples(30, seed=4)}
+    assert all(str(row) in toy_rows for ds in data.splits.values() for row in rows(ds))
+
+
+@pytest.mark.parametrize("name", ["nope.conll", "nope.jsonl.gz", "sub/nope.txt"])
+def test_missing_data_file_as_dataset(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with raises(f"data.dataset={name!r}: file not found"):
+        load_task_data(DataConfig(dataset=name), NER)
+
+
+@pytest.mark.timeout(60)
+def test_unknown_hub_id_offline_is_a_data_error(tmp_path, monkeypatch):
+    # Real datasets.load_dataset with HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set (conftest): no network retries.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    name = "hftransfer-tests/no-such-dataset-7f3a"
+    started = time.monotonic()
+    with raises(
+        f"data.dataset={name!r} is neither a builtin (wnut16, rotten_tomatoes), nor an existing file"
+    ):
+        load_task_data(DataConfig(dataset=name), SEQ)
+    assert time.monotonic() - started < 5
 
 
 def test_unreachable_hub_dataset(monkeypatch):
@@ -374,4 +508,13 @@ def test_builtin_rotten_tomatoes():
     assert data.label_names == ["negative", "positive"]
     (source,) = data.report["sources"].values()
     assert source["dropped"] == {"category 'plot' is not a review": 1097, "duplicate text (first kept)": 56}
+    total = source["examples"]
+    assert total == len(texts)
+    sizes = {split: len(ds) for split, ds in data.splits.items()}
+    assert sizes == {
+        "train": total - 2 * round(0.1 * total),
+        "validation": round(0.1 * total),
+        "test": round(0.1 * total),
+    }
+    assert abs(sizes["train"] - 0.8 * total) <= 1
     assert Path(next(iter(data.report["sources"]))).name == "rotten_tomatoes_corpus_full.csv.bz2"

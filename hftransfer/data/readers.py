@@ -121,7 +121,11 @@ def read_text(path: Path) -> str:
 
 
 def _conll_columns(line: str) -> list[str]:
-    return [column.strip() for column in line.split("\t")] if "\t" in line else line.split()
+    # Only ASCII spaces and tabs separate columns: str.split() would also cut a token at U+00A0 or U+2028, which
+    # occur inside tweets, and silently lose the rest of the token.
+    if "\t" in line:
+        return [column.strip(" ") for column in line.split("\t")]
+    return [column for column in line.split(" ") if column]
 
 
 def _read_conll(path: Path, text: str, config: DataConfig, require_labels: bool) -> ReadResult:
@@ -155,6 +159,11 @@ def _read_conll(path: Path, text: str, config: DataConfig, require_labels: bool)
         if with_tags and len(columns) < 2:
             raise DataError(
                 f"{path}:{number}: missing tag column in {line.strip()!r} (expected 'word<TAB>tag' or 'word tag')"
+            )
+        if with_tags is False and len(columns) >= 2:
+            raise DataError(
+                f"{path}:{number}: this line has a tag column but the first token line has none; "
+                "give every token a tag, or none"
             )
         try:
             word = columns[config.conll_token_column]
