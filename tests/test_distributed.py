@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 from datasets import Dataset
 from transformers import AutoTokenizer
 
@@ -18,26 +20,63 @@ from tests.conftest import make_ner_examples, write_conll
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def hermetic_env(tmp_path: Path) -> dict[str, str]:
+    """The launch must not pick up a shared machine's accelerate config or a parent job's rank variables."""
+    inherited = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in inherited and not key.startswith(("ACCELERATE_", "TORCHELASTIC_"))
+    }
+    env.update(
+        ACCELERATE_USE_CPU="1",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf_home"),  # no ~/.cache/huggingface/accelerate/default_config.yaml
+        OMP_NUM_THREADS="1",
+        PYTHONFAULTHANDLER="1",  # SIGABRT on timeout prints every process's Python stack
+    )
+    if Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # both processes are local; never route through an outside interface
+    return env
+
+
+def run_launch(command: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[int, str]:
+    """Run ``command`` with its output in ``log``; on timeout, dump the stacks of the hung processes first."""
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # torchrun starts the workers in sessions of their own: signal every descendant, not a process group.
+            processes = [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]
+            for child in processes:
+                child.send_signal(signal.SIGABRT)
+            time.sleep(5)
+            for child in processes:
+                if child.is_running():
+                    child.kill()
+            process.wait()
+            return -1, f"timed out after {timeout} s; stacks and output:\n" + log.read_text(errors="replace")
+    return returncode, log.read_text(errors="replace")
+
+
 def test_two_process_cpu_run_gathers_exactly_the_eval_rows(tiny_model_dir, tmp_path):
     train = write_conll(tmp_path / "train.conll", make_ner_examples(40, seed=1))
     dev_examples = make_ner_examples(17, seed=2)  # 17 rows: not a multiple of 2 processes x batch 4
     dev = write_conll(tmp_path / "dev.conll", dev_examples)
     run_dir = tmp_path / "run"
-    with socket.socket() as probe:  # a free port: a concurrent launch on the default 29500 would hang this one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_ip", "127.0.0.1",
+        "--main_process_port", "0",  # 0: accelerate picks a free port (a busy 29500 would hang the launch)
+        "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "recipes" / "finetune_ner.py"),
         f"model.name_or_path={tiny_model_dir}", f"data.train_file={train}", f"data.validation_file={dev}",
         "data.test_size=0", "data.max_length=10", f"output_dir={run_dir}",
         "train.epochs=2", "train.batch_size=4", "train.eval_batch_size=4", "train.trackers=[]", "train.lr=3e-3",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    returncode, output = run_launch(command, hermetic_env(tmp_path), tmp_path / "launch.log", timeout=240)
+    assert returncode == 0, output[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["num_processes"] == 2
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
