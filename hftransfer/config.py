@@ -191,6 +191,159 @@ class TrainConfig:
             raise ConfigError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
 
 
+StrategyName = Literal["full", "frozen", "freeze", "gradual", "lora"]
+
+# Fields that only one strategy reads: setting them under another strategy is a mistake worth reporting.
+_STRATEGY_FIELDS = {
+    "frozen": (
+        "head",
+        "head_hidden_size",
+        "feature_layer",
+        "feature_layers",
+        "pooling",
+        "cache_features",
+        "cache_dir",
+    ),
+    "freeze": ("freeze_layers",),
+    "gradual": ("unfreeze_every", "unfreeze_unit"),
+    "lora": ("r", "alpha", "lora_dropout", "target_modules", "lora_export"),
+}
+
+
+@dataclass
+class StrategyConfig:
+    """What trains. ``name`` picks the parameters that change; the LR fields and the conservative penalties
+    combine with every strategy that trains encoder weights (e.g. ``name=lora head_lr=1e-3``,
+    ``name=freeze freeze_layers=3 l2sp_weight=0.01``). Fields that belong to another strategy must stay unset."""
+
+    name: StrategyName = "full"
+    """``full`` (every weight), ``frozen`` (encoder fixed, train a head on its features), ``freeze`` (embeddings
+    and the bottom ``freeze_layers`` encoder layers fixed), ``gradual`` (ULMFiT gradual unfreezing from the top),
+    ``lora`` (low-rank adapters via peft plus the new head)."""
+
+    # -- frozen encoder (fixed feature extractor)
+    head: Literal["linear", "mlp"] | None = None
+    """frozen: the trained head. Default ``linear``. ``mlp`` is one hidden layer with the architecture's own
+    classifier activation (tanh for BERT/MPNet), so a CLS-pooled sequence head exports as the native HF head."""
+    head_hidden_size: int | None = None
+    """frozen, ``head=mlp``: hidden width (default: the encoder's hidden size, required for a native export)."""
+    feature_layer: int | None = None
+    """frozen: hidden-state index the features come from; 0 = embeddings, 1..L = encoder layers, negative counts
+    from the top. Default -1 (last layer). Probing a lower layer exports a truncated encoder."""
+    feature_layers: int | None = None
+    """frozen: average the hidden states of this many layers ending at ``feature_layer``. Default 1."""
+    pooling: Literal["cls", "mean"] | None = None
+    """frozen, sequence tasks: ``cls`` (first token) or ``mean`` (mask-aware mean of tokens). Default ``mean``."""
+    cache_features: bool | None = None
+    """frozen: encode the data once and train the head from an on-disk cache. Default true."""
+    cache_dir: str | None = None
+    """frozen: where the feature cache lives. Default ``$HFTRANSFER_CACHE`` or ``~/.cache/hftransfer/features``."""
+
+    # -- layer transfer
+    freeze_layers: int | None = None
+    """freeze: fix the embeddings and the bottom N encoder layers; negative N fixes all but the top |N|."""
+
+    # -- gradual unfreezing
+    unfreeze_every: int | None = None
+    """gradual: unfreeze one more layer group (from the top) every this many ``unfreeze_unit``s. Default 1."""
+    unfreeze_unit: Literal["epoch", "step"] | None = None
+    """gradual: ``epoch`` or ``step``. Default ``epoch``."""
+
+    # -- LoRA
+    r: int | None = None
+    """lora: adapter rank. Default 8."""
+    alpha: float | None = None
+    """lora: scaling numerator (the update is scaled by alpha / r). Default 2 * r."""
+    lora_dropout: float | None = None
+    """lora: dropout on the adapter input. Default 0.1."""
+    target_modules: list[str] | None = None
+    """lora: module names to adapt; default per architecture (BERT ``query``/``value``, MPNet ``q``/``v``);
+    ``[all-linear]`` adapts every linear layer of the encoder (the head is trained in full, not adapted)."""
+    lora_export: Literal["adapter", "merged", "both"] | None = None
+    """lora: what ``model/`` holds: the adapter alone (``adapter``), a plain merged model (``merged``), or the
+    merged model in ``model/`` plus the adapter in ``adapter/`` (``both``, default)."""
+
+    # -- learning rates (every strategy that trains encoder weights)
+    head_lr: float | None = None
+    """LR of the new head; default ``train.lr``. Discriminative fine-tuning: a head LR above the encoder's."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise LR decay: the top encoder layer gets ``train.lr``, each layer below ``decay`` times the one
+    above, the embeddings ``decay^(L)`` times it. 1.0 disables."""
+
+    # -- conservative training
+    l2sp_weight: float = 0.0
+    """L2-SP: add ``weight * sum ||theta - theta_pretrained||^2`` over the trainable encoder weights."""
+    drift_weight: float = 0.0
+    """Output drift: add ``weight * distance(encoder(x), original_encoder(x))`` on every batch."""
+    drift_distance: Literal["mse", "kl"] = "mse"
+    """Output drift distance: ``mse`` between last hidden states (mean over tokens and units), or ``kl`` between
+    the softmaxes of the two hidden states over the hidden units."""
+
+    def __post_init__(self) -> None:
+        for strategy, names in _STRATEGY_FIELDS.items():
+            if strategy == self.name:
+                continue
+            for name in names:
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"strategy.{name} belongs to strategy.name={strategy}, but strategy.name={self.name}"
+                    )
+        if self.name == "frozen":
+            self.head = self.head or "linear"
+            self.feature_layer = -1 if self.feature_layer is None else self.feature_layer
+            self.feature_layers = self.feature_layers or 1
+            self.cache_features = True if self.cache_features is None else self.cache_features
+            if self.feature_layers < 1:
+                raise ConfigError(f"strategy.feature_layers must be >= 1, got {self.feature_layers}")
+            if self.head_hidden_size is not None and (self.head != "mlp" or self.head_hidden_size < 1):
+                raise ConfigError("strategy.head_hidden_size needs strategy.head=mlp and a positive size")
+            trains_encoder = [
+                name
+                for name, value in (
+                    ("head_lr", self.head_lr),
+                    ("layer_lr_decay", self.layer_lr_decay != 1.0 or None),
+                    ("l2sp_weight", self.l2sp_weight or None),
+                    ("drift_weight", self.drift_weight or None),
+                )
+                if value is not None
+            ]
+            if trains_encoder:
+                raise ConfigError(
+                    f"strategy.{trains_encoder[0]} needs encoder weights that train, but strategy.name=frozen "
+                    "keeps the encoder fixed (the head's LR is train.lr)"
+                )
+        if self.name == "freeze" and self.freeze_layers is None:
+            raise ConfigError(
+                "strategy.name=freeze needs strategy.freeze_layers=N (negative: all but the top |N|)"
+            )
+        if self.name == "gradual":
+            self.unfreeze_every = self.unfreeze_every or 1
+            self.unfreeze_unit = self.unfreeze_unit or "epoch"
+            if self.unfreeze_every < 1:
+                raise ConfigError(f"strategy.unfreeze_every must be >= 1, got {self.unfreeze_every}")
+        if self.name == "lora":
+            self.r = self.r or 8
+            self.alpha = self.alpha if self.alpha is not None else 2.0 * self.r
+            self.lora_dropout = 0.1 if self.lora_dropout is None else self.lora_dropout
+            self.lora_export = self.lora_export or "both"
+            if self.r < 1:
+                raise ConfigError(f"strategy.r must be >= 1, got {self.r}")
+            if not 0.0 <= self.lora_dropout < 1.0:
+                raise ConfigError(f"strategy.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            if self.l2sp_weight:
+                raise ConfigError(
+                    "strategy.l2sp_weight with strategy.name=lora: LoRA never changes the pretrained weights, so "
+                    "L2-SP has nothing to hold back (the adapter's scale is already set by strategy.r/alpha)"
+                )
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ConfigError(f"strategy.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ConfigError(f"strategy.head_lr must be > 0, got {self.head_lr}")
+        for name in ("l2sp_weight", "drift_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"strategy.{name} must be >= 0, got {getattr(self, name)}")
+
+
 @dataclass
 class RunConfig:
     """One fine-tuning run: task, model, data, training and where the run directory goes."""
@@ -200,6 +353,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(dataset="wnut16"))
     train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
     output_dir: str | None = None
     """Run directory. Default: ``runs/<task>-<timestamp>``. Reuse it with ``train.resume_from_checkpoint``."""
     overwrite_output_dir: bool = False
@@ -210,6 +364,12 @@ class RunConfig:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"
             )
+        if self.task == "token-classification" and self.strategy.pooling is not None:
+            raise ConfigError(
+                "strategy.pooling is for sequence tasks; NER classifies every word's own features"
+            )
+        if self.task == "sequence-classification" and self.strategy.name == "frozen":
+            self.strategy.pooling = self.strategy.pooling or "mean"
 
     def metric_for_best(self) -> str:
         if self.train.metric_for_best:
