@@ -26,11 +26,18 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, parse_flag_from_env, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    parse_flag_from_env,
+    set_seed,
+)
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from hftransfer.assets import resolve_model_name
 from hftransfer.config import RunConfig, save_config
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader, build_train_dataloader
 from hftransfer.data.features import tokenize
@@ -38,8 +45,8 @@ from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
-from hftransfer.export.save import load_saved_weights, save_model
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
 from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.utils import atomic_write_json, flatten_dict
@@ -58,6 +65,7 @@ class Run:
     tokenizer: PreTrainedTokenizerBase
     loop: TrainingLoop
     evaluate: Callable[..., dict[str, Any]]
+    plan: StrategyPlan
     eval_loaders: dict[str, DataLoader] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     fit: FitResult | None = None
@@ -122,7 +130,7 @@ def _check_run_dir(run_dir: Path, config: RunConfig, accelerator: Accelerator) -
         )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        for name in ("checkpoints", "model", "metrics.jsonl", "metrics.json"):
+        for name in ("checkpoints", "model", "adapter", "metrics.jsonl", "metrics.json"):
             path = run_dir / name
             if path.is_dir():
                 shutil.rmtree(path)
@@ -157,6 +165,9 @@ def setup(config: RunConfig, recipe: str) -> Run:
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         step_scheduler_with_optimizer=False,
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(config))
+        ],
     )
     setup_logging(accelerator)
     _check_run_dir(run_dir, config, accelerator)
@@ -167,6 +178,13 @@ def setup(config: RunConfig, recipe: str) -> Run:
         data = load_task_data(config.data, config.task)
     tokenizer = load_tokenizer(config.model)
     model = build_model(config.model, config.task, data.label_names)
+    plan = plan_strategy(
+        model,
+        config,
+        tokenizer=tokenizer,
+        run_dir=run_dir,
+        base_model_name_or_path=resolve_model_name(config.model.name_or_path),
+    )
     limit = model_max_length(tokenizer, model)
     if config.data.max_length > limit:
         raise ConfigError(
@@ -215,13 +233,16 @@ def setup(config: RunConfig, recipe: str) -> Run:
 
     loop = TrainingLoop(
         accelerator,
-        model,
+        plan.model,
         train_loader,
         eval_loaders.get("validation"),
         evaluate=evaluate,
-        save_model=lambda m: save_model(accelerator, m, tokenizer, run_dir / "model"),
+        save_model=lambda m: plan.save_best(accelerator, m),
         config=config,
         run_dir=run_dir,
+        loss_fn=plan.objective,
+        param_groups=plan.param_groups,
+        on_step_start=plan.on_step_start,
     )
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +256,8 @@ def setup(config: RunConfig, recipe: str) -> Run:
     prepared = {"validation": loop.eval_loader} if loop.eval_loader is not None else {}
     if "test" in eval_loaders:
         prepared["test"] = accelerator.prepare(eval_loaders["test"])
-    run = Run(config, accelerator, run_dir, data, tokenizer, loop, evaluate, prepared, report)
+    report["strategy"] = plan.report
+    run = Run(config, accelerator, run_dir, data, tokenizer, loop, evaluate, plan, prepared, report)
     _log_summary(run)
     return run
 
@@ -250,22 +272,19 @@ def _tracker_config(config: RunConfig) -> dict[str, Any]:
 
 
 def _log_summary(run: Run) -> None:
-    model = run.accelerator.unwrap_model(run.loop.model)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    run.report["parameters"] = {
-        "total": total,
-        "trainable": trainable,
-        "trainable_fraction": trainable / total,
-    }
+    run.report["parameters"] = run.plan.report["parameters"]
+    total, trainable = run.report["parameters"]["total"], run.report["parameters"]["trainable"]
     sizes = ", ".join(f"{split}={len(ds)}" for split, ds in run.data.splits.items())
     logger.info("Run directory: %s", run.run_dir)
     logger.info("Data: %s; %d labels; features %s", sizes, len(run.data.label_names), run.report["features"])
     logger.info(
-        "Model: %s, %.1fM parameters (%.1f%% trainable)",
+        "Model: %s, strategy %s: %.2fM of %.1fM parameters trainable (%.2f%%); LR groups %s",
         run.config.model.name_or_path,
+        run.config.strategy.name,
+        trainable / 1e6,
         total / 1e6,
         100 * trainable / total,
+        {name: f"{lr:.2g}" for name, lr in run.plan.report["lr_groups"].items()},
     )
 
 
@@ -279,12 +298,14 @@ def evaluate_best(run: Run) -> dict[str, Any]:
     """Reload the exported (best) model and score it on validation and test; writes ``metrics.json``."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    load_saved_weights(accelerator, run.loop.model, run.model_dir)
+    run.plan.restore_best(accelerator, run.loop.model)
     started = time.perf_counter()
     results: dict[str, Any] = {}
     for split, loader in run.eval_loaders.items():
         results[split] = run.evaluate(run.loop.model, loader, split)
         run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
+    if run.plan.export is not None:
+        run.report["export"] = run.plan.export(accelerator, run.loop.model)
     state = run.loop.state
     run.final_metrics = {
         **results,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hftransfer.utils import atomic_directory, recover_directory
 
@@ -23,14 +23,26 @@ def save_model(
     The state dict is collected with ``accelerator.get_state_dict`` so sharded (FSDP/DeepSpeed) models are saved
     whole; only the main process writes.
     """
-    directory = Path(directory)
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        with atomic_directory(directory) as tmp:
-            unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+        save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, directory, state_dict=state_dict)
     accelerator.wait_for_everyone()
+
+
+def save_pretrained_atomic(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    directory: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """``save_pretrained`` (safetensors) + tokenizer into ``directory``, replacing it only once complete.
+
+    No collective calls: call it from one process.
+    """
+    with atomic_directory(Path(directory)) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
 
 
 def load_saved_weights(accelerator: Accelerator, model: torch.nn.Module, directory: Path) -> None:

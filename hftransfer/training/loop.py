@@ -36,7 +36,11 @@ from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
 
-LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+# A loss function returns the batch's loss *summed* over labelled items, optionally with named per-batch
+# penalties (already weighted) that are added once per optimizer step and logged apart from the task loss.
+LossFn = Callable[
+    [torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]
+]
 
 
 def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -88,8 +92,9 @@ class TrainingLoop:
         evaluate: ``evaluate(model, prepared_eval_loader) -> metrics`` (called on every process).
         save_model: ``save_model(model)`` writes the current model as the run's exported model (every process).
         config: the run config; ``run_dir``: where checkpoints and logs go.
-        loss_fn: summed loss of a batch (default: task cross-entropy).
+        loss_fn: summed loss of a batch (default: task cross-entropy), optionally with weighted penalties.
         param_groups: optimizer parameter groups (default: decay / no-decay over trainable parameters).
+        on_step_start: called with the loop state before every optimizer step (e.g. gradual unfreezing).
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class TrainingLoop:
         run_dir: Path,
         loss_fn: LossFn = task_loss,
         param_groups: list[dict] | None = None,
+        on_step_start: Callable[[LoopState], None] | None = None,
     ) -> None:
         self.accelerator = accelerator
         self.config = config
@@ -113,6 +119,7 @@ class TrainingLoop:
         self.evaluate_fn = evaluate
         self.save_model_fn = save_model
         self.loss_fn = loss_fn
+        self.on_step_start = on_step_start
         self.metric_name = config.metric_for_best()
         self.greater_is_better = config.greater_is_better()
         self.log = MetricsLog(accelerator, self.run_dir)
@@ -179,6 +186,8 @@ class TrainingLoop:
         )
         self.model.train()
         self._running = torch.zeros(2, device=accelerator.device)  # [loss sum, items] since the last log
+        self._penalties: dict[str, torch.Tensor] = {}  # penalty sums over the steps since the last log
+        self._steps_since_log = 0
         self._last_eval_step = -1
         best_model_saved = False
         started = time.perf_counter()
@@ -193,6 +202,8 @@ class TrainingLoop:
                 window = list(islice(batches, self.train_config.grad_accum_steps))
                 if not window:
                     break
+                if self.on_step_start is not None:
+                    self.on_step_start(state)
                 self._optimizer_step(window)
                 state.step += 1
                 state.batches_in_epoch += len(window)
@@ -235,11 +246,19 @@ class TrainingLoop:
         for index, batch in enumerate(window):
             last = index == len(window) - 1
             with nullcontext() if last else accelerator.no_sync(self.model):
-                loss_sum = self.loss_fn(self.model, batch)
-                accelerator.backward(loss_sum * scale)
+                result = self.loss_fn(self.model, batch)
+                loss_sum, penalties = result if isinstance(result, tuple) else (result, {})
+                loss = loss_sum * scale
+                for name, value in penalties.items():
+                    # A penalty is per step: each of the window's micro-batches contributes its share.
+                    share = value / len(window)
+                    loss = loss + share
+                    self._penalties[name] = self._penalties.get(name, 0.0) + share.detach().float()
+                accelerator.backward(loss)
             self._running[0] += loss_sum.detach().float()
             self.state.samples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
         self._running[1] += items
+        self._steps_since_log += 1
         if self.train_config.max_grad_norm is not None:
             self._grad_norm = accelerator.clip_grad_norm_(
                 self.model.parameters(), self.train_config.max_grad_norm
@@ -258,6 +277,15 @@ class TrainingLoop:
         loss_sum, items = running.tolist()  # the only host sync of the step, once per log interval
         self._running.zero_()
         metrics = {"loss": loss_sum / max(items, 1), "lr": self.scheduler.get_last_lr()[0]}
+        for name, total in self._penalties.items():
+            # Mean over steps and processes of the weighted penalty, logged apart from the task loss.
+            total = (
+                self.accelerator.reduce(total, reduction="mean")
+                if self.accelerator.num_processes > 1
+                else total
+            )
+            metrics[f"penalty_{name}"] = float(total) / max(self._steps_since_log, 1)
+        self._penalties, self._steps_since_log = {}, 0
         if getattr(self, "_grad_norm", None) is not None:
             metrics["grad_norm"] = float(self._grad_norm)
         if self.state.train_seconds > 0:

@@ -57,7 +57,10 @@ class MetricsLog:
         record = {"split": split, "step": step, "epoch": round(epoch, 4), **metrics}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        headline = "  ".join(f"{key}={_format(metrics[key])}" for key in HEADLINE if key in metrics)
+        keys = [key for key in HEADLINE if key in metrics] + sorted(
+            k for k in metrics if k.startswith("penalty_")
+        )
+        headline = "  ".join(f"{key}={_format(metrics[key])}" for key in keys)
         logger.info("[%s] step %d epoch %.2f  %s", split, step, epoch, headline)
         scalars = {
             f"{split}/{k}": v
