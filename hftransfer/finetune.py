@@ -47,6 +47,7 @@ from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
+from hftransfer.strategies.frozen_plan import plan_frozen
 from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.utils import atomic_write_json, flatten_dict
@@ -178,13 +179,6 @@ def setup(config: RunConfig, recipe: str) -> Run:
         data = load_task_data(config.data, config.task)
     tokenizer = load_tokenizer(config.model)
     model = build_model(config.model, config.task, data.label_names)
-    plan = plan_strategy(
-        model,
-        config,
-        tokenizer=tokenizer,
-        run_dir=run_dir,
-        base_model_name_or_path=resolve_model_name(config.model.name_or_path),
-    )
     limit = model_max_length(tokenizer, model)
     if config.data.max_length > limit:
         raise ConfigError(
@@ -206,26 +200,22 @@ def setup(config: RunConfig, recipe: str) -> Run:
         )
         report["features"][split] = {"examples": len(examples), "features": len(features[split]), **counts}
 
-    pad_to = 8 if accelerator.device.type == "cuda" else None
-    collator = FeatureCollator(tokenizer, pad_to_multiple_of=pad_to)
-    train_loader = build_train_dataloader(
-        features["train"],
-        collator,
-        batch_size=config.train.batch_size,
-        seed=config.train.seed,
-        group_by_length=config.train.group_by_length,
-        num_workers=config.train.num_workers,
-    )
-    eval_loaders = {
-        split: build_eval_dataloader(
-            features[split],
-            collator,
-            batch_size=config.train.eval_batch_size,
-            num_workers=config.train.num_workers,
+    base_name = resolve_model_name(config.model.name_or_path)
+    if config.strategy.name == "frozen":
+        plan, train_loader, eval_loaders = plan_frozen(
+            model,
+            config,
+            features=features,
+            tokenizer=tokenizer,
+            accelerator=accelerator,
+            run_dir=run_dir,
+            base_model_name_or_path=base_name,
         )
-        for split in ("validation", "test")
-        if split in features
-    }
+    else:
+        plan = plan_strategy(
+            model, config, tokenizer=tokenizer, run_dir=run_dir, base_model_name_or_path=base_name
+        )
+        train_loader, eval_loaders = _token_loaders(features, tokenizer, config, accelerator)
 
     def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
         output = run_inference(model, loader, accelerator, config.task, desc=f"Evaluating {split}")
@@ -260,6 +250,35 @@ def setup(config: RunConfig, recipe: str) -> Run:
     run = Run(config, accelerator, run_dir, data, tokenizer, loop, evaluate, plan, prepared, report)
     _log_summary(run)
     return run
+
+
+def _token_loaders(
+    features: dict[str, Dataset],
+    tokenizer: PreTrainedTokenizerBase,
+    config: RunConfig,
+    accelerator: Accelerator,
+) -> tuple[DataLoader, dict[str, DataLoader]]:
+    pad_to = 8 if accelerator.device.type == "cuda" else None
+    collator = FeatureCollator(tokenizer, pad_to_multiple_of=pad_to)
+    train_loader = build_train_dataloader(
+        features["train"],
+        collator,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+        group_by_length=config.train.group_by_length,
+        num_workers=config.train.num_workers,
+    )
+    eval_loaders = {
+        split: build_eval_dataloader(
+            features[split],
+            collator,
+            batch_size=config.train.eval_batch_size,
+            num_workers=config.train.num_workers,
+        )
+        for split in ("validation", "test")
+        if split in features
+    }
+    return train_loader, eval_loaders
 
 
 def _tracker_config(config: RunConfig) -> dict[str, Any]:

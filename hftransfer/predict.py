@@ -31,6 +31,8 @@ from hftransfer.data.features import tokenize
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+from hftransfer.strategies.frozen import HEAD_CONFIG_FILE, load_probe
+from hftransfer.strategies.lora import ADAPTER_META, load_adapter
 from hftransfer.utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,29 @@ class Predictions:
     metrics: dict[str, Any] | None = field(default=None)
 
 
+def load_for_prediction(model_dir: str) -> tuple[torch.nn.Module, str]:
+    """The model of a directory written by any hftransfer strategy, and its task.
+
+    Besides ordinary transformers models (full fine-tuning, freeze-N, merged LoRA, native frozen heads) this
+    loads a LoRA adapter directory (``hftransfer_adapter.json``) and a frozen encoder + head export
+    (``head_config.json``) whose head has no transformers equivalent.
+    """
+    directory = Path(model_dir)
+    if (directory / HEAD_CONFIG_FILE).is_file():
+        probe = load_probe(directory)
+        return probe, probe.options["task"]
+    if (directory / ADAPTER_META).is_file():
+        task = json.loads((directory / ADAPTER_META).read_text(encoding="utf-8"))["task"]
+        return load_adapter(directory), task
+    task = detect_task(model_dir)
+    auto = (
+        AutoModelForTokenClassification
+        if task == "token-classification"
+        else AutoModelForSequenceClassification
+    )
+    return auto.from_pretrained(model_dir), task
+
+
 class Predictor:
     """Batched prediction with a saved model.
 
@@ -89,18 +114,12 @@ class Predictor:
         self, model: str, *, batch_size: int = 64, max_length: int | None = None, cpu: bool = False
     ) -> None:
         self.model_dir = resolve_model_name(model)
-        self.task = detect_task(self.model_dir)
-        auto = (
-            AutoModelForTokenClassification
-            if self.task == "token-classification"
-            else AutoModelForSequenceClassification
-        )
+        loaded, self.task = load_for_prediction(self.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.accelerator = Accelerator(cpu=cpu)
-        self.model = self.accelerator.prepare_model(
-            auto.from_pretrained(self.model_dir), evaluation_mode=True
-        )
-        self.label_names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.model = self.accelerator.prepare_model(loaded, evaluation_mode=True)
+        id2label = {int(i): label for i, label in loaded.config.id2label.items()}
+        self.label_names = [id2label[i] for i in range(len(id2label))]
         limit = min(
             getattr(self.model.config, "max_position_embeddings", 512), 512, self.tokenizer.model_max_length
         )

@@ -153,12 +153,13 @@ def _plan_lora(
         return produced
 
     plan.save_best, plan.restore_best, plan.export = save_best, restore_best, export
+    from hftransfer.strategies.lora import default_target_modules
+
     plan.report["lora"] = {
         "r": strategy.r,
         "alpha": strategy.alpha,
         "dropout": strategy.lora_dropout,
-        "target_modules": sorted(plan.model.peft_config["default"].target_modules)
-        if not isinstance(plan.model.peft_config["default"].target_modules, str)
-        else plan.model.peft_config["default"].target_modules,
+        # As configured: peft's own record expands all-linear, including modules it then excludes.
+        "target_modules": strategy.target_modules or default_target_modules(plan.model.get_base_model()),
         "export": strategy.lora_export,
     }

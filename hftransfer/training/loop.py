@@ -256,7 +256,7 @@ class TrainingLoop:
                     self._penalties[name] = self._penalties.get(name, 0.0) + share.detach().float()
                 accelerator.backward(loss)
             self._running[0] += loss_sum.detach().float()
-            self.state.samples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
+            self.state.samples_seen += batch["labels"].shape[0] * accelerator.num_processes
         self._running[1] += items
         self._steps_since_log += 1
         if self.train_config.max_grad_norm is not None:

@@ -1,0 +1,152 @@
+"""The frozen-encoder strategy as a run: encode every split once (from the feature cache when it can), then train
+only a small head on the cached features with the same loop, metrics and best-model selection as fine-tuning."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from hftransfer.config import RunConfig
+from hftransfer.objectives.task import TaskObjective
+from hftransfer.strategies import StrategyPlan
+from hftransfer.strategies.feature_cache import base_encoder, build_feature_loaders, cached_features
+from hftransfer.strategies.frozen import build_feature_head, export_frozen
+from hftransfer.strategies.layers import count_parameters
+from hftransfer.training.optim import parameter_groups
+from hftransfer.utils import atomic_directory
+
+logger = logging.getLogger("hftransfer")
+
+
+def plan_frozen(
+    model: PreTrainedModel,
+    config: RunConfig,
+    *,
+    features: dict[str, Dataset],
+    tokenizer: PreTrainedTokenizerBase,
+    accelerator: Accelerator,
+    run_dir: Path,
+    base_model_name_or_path: str,
+) -> tuple[StrategyPlan, DataLoader, dict[str, DataLoader]]:
+    """Encode (or load cached) features of every split and build the head, its loaders and its export.
+
+    Returns:
+        The plan (its model is the head alone), the training loader and the evaluation loaders, all over cached
+        features rather than token ids.
+    """
+    strategy = config.strategy
+    encoder = base_encoder(model).to(accelerator.device)
+    cache_report: dict[str, Any] = {}
+    stores = {}
+    # The main process fills the cache first; the others then read it instead of encoding again.
+    with accelerator.main_process_first():
+        for split, split_features in features.items():
+            started = time.perf_counter()
+            stores[split], hit = cached_features(
+                encoder,
+                tokenizer,
+                split_features,
+                cache_dir=strategy.cache_dir,
+                layer=strategy.feature_layer,
+                num_layers=strategy.feature_layers,
+                pooling=strategy.pooling,
+                task=config.task,
+                batch_size=config.train.eval_batch_size,
+                device=accelerator.device,
+                use_cache=strategy.cache_features,
+            )
+            cache_report[split] = {
+                "hit": hit,
+                "key": stores[split].key,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+    encoder.to("cpu")  # training the head needs only the cached features
+    train_loader, eval_loaders = build_feature_loaders(
+        stores["train"],
+        {split: store for split, store in stores.items() if split != "train"},
+        batch_size=config.train.batch_size,
+        eval_batch_size=config.train.eval_batch_size,
+        seed=config.train.seed,
+        group_by_length=config.train.group_by_length,
+    )
+    head = build_feature_head(
+        model.config,
+        len(model.config.id2label),
+        kind=strategy.head,
+        head_hidden_size=strategy.head_hidden_size,
+    )
+    head_dir = run_dir / "head"
+
+    def save_best(acc: Accelerator, trained: torch.nn.Module) -> None:
+        state = {k: v.contiguous() for k, v in acc.get_state_dict(trained).items()}
+        if acc.is_main_process:
+            with atomic_directory(head_dir) as tmp:
+                save_file(state, str(tmp / "head.safetensors"))
+        acc.wait_for_everyone()
+
+    def restore_best(acc: Accelerator, trained: torch.nn.Module) -> None:
+        acc.unwrap_model(trained).load_state_dict(load_file(str(head_dir / "head.safetensors")))
+
+    def export(acc: Accelerator, trained: torch.nn.Module) -> dict[str, Any]:
+        produced: dict[str, Any] = {}
+        if acc.is_main_process:
+            sample = features.get("validation", features["train"])
+            produced = export_frozen(
+                encoder,
+                acc.unwrap_model(trained),
+                tokenizer,
+                run_dir / "model",
+                name_or_path=base_model_name_or_path,
+                task=config.task,
+                layer=strategy.feature_layer,
+                num_layers=strategy.feature_layers,
+                pooling=strategy.pooling,
+                id2label=dict(model.config.id2label),
+                sample=sample.select(range(min(16, len(sample)))),
+            )
+            if not produced.get("pipeline"):
+                logger.warning(
+                    "Frozen head exported as encoder + head (%s): load it with hftransfer's predict, not pipeline. "
+                    "For a plain transformers model use head=linear for NER, or head=mlp pooling=cls for "
+                    "sequence tasks, on a single layer.",
+                    produced.get("reason"),
+                )
+        acc.wait_for_everyone()
+        return produced
+
+    # The head is trained alone, but the fraction is reported against the model that is exported.
+    head_count = count_parameters(head)["trainable"]
+    total = count_parameters(encoder)["total"] + head_count
+    report = {
+        "name": "frozen",
+        "head": strategy.head,
+        "feature_layer": strategy.feature_layer,
+        "feature_layers": strategy.feature_layers,
+        "pooling": strategy.pooling,
+        "feature_cache": cache_report,
+        "parameters": {"total": total, "trainable": head_count, "trainable_fraction": head_count / total},
+    }
+    groups = parameter_groups(head.named_parameters(), config.train.weight_decay)
+    for group in groups:
+        group["name"] = f"head/{group['name']}"
+        group["lr"] = config.train.lr
+    report["lr_groups"] = {group["name"]: group["lr"] for group in groups}
+    plan = StrategyPlan(
+        head,
+        groups,
+        TaskObjective(),
+        save_best=save_best,
+        restore_best=restore_best,
+        export=export,
+        report=report,
+    )
+    return plan, train_loader, eval_loaders
