@@ -337,7 +337,11 @@ def evaluate_best(run: Run) -> dict[str, Any]:
             "samples_per_second": state.samples_seen / state.train_seconds if state.train_seconds else None,
             "stopped_early": state.stopped_early,
             "num_processes": accelerator.num_processes,
+            "seconds_per_epoch": round(state.train_seconds / run.loop.epoch_progress(), 3)
+            if run.loop.epoch_progress()
+            else None,
         },
+        "peak_memory_mb": _peak_memory_mb(),
         "eval_seconds": round(time.perf_counter() - started, 2),
         "label_names": run.data.label_names,
         **run.report,
@@ -345,6 +349,16 @@ def evaluate_best(run: Run) -> dict[str, Any]:
     if accelerator.is_main_process:
         atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
     return run.final_metrics
+
+
+def _peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process (and peak GPU memory when on CUDA), in MiB."""
+    import resource
+
+    peak = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
+    if torch.cuda.is_available():
+        peak["gpu"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
 
 
 def finish(run: Run) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
@@ -60,7 +61,19 @@ def run_launch(command: list[str], env: dict[str, str], log: Path, timeout: floa
     return returncode, log.read_text(errors="replace")
 
 
-def test_two_process_cpu_run_gathers_exactly_the_eval_rows(tiny_model_dir, tmp_path):
+# Strategies whose multi-process behaviour differs: gradual unfreezing changes the trainable set under DDP (it
+# needs find_unused_parameters), the frozen head trains on features the main process caches first, LoRA wraps the
+# model in peft before DDP.
+STRATEGIES = {
+    "full": [],
+    "gradual": ["strategy.name=gradual", "strategy.unfreeze_every=2", "strategy.unfreeze_unit=step"],
+    "frozen": ["strategy.name=frozen"],
+    "lora": ["strategy.name=lora", "strategy.r=2", "strategy.l2sp_weight=0", "strategy.drift_weight=0.1"],
+}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_two_process_cpu_run_gathers_exactly_the_eval_rows(tiny_model_dir, tmp_path, strategy):
     train = write_conll(tmp_path / "train.conll", make_ner_examples(40, seed=1))
     dev_examples = make_ner_examples(17, seed=2)  # 17 rows: not a multiple of 2 processes x batch 4
     dev = write_conll(tmp_path / "dev.conll", dev_examples)
@@ -74,11 +87,14 @@ def test_two_process_cpu_run_gathers_exactly_the_eval_rows(tiny_model_dir, tmp_p
         f"model.name_or_path={tiny_model_dir}", f"data.train_file={train}", f"data.validation_file={dev}",
         "data.test_size=0", "data.max_length=10", f"output_dir={run_dir}",
         "train.epochs=2", "train.batch_size=4", "train.eval_batch_size=4", "train.trackers=[]", "train.lr=3e-3",
+        f"strategy.cache_dir={tmp_path / 'cache'}" if strategy == "frozen" else "train.seed=42",
+        *STRATEGIES[strategy],
     ]  # fmt: skip
     returncode, output = run_launch(command, hermetic_env(tmp_path), tmp_path / "launch.log", timeout=240)
     assert returncode == 0, output[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["num_processes"] == 2
+    assert metrics["strategy"]["name"] == strategy
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     label2id = {t: i for i, t in enumerate(metrics["label_names"])}
     features, _ = tokenize_token_task(Dataset.from_list(dev_examples), tokenizer, label2id, max_length=10)
