@@ -31,7 +31,8 @@ from hftransfer.data.features import tokenize
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
-from hftransfer.strategies.frozen import HEAD_CONFIG_FILE, load_probe
+from hftransfer.strategies.frozen import HEAD_CONFIG_FILE
+from hftransfer.strategies.frozen_export import load_probe
 from hftransfer.strategies.lora import ADAPTER_META, load_adapter
 from hftransfer.utils import atomic_write_json, atomic_write_text
 

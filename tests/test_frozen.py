@@ -21,17 +21,16 @@ from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
 from hftransfer.data.features import tokenize_sequence_task, tokenize_token_task
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import model_inputs, run_inference
-from hftransfer.strategies import frozen
+from hftransfer.strategies import frozen_export
 from hftransfer.strategies.feature_cache import (
-    FeatureDataset,
-    FeatureStoreCollator,
-    build_feature_loaders,
     cached_features,
     encode_features,
     feature_cache_key,
     load_store,
 )
-from hftransfer.strategies.frozen import build_feature_head, build_probe, export_frozen, load_probe
+from hftransfer.strategies.feature_data import FeatureDataset, FeatureStoreCollator, build_feature_loaders
+from hftransfer.strategies.frozen import build_feature_head, build_probe
+from hftransfer.strategies.frozen_export import export_frozen, load_probe
 from hftransfer.training.loop import task_loss
 from tests.conftest import make_classification_examples, make_ner_examples
 
@@ -360,7 +359,7 @@ def test_non_native_export_is_encoder_plus_head(encoder, tokenizer, sentences, t
 
 def test_export_that_would_predict_differently_is_refused(encoder, tokenizer, ner, tmp_path, monkeypatch):
     head = _big_head(build_feature_head(encoder.config, len(NER_LABELS)))
-    monkeypatch.setattr(frozen, "_copy_linear", lambda target, source: None)  # leave the HF head random
+    monkeypatch.setattr(frozen_export, "_copy_linear", lambda target, source: None)  # leave the HF head random
     with pytest.raises(RuntimeError, match="differ"):
         export_frozen(
             encoder,

@@ -18,8 +18,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from hftransfer.config import RunConfig
 from hftransfer.objectives.task import TaskObjective
 from hftransfer.strategies import StrategyPlan
-from hftransfer.strategies.feature_cache import base_encoder, build_feature_loaders, cached_features
-from hftransfer.strategies.frozen import build_feature_head, export_frozen
+from hftransfer.strategies.feature_cache import base_encoder, cached_features
+from hftransfer.strategies.feature_data import build_feature_loaders
+from hftransfer.strategies.frozen import build_feature_head
+from hftransfer.strategies.frozen_export import export_frozen
 from hftransfer.strategies.layers import count_parameters
 from hftransfer.training.optim import parameter_groups
 from hftransfer.utils import atomic_directory
