@@ -359,7 +359,9 @@ def test_non_native_export_is_encoder_plus_head(encoder, tokenizer, sentences, t
 
 def test_export_that_would_predict_differently_is_refused(encoder, tokenizer, ner, tmp_path, monkeypatch):
     head = _big_head(build_feature_head(encoder.config, len(NER_LABELS)))
-    monkeypatch.setattr(frozen_export, "_copy_linear", lambda target, source: None)  # leave the HF head random
+    monkeypatch.setattr(
+        frozen_export, "_copy_linear", lambda target, source: None
+    )  # leave the HF head random
     with pytest.raises(RuntimeError, match="differ"):
         export_frozen(
             encoder,

@@ -277,3 +277,39 @@ def test_recipe_with_freeze_and_l2sp_logs_the_penalty_and_exports(
     assert metrics["strategy"]["lr_groups"]["head/decay"] == pytest.approx(1e-2)
     classifier = pipeline("text-classification", model=str(run_dir / "model"))
     assert classifier("a great film")[0]["label"] in metrics["label_names"]
+
+
+def test_resumed_gradual_l2sp_run_ends_with_the_same_weights(tiny_model_dir, ner_files, tmp_path):
+    # The unfreezing schedule and the L2-SP reference must survive a restart: resume run A's step-4 checkpoint
+    # into a new run directory and finish; the final checkpoints must match.
+    from safetensors.torch import load_file
+
+    common = [
+        f"model.name_or_path={tiny_model_dir}",
+        f"data.train_file={ner_files['train']}",
+        f"data.validation_file={ner_files['validation']}",
+        "data.test_size=0",
+        "train.max_steps=8",
+        "train.batch_size=8",
+        "train.trackers=[]",
+        "train.save_every_steps=4",
+        "train.keep_checkpoints=5",
+        "train.lr=1e-2",
+        "strategy.name=gradual",
+        "strategy.unfreeze_every=3",
+        "strategy.unfreeze_unit=step",
+        "strategy.l2sp_weight=0.1",
+    ]
+    finetune_ner.main([*common, f"output_dir={tmp_path / 'a'}"])
+    checkpoint = tmp_path / "a" / "checkpoints" / "step-00000004"
+    finetune_ner.main([*common, f"output_dir={tmp_path / 'b'}", f"train.resume_from_checkpoint={checkpoint}"])
+    final_a = load_file(tmp_path / "a" / "checkpoints" / "step-00000008" / "model.safetensors")
+    final_b = load_file(tmp_path / "b" / "checkpoints" / "step-00000008" / "model.safetensors")
+    for name, value in final_a.items():
+        torch.testing.assert_close(final_b[name], value, atol=1e-6, rtol=1e-5, msg=name)
+    # by step 8 the schedule (every 3 steps) reached the bottom layer, which changed after the restart point
+    halfway = load_file(checkpoint / "model.safetensors")
+    assert not torch.equal(
+        final_a["bert.encoder.layer.0.output.dense.weight"],
+        halfway["bert.encoder.layer.0.output.dense.weight"],
+    )
