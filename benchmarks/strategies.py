@@ -86,7 +86,13 @@ STRATEGIES = {
 
 
 def run_recipe(task: str, argv: list[str], run_dir: Path, log: Path) -> tuple[dict, float]:
-    command = [sys.executable, str(ROOT / "recipes" / TASKS[task]["recipe"]), f"output_dir={run_dir}", *argv]
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / TASKS[task]["recipe"]),
+        f"output_dir={run_dir}",
+        "overwrite_output_dir=true",
+        *argv,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
     with log.open("w") as handle:

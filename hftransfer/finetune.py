@@ -150,11 +150,11 @@ def _trackers(config: RunConfig) -> list[str]:
     return ["tensorboard"]
 
 
-def setup(config: RunConfig, recipe: str) -> Run:
-    """Create the accelerator and run directory, load data and model, tokenise, and build the training loop.
-
-    Raises:
-        ConfigError / DataError: bad config or data, before any training starts.
+def start_run(
+    config: Any, recipe: str, *, find_unused_parameters: bool = False
+) -> tuple[Accelerator, Path, list[str], Path | None]:
+    """The accelerator, the run directory (agreed by all processes, checked), the trackers and the checkpoint to
+    resume from; the global seed is set. ``config`` needs ``train``, ``output_dir`` and ``overwrite_output_dir``.
     """
     trackers = _trackers(config)
     # The run directory must be known before the Accelerator exists (trackers log into it), and choosing it needs
@@ -166,14 +166,25 @@ def setup(config: RunConfig, recipe: str) -> Run:
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         step_scheduler_with_optimizer=False,
-        kwargs_handlers=[
-            DistributedDataParallelKwargs(find_unused_parameters=needs_unused_parameter_search(config))
-        ],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
     setup_logging(accelerator)
     _check_run_dir(run_dir, config, accelerator)
     resume_from = resolve_resume(config.train.resume_from_checkpoint, run_dir)
     set_seed(config.train.seed)
+
+    return accelerator, run_dir, trackers, resume_from
+
+
+def setup(config: RunConfig, recipe: str) -> Run:
+    """Create the accelerator and run directory, load data and model, tokenise, and build the training loop.
+
+    Raises:
+        ConfigError / DataError: bad config or data, before any training starts.
+    """
+    accelerator, run_dir, trackers, resume_from = start_run(
+        config, recipe, find_unused_parameters=needs_unused_parameter_search(config)
+    )
 
     with accelerator.main_process_first():
         data = load_task_data(config.data, config.task)

@@ -105,3 +105,35 @@ def test_two_process_cpu_run_gathers_exactly_the_eval_rows(tiny_model_dir, tmp_p
     assert metrics["validation"]["num_examples"] == 17
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(r["num_features"] == len(features) for r in evals if r["split"] == "validation")
+
+
+def test_two_process_multitask_run(tiny_model_dir, tmp_path):
+    # Each step trains one task, so the other head gets no gradient: DDP must be told (find_unused_parameters),
+    # and both processes must draw the same task at every step.
+    from tests.conftest import make_classification_examples, write_jsonl
+
+    ner_train = write_conll(tmp_path / "ner.conll", make_ner_examples(24, seed=1))
+    ner_dev = write_conll(tmp_path / "ner_dev.conll", make_ner_examples(9, seed=2))
+    cls_train = write_jsonl(tmp_path / "cls.jsonl", make_classification_examples(24, seed=3))
+    cls_dev = write_jsonl(tmp_path / "cls_dev.jsonl", make_classification_examples(7, seed=4))
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(
+        "tasks:\n"
+        f"  - {{name: ner, task: token-classification, data: {{train_file: {ner_train}, validation_file: {ner_dev}, test_size: 0}}}}\n"
+        f"  - {{name: cls, task: sequence-classification, data: {{train_file: {cls_train}, validation_file: {cls_dev}, test_size: 0}}}}\n"
+    )
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_ip", "127.0.0.1",
+        "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "recipes" / "multitask.py"), "--config", str(tasks),
+        f"model.name_or_path={tiny_model_dir}", f"output_dir={run_dir}", "train.epochs=2", "train.batch_size=4",
+        "train.eval_batch_size=4", "train.trackers=[]", "train.lr=3e-3",
+    ]  # fmt: skip
+    returncode, output = run_launch(command, hermetic_env(tmp_path), tmp_path / "launch.log", timeout=240)
+    assert returncode == 0, output[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["num_processes"] == 2
+    assert metrics["validation"]["tasks"]["ner"]["num_examples"] == 9
+    assert metrics["validation"]["tasks"]["cls"]["num_examples"] == 7  # gathered rows, no duplicates

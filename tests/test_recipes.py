@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoModelForTokenCl
 
 from hftransfer.config import load_config_file
 from hftransfer.errors import ConfigError
+from hftransfer.multitask.config import parse_multitask_config
 from tests.conftest import make_classification_examples, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +47,14 @@ def _common(model_dir: Path, run_dir: Path) -> list[str]:
     "preset", sorted((ROOT / "recipes" / "configs").rglob("*.yaml")), ids=lambda p: p.name
 )
 def test_every_preset_validates_and_names_its_launch_command(preset):
-    config = load_config_file(preset)
     first_line = preset.read_text().splitlines()[0]
     assert first_line.startswith("# accelerate launch recipes/") and preset.name in first_line
-    assert config.task in {"token-classification", "sequence-classification"}
+    if "recipes/multitask.py" in first_line:
+        config = parse_multitask_config(["--config", str(preset)])
+        assert len(config.tasks) >= 2
+    else:
+        config = load_config_file(preset)
+        assert config.task in {"token-classification", "sequence-classification"}
 
 
 def test_ner_recipe_trains_exports_and_loads_in_pipeline(tiny_model_dir, ner_files, tmp_path):

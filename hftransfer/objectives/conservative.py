@@ -69,7 +69,9 @@ class OutputDrift:
 
     def __init__(self, model: torch.nn.Module, distance: str = "mse") -> None:
         base = getattr(model, "get_base_model", lambda: model)()
-        self.original = copy.deepcopy(getattr(base, base.base_model_prefix)).eval()
+        # A multitask model keeps its one shared encoder as ``encoder``; a transformers model under its prefix.
+        encoder = base.encoder if hasattr(base, "task_models") else getattr(base, base.base_model_prefix)
+        self.original = copy.deepcopy(encoder).eval()
         self.original.requires_grad_(False)
         self.distance = distance
 

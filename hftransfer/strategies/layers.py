@@ -17,11 +17,13 @@ from hftransfer.errors import ConfigError
 # ``encoder.layer.3.`` (BERT, RoBERTa, MPNet, ELECTRA), ``transformer.layer.3.`` (DistilBERT), ``layers.3.``
 _LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
 _PEFT_PREFIX = "base_model.model."
+_MULTITASK_PREFIX = re.compile(r"^task_models\.[^.]+\.")  # MultitaskModel: task_models.<task>.<HF name>
 
 
 def plain_name(name: str) -> str:
-    """The parameter's name in the unwrapped transformers model."""
-    return name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name
+    """The parameter's name in the unwrapped transformers (task) model."""
+    name = name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name
+    return _MULTITASK_PREFIX.sub("", name)
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,10 @@ class EncoderLayout:
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> EncoderLayout:
-        base = getattr(
-            model, "get_base_model", lambda: model
-        )()  # peft wrappers expose the transformers model
+        # peft wrappers expose the transformers model; a multitask model's task models all share one encoder.
+        base = getattr(model, "get_base_model", lambda: model)()
+        if hasattr(base, "task_models"):
+            base = next(iter(base.task_models.values()))
         prefix = getattr(base, "base_model_prefix", "")
         num_layers = getattr(getattr(base, "config", None), "num_hidden_layers", None)
         if not prefix or not hasattr(base, prefix) or num_layers is None:

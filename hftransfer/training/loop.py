@@ -88,7 +88,9 @@ class TrainingLoop:
     Args:
         accelerator: the run's accelerator.
         model: an unprepared model; it is prepared here together with its optimizer and loaders.
-        train_loader / eval_loader: unprepared loaders (``eval_loader`` may be None: no validation split).
+        train_loader / eval_loader: unprepared loaders (``eval_loader`` may be None: no validation split). Objects
+            that are not DataLoaders pass through ``prepare`` untouched: a multitask run hands in its own batches
+            (prepared per task) and a dict of prepared per-task evaluation loaders.
         evaluate: ``evaluate(model, prepared_eval_loader) -> metrics`` (called on every process).
         save_model: ``save_model(model)`` writes the current model as the run's exported model (every process).
         config: the run config; ``run_dir``: where checkpoints and logs go.
@@ -194,10 +196,13 @@ class TrainingLoop:
         seconds_before = state.train_seconds
         while state.step < self.total_steps and not state.stopped_early and state.epoch < self.num_epochs:
             self.train_loader.set_epoch(state.epoch)
-            loader = self.train_loader
-            if state.batches_in_epoch:
-                loader = accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
-            batches = iter(loader)
+            if hasattr(self.train_loader, "iterate"):
+                # Multitask batches know where each task's loader stands at any step of the epoch.
+                batches = self.train_loader.iterate(state.batches_in_epoch)
+            elif state.batches_in_epoch:
+                batches = iter(accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch))
+            else:
+                batches = iter(self.train_loader)
             while state.step < self.total_steps:
                 window = list(islice(batches, self.train_config.grad_accum_steps))
                 if not window:

@@ -1,0 +1,167 @@
+"""Configuration of a multitask run: shared model, training and strategy; a list of tasks; a task sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hftransfer.config import (
+    DataConfig,
+    ModelConfig,
+    StrategyConfig,
+    TaskType,
+    TrainConfig,
+    normalise_overrides,
+)
+from hftransfer.errors import ConfigError
+
+
+@dataclass
+class TaskSpec:
+    """One task of a multitask run: its data, its head and how much its loss counts."""
+
+    name: str
+    """Task name: the key of its head, its metrics and its export directory (letters, digits, ``_``, ``-``)."""
+    task: TaskType
+    """``token-classification`` or ``sequence-classification`` (pairs with ``data.text_pair_column``)."""
+    data: DataConfig
+    """Where the task's data comes from (any format the single-task recipes read)."""
+    loss_weight: float = 1.0
+    """Multiplier of this task's loss."""
+    metric: str | None = None
+    """Metric of this task in the average that selects the best model; default ``f1`` (token) / ``accuracy``."""
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "_-" for c in self.name):
+            raise ConfigError(f"tasks: name {self.name!r} must be letters, digits, '_' or '-'")
+        if self.loss_weight <= 0:
+            raise ConfigError(f"tasks.{self.name}.loss_weight must be > 0, got {self.loss_weight}")
+        if self.task == "token-classification" and self.data.text_pair_column is not None:
+            raise ConfigError(f"tasks.{self.name}: data.text_pair_column is for sequence-classification")
+
+    def primary_metric(self) -> str:
+        return self.metric or ("f1" if self.task == "token-classification" else "accuracy")
+
+
+@dataclass
+class SamplerConfig:
+    """Which task each step trains (see ``hftransfer/multitask/sampling.py``)."""
+
+    name: Literal["proportional", "temperature", "uniform", "round_robin"] = "proportional"
+    """``proportional`` (p ∝ n), ``temperature`` (p ∝ n^(1/T)), ``uniform``, ``round_robin``."""
+    temperature: float = 2.0
+    """T of the temperature sampler."""
+    steps_per_epoch: int | None = None
+    """Steps in an epoch; default: the batches of all tasks together (one pass over all data on average)."""
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"sampler.temperature must be > 0, got {self.temperature}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"sampler.steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+
+
+# Strategies a shared encoder supports; frozen means "encoder fixed, every head trains" (no feature cache here).
+MULTITASK_STRATEGIES = ("full", "frozen", "freeze", "gradual")
+
+
+@dataclass
+class MultitaskConfig:
+    """A multitask run: one shared encoder, one head per task."""
+
+    tasks: list[TaskSpec] = field(default_factory=list)
+    """The tasks (at least one), each with its own data, head and metric."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    output_dir: str | None = None
+    """Run directory. Default: ``runs/multitask-<timestamp>``."""
+    overwrite_output_dir: bool = False
+    """Allow starting a new run in a directory that already holds one."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError(
+                "tasks: a multitask run needs at least one task (tasks: [{name, task, data}, ...])"
+            )
+        names = [task.name for task in self.tasks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"tasks: two tasks are named {duplicates[0]!r}; task names must be unique")
+        if self.strategy.name not in MULTITASK_STRATEGIES:
+            raise ConfigError(
+                f"strategy.name={self.strategy.name} is not available for multitask runs yet; use one of "
+                f"{', '.join(MULTITASK_STRATEGIES)}"
+            )
+        if self.strategy.name == "frozen":
+            used = [
+                f
+                for f in ("feature_layers", "head_hidden_size", "pooling")
+                if getattr(self.strategy, f) not in (None, 1)
+            ]
+            if self.strategy.head != "linear" or self.strategy.feature_layer != -1 or used:
+                raise ConfigError(
+                    "strategy.name=frozen in a multitask run trains each task's own transformers head on the last "
+                    "layer; strategy.head/feature_layer/feature_layers/pooling are single-task options"
+                )
+        if self.train.metric_for_best not in (None, "average"):
+            raise ConfigError(
+                "train.metric_for_best: a multitask run selects by 'average' (the mean of each task's metric, "
+                "set per task with tasks[i].metric)"
+            )
+
+    # The training loop reads these two like RunConfig's.
+    def metric_for_best(self) -> str:
+        return "average"
+
+    def greater_is_better(self) -> bool:
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_multitask_config(
+    argv: Sequence[str] | None = None, default_config: str | Path | None = None
+) -> MultitaskConfig:
+    """Parse a multitask config from a preset, ``--config`` files and ``key=value`` overrides.
+
+    Raises:
+        ConfigError: an unknown key, a wrong value or a failed check; the message names it.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+
+    argv = normalise_overrides(sys.argv[1:] if argv is None else argv)
+    parser = ArgumentParser(
+        prog=Path(sys.argv[0]).name,
+        exit_on_error=False,
+        default_config_files=[str(default_config)] if default_config else None,
+        description="Options are key=value (or --key=value); --config FILE.yaml loads a preset first.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML preset; later options override it")
+    parser.add_class_arguments(MultitaskConfig, nested_key=None, fail_untyped=True)
+    try:
+        init = parser.instantiate(parser.parse_args(argv))
+    except ArgumentError as err:
+        raise ConfigError(f"config: {' '.join(str(err).split())}") from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config: {err}") from None
+    return MultitaskConfig(**{f.name: getattr(init, f.name) for f in dataclasses.fields(MultitaskConfig)})
+
+
+def save_multitask_config(config: MultitaskConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML that ``--config`` accepts back."""
+    from hftransfer.utils import atomic_write_text
+
+    data = config.to_dict()
+    data["train"]["adam_betas"] = list(data["train"]["adam_betas"])
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

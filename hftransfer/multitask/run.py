@@ -1,0 +1,345 @@
+"""A multitask run, wired end to end like single-task fine-tuning (``hftransfer.finetune``)::
+
+    run = setup(config)
+    train(run)
+    evaluate_best(run)
+    finish(run)
+
+The run directory holds ``model/<task>/`` for every task (an ordinary transformers model: the shared encoder plus
+that task's head, which ``pipeline`` loads) and ``model/tasks.json``, from which :func:`load_multitask` rebuilds the
+multitask model with one shared encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedTokenizerBase,
+)
+
+from hftransfer.data.features import tokenize
+from hftransfer.data.sources import TaskData, load_task_data
+from hftransfer.errors import ConfigError
+from hftransfer.evaluation.evaluate import compute_metrics
+from hftransfer.evaluation.inference import run_inference
+from hftransfer.export.save import save_pretrained_atomic
+from hftransfer.finetune import _peak_memory_mb, _token_loaders, _tracker_config, start_run
+from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.multitask.batches import MultitaskBatches
+from hftransfer.multitask.config import MultitaskConfig, TaskSpec, save_multitask_config
+from hftransfer.multitask.model import MultitaskModel, TaskView
+from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
+from hftransfer.objectives.conservative import L2SP, OutputDrift
+from hftransfer.objectives.task import TaskObjective
+from hftransfer.strategies.layers import EncoderLayout, count_parameters
+from hftransfer.strategies.transfer import (
+    GradualUnfreezing,
+    freeze_bottom,
+    param_groups,
+    resolve_freeze_count,
+)
+from hftransfer.training.loop import FitResult, TrainingLoop
+from hftransfer.utils import atomic_directory, atomic_write_json, recover_directory
+
+logger = logging.getLogger("hftransfer")
+TASKS_FILE = "tasks.json"
+
+
+@dataclass
+class MultitaskRun:
+    config: MultitaskConfig
+    accelerator: Accelerator
+    run_dir: Path
+    specs: dict[str, TaskSpec]
+    data: dict[str, TaskData]
+    tokenizer: PreTrainedTokenizerBase
+    loop: TrainingLoop
+    eval_loaders: dict[str, dict[str, DataLoader]]
+    report: dict[str, Any] = field(default_factory=dict)
+    fit: FitResult | None = None
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+
+class WeightedObjective:
+    """The task objective with each task's loss multiplied by its ``loss_weight``."""
+
+    def __init__(self, objective: TaskObjective, weights: dict[str, float]) -> None:
+        self.objective, self.weights = objective, weights
+
+    def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, penalties = self.objective(model, batch)
+        return loss * self.weights[batch["task"]], penalties
+
+
+def _apply_strategy(model: MultitaskModel, config: MultitaskConfig) -> tuple[list[dict], Any, dict[str, Any]]:
+    strategy = config.strategy
+    layout = EncoderLayout.of(model)
+    report: dict[str, Any] = {"name": strategy.name}
+    on_step_start = None
+    if strategy.name == "frozen":
+        model.encoder.requires_grad_(False)
+    elif strategy.name == "freeze":
+        count = resolve_freeze_count(strategy.freeze_layers, layout.num_layers)
+        freeze_bottom(model, layout, count)
+        report["frozen_layers"] = count
+    elif strategy.name == "gradual":
+        schedule = GradualUnfreezing(model, layout, strategy.unfreeze_every, strategy.unfreeze_unit)
+        on_step_start = lambda state: schedule.apply(model, step=state.step, epoch=state.epoch)  # noqa: E731
+    groups = param_groups(model, config.train, strategy, include_frozen=strategy.name == "gradual")
+    report["lr_groups"] = {group["name"]: group["lr"] for group in groups}
+    report["parameters"] = count_parameters(model)
+    return groups, on_step_start, report
+
+
+def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
+    """Load every task's data, build one task model per task around one shared encoder, and the loop.
+
+    Raises:
+        ConfigError / DataError: bad config or data, before any training starts.
+    """
+    # Heads of the tasks not drawn in a step get no gradient: DDP must not wait for them.
+    accelerator, run_dir, trackers, resume_from = start_run(config, recipe, find_unused_parameters=True)
+    specs = {spec.name: spec for spec in config.tasks}
+    data: dict[str, TaskData] = {}
+    with accelerator.main_process_first():
+        for name, spec in specs.items():
+            data[name] = load_task_data(spec.data, spec.task)
+    tokenizer = load_tokenizer(config.model)
+    task_models = {
+        name: build_model(config.model, spec.task, data[name].label_names) for name, spec in specs.items()
+    }
+    model = MultitaskModel(task_models)
+    limit = model_max_length(tokenizer, next(iter(task_models.values())))
+    penalties = []
+    if config.strategy.l2sp_weight > 0:
+        penalties.append((L2SP(model), config.strategy.l2sp_weight))
+    if config.strategy.drift_weight > 0:
+        penalties.append((OutputDrift(model, config.strategy.drift_distance), config.strategy.drift_weight))
+    groups, on_step_start, strategy_report = _apply_strategy(model, config)
+
+    train_loaders, eval_loaders = {}, {"validation": {}, "test": {}}
+    report: dict[str, Any] = {"data": {}, "features": {}, "strategy": strategy_report}
+    for name, spec in specs.items():
+        if spec.data.max_length > limit:
+            raise ConfigError(
+                f"tasks.{name}.data.max_length={spec.data.max_length} exceeds the model's {limit}"
+            )
+        label2id = {label: i for i, label in enumerate(data[name].label_names)}
+        features, report["features"][name] = {}, {}
+        for split, examples in data[name].splits.items():
+            features[split], counts = tokenize(
+                examples,
+                tokenizer,
+                spec.task,
+                label2id,
+                max_length=spec.data.max_length,
+                label_all_subwords=spec.data.label_all_subwords,
+                window_context=spec.data.window_context,
+            )
+            report["features"][name][split] = {
+                "examples": len(examples),
+                "features": len(features[split]),
+                **counts,
+            }
+        train_loader, task_eval = _token_loaders(features, tokenizer, config, accelerator)
+        train_loaders[name] = accelerator.prepare(train_loader)
+        for split, loader in task_eval.items():
+            eval_loaders[split][name] = accelerator.prepare(loader)
+        report["data"][name] = data[name].report
+
+    sizes = [len(loader) for loader in train_loaders.values()]
+    steps = config.sampler.steps_per_epoch or default_steps_per_epoch(sizes)
+    schedule = TaskSchedule(sizes, config.sampler.name, steps, config.train.seed, config.sampler.temperature)
+    batches = MultitaskBatches(train_loaders, schedule, accelerator)
+    report["sampler"] = {
+        "name": config.sampler.name,
+        "steps_per_epoch": steps,
+        "batches_per_task": dict(zip(specs, sizes)),
+        "probabilities": dict(zip(specs, schedule.probabilities)),
+    }
+
+    def evaluate(trained: torch.nn.Module, loaders: dict[str, DataLoader], split: str = "validation") -> dict:
+        metrics: dict[str, Any] = {"tasks": {}}
+        for name, loader in loaders.items():
+            spec = specs[name]
+            output = run_inference(
+                TaskView(trained, name), loader, accelerator, spec.task, desc=f"Evaluating {name}"
+            )
+            task_metrics = compute_metrics(
+                output, data[name].splits[split], spec.task, data[name].label_names
+            )
+            metrics["tasks"][name] = task_metrics
+            for key, value in task_metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metrics[f"{name}.{key}"] = value
+        metrics["average"] = sum(metrics["tasks"][n][specs[n].primary_metric()] for n in loaders) / len(
+            loaders
+        )
+        return metrics
+
+    model_dir = run_dir / "model"
+    loop = TrainingLoop(
+        accelerator,
+        model,
+        batches,
+        eval_loaders["validation"] or None,
+        evaluate=evaluate,
+        save_model=lambda trained: save_multitask(accelerator, trained, tokenizer, model_dir, specs, data),
+        config=config,
+        run_dir=run_dir,
+        loss_fn=WeightedObjective(TaskObjective(penalties), {n: s.loss_weight for n, s in specs.items()}),
+        param_groups=groups,
+        on_step_start=on_step_start,
+    )
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_multitask_config(config, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    if trackers:
+        accelerator.init_trackers(run_dir.name, config=_tracker_config(config))
+    if resume_from is not None:
+        loop.resume(resume_from)
+    run = MultitaskRun(
+        config,
+        accelerator,
+        run_dir,
+        specs,
+        data,
+        tokenizer,
+        loop,
+        {k: v for k, v in eval_loaders.items() if v},
+        report,
+    )
+    parameters = strategy_report["parameters"]
+    logger.info(
+        "Multitask run %s: tasks %s; %.2fM of %.1fM parameters trainable; sampler %s, %d steps per epoch",
+        run_dir,
+        {n: {s: len(d) for s, d in data[n].splits.items()} for n in specs},
+        parameters["trainable"] / 1e6,
+        parameters["total"] / 1e6,
+        config.sampler.name,
+        steps,
+    )
+    return run
+
+
+def save_multitask(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    directory: Path,
+    specs: dict[str, TaskSpec],
+    data: dict[str, TaskData],
+) -> None:
+    """Write ``directory/<task>/`` (ordinary HF models) and ``tasks.json`` atomically; call on every process."""
+    state = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        unwrapped: MultitaskModel = accelerator.unwrap_model(model)
+        with atomic_directory(Path(directory)) as tmp:
+            for name in specs:
+                prefix = f"task_models.{name}."
+                own = unwrapped.own_keys[name]
+                task_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                task_state = {k: v for k, v in task_state.items() if k in own}
+                save_pretrained_atomic(
+                    unwrapped.task_models[name], tokenizer, tmp / name, state_dict=task_state
+                )
+            tasks = [
+                {"name": n, "task": s.task, "label_names": data[n].label_names, "metric": s.primary_metric()}
+                for n, s in specs.items()
+            ]
+            (tmp / TASKS_FILE).write_text(json.dumps({"tasks": tasks}, indent=2) + "\n", encoding="utf-8")
+    accelerator.wait_for_everyone()
+
+
+def load_multitask_weights(model: MultitaskModel, directory: Path) -> None:
+    """Load the weights written by :func:`save_multitask` into ``model`` (unwrapped)."""
+    recover_directory(Path(directory))
+    for name, task_model in model.task_models.items():
+        state = load_file(str(Path(directory) / name / "model.safetensors"))
+        missing, unexpected = task_model.load_state_dict(state, strict=False)
+        missing = [key for key in missing if key in model.own_keys[name]]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"{directory}/{name} does not match task {name}: {missing[:3]} {unexpected[:3]}"
+            )
+
+
+def load_multitask(directory: str | Path) -> MultitaskModel:
+    """Rebuild a saved multitask model (one shared encoder) from a run's ``model/`` directory."""
+    directory = Path(directory)
+    tasks = json.loads((directory / TASKS_FILE).read_text(encoding="utf-8"))["tasks"]
+    autos = {
+        "token-classification": AutoModelForTokenClassification,
+        "sequence-classification": AutoModelForSequenceClassification,
+    }
+    models = {t["name"]: autos[t["task"]].from_pretrained(directory / t["name"]) for t in tasks}
+    return MultitaskModel(models).eval()
+
+
+def train(run: MultitaskRun) -> FitResult:
+    run.fit = run.loop.fit()
+    return run.fit
+
+
+def evaluate_best(run: MultitaskRun) -> dict[str, Any]:
+    """Reload the best model, evaluate every task on validation and test; writes ``metrics.json``."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    load_multitask_weights(accelerator.unwrap_model(run.loop.model), run.model_dir)
+    started = time.perf_counter()
+    results = {}
+    for split, loaders in run.eval_loaders.items():
+        results[split] = run.loop.evaluate_fn(run.loop.model, loaders, split)
+        run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
+    state = run.loop.state
+    schedule = run.loop.train_loader.schedule
+    drawn = Counter(schedule.consumed(state.epoch, state.batches_in_epoch))
+    run.final_metrics = {
+        **results,
+        "best_step": state.best_step,
+        "best_validation_average": state.best_metric,
+        "train": {
+            "steps": state.step,
+            "epochs": round(run.loop.epoch_progress(), 4),
+            "runtime_seconds": round(state.train_seconds, 2),
+            "steps_per_task": {name: drawn[i] for i, name in enumerate(run.specs)},
+            "num_processes": accelerator.num_processes,
+        },
+        "eval_seconds": round(time.perf_counter() - started, 2),
+        "peak_memory_mb": _peak_memory_mb(),
+        "label_names": {name: run.data[name].label_names for name in run.specs},
+        **run.report,
+    }
+    if accelerator.is_main_process:
+        atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
+    return run.final_metrics
+
+
+def finish(run: MultitaskRun) -> None:
+    run.accelerator.end_training()
+    for split in ("validation", "test"):
+        if split in run.final_metrics:
+            scores = {
+                n: round(m[run.specs[n].primary_metric()], 4)
+                for n, m in run.final_metrics[split]["tasks"].items()
+            }
+            logger.info("%s: average %.4f %s", split, run.final_metrics[split]["average"], scores)
+    logger.info("Models: %s/<task>  Metrics: %s", run.model_dir, run.run_dir / "metrics.json")

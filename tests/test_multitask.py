@@ -1,0 +1,190 @@
+"""Multitask: shared encoder, samplers, per-task export, resume and bad configs, on a tiny BERT."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    pipeline,
+)
+
+from hftransfer.errors import ConfigError
+from hftransfer.multitask.config import parse_multitask_config
+from hftransfer.multitask.model import MultitaskModel
+from hftransfer.multitask.run import load_multitask
+from hftransfer.multitask.sampling import TaskSchedule, task_probabilities
+from tests.conftest import make_classification_examples, make_ner_examples, write_conll, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import multitask  # noqa: E402
+
+
+@pytest.fixture()
+def task_files(tmp_path) -> dict[str, dict[str, Path]]:
+    return {
+        "ner": {
+            "train": write_conll(tmp_path / "ner_train.conll", make_ner_examples(40, seed=1)),
+            "validation": write_conll(tmp_path / "ner_dev.conll", make_ner_examples(12, seed=2)),
+        },
+        "cls": {
+            "train": write_jsonl(tmp_path / "cls_train.jsonl", make_classification_examples(64, seed=3)),
+            "validation": write_jsonl(tmp_path / "cls_dev.jsonl", make_classification_examples(16, seed=4)),
+        },
+    }
+
+
+def _tasks_yaml(tmp_path: Path, files: dict, names=("ner", "cls")) -> Path:
+    kinds = {"ner": "token-classification", "cls": "sequence-classification"}
+    lines = ["tasks:"]
+    for name in names:
+        kind = name.split("_")[0]
+        lines += [
+            f"  - name: {name}",
+            f"    task: {kinds[kind]}",
+            "    data:",
+            f"      train_file: {files[kind]['train']}",
+            f"      validation_file: {files[kind]['validation']}",
+            "      test_size: 0",
+        ]
+    path = tmp_path / "tasks.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _argv(tiny_model_dir, tmp_path, files, run_dir, *extra):
+    return [
+        "--config", str(_tasks_yaml(tmp_path, files)), f"model.name_or_path={tiny_model_dir}", f"output_dir={run_dir}",
+        "train.batch_size=8", "train.trackers=[]", "train.lr=3e-3", "train.warmup_ratio=0", *extra,
+    ]  # fmt: skip
+
+
+def test_sampler_probabilities_and_draws_match_their_definitions():
+    sizes = [900, 100]
+    assert task_probabilities(sizes, "proportional") == pytest.approx([0.9, 0.1])
+    t2 = task_probabilities(sizes, "temperature", 2.0)
+    assert t2 == pytest.approx([30 / 40, 10 / 40])  # sqrt(900)=30, sqrt(100)=10
+    assert task_probabilities(sizes, "uniform") == pytest.approx([0.5, 0.5])
+    for kind, expected in (("proportional", 0.9), ("temperature", 0.75), ("uniform", 0.5)):
+        draws = TaskSchedule(sizes, kind, steps_per_epoch=4000, seed=0, temperature=2.0).epoch(0)
+        share = draws.count(0) / len(draws)
+        # binomial standard deviation at n=4000 is <= 0.008: 4 sigma
+        assert abs(share - expected) < 0.032, (kind, share)
+    assert TaskSchedule(sizes, "round_robin", 5, seed=0).epoch(0) == [0, 1, 0, 1, 0]
+    assert TaskSchedule(sizes, "round_robin", 5, seed=0).epoch(1) == [1, 0, 1, 0, 1]
+    schedule = TaskSchedule(sizes, "proportional", 50, seed=3)
+    assert schedule.epoch(2) == TaskSchedule(sizes, "proportional", 50, seed=3).epoch(2)  # deterministic
+    assert schedule.epoch(1) != schedule.epoch(2)
+    assert schedule.consumed(1, 10) == Counter(schedule.epoch(0)) + Counter(schedule.epoch(1)[:10])
+
+
+def test_shared_encoder_is_one_module_and_both_tasks_train_it(tiny_model_dir):
+    token = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=5)
+    sequence = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    model = MultitaskModel({"ner": token, "cls": sequence})
+    assert model.task_models["ner"].bert is model.task_models["cls"].bert is model.encoder
+    encoder_params = {id(p) for p in model.encoder.parameters()}
+    assert len({id(p) for p in model.parameters()}) == len(list(model.parameters()))  # each parameter once
+    ids = torch.randint(5, 40, (2, 7))
+    weight = model.encoder.encoder.layer[0].attention.self.query.weight
+    for task, labels in (("ner", torch.randint(0, 5, (2, 7))), ("cls", torch.tensor([0, 1]))):
+        model.zero_grad()
+        model(task=task, input_ids=ids, labels=labels).loss.backward()
+        assert weight.grad is not None and weight.grad.abs().sum() > 0, task
+    assert id(weight) in encoder_params
+    # the token task's own state has no pooler (it never reads it); the sequence task's has
+    assert not any("pooler" in k for k in model.task_state_dict("ner"))
+    assert any("pooler" in k for k in model.task_state_dict("cls"))
+
+
+def test_multitask_recipe_exports_each_task_as_a_plain_model(tiny_model_dir, task_files, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = multitask.main(_argv(tiny_model_dir, tmp_path, task_files, run_dir, "train.epochs=4"))
+    assert set(metrics["validation"]["tasks"]) == {"ner", "cls"}
+    average = (
+        metrics["validation"]["tasks"]["ner"]["f1"] + metrics["validation"]["tasks"]["cls"]["accuracy"]
+    ) / 2
+    assert metrics["validation"]["average"] == pytest.approx(average)
+    assert sum(metrics["train"]["steps_per_task"].values()) == metrics["train"]["steps"]
+    assert all(count > 0 for count in metrics["train"]["steps_per_task"].values())
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert (
+        saved["validation"]["tasks"]["cls"]["accuracy"] == metrics["validation"]["tasks"]["cls"]["accuracy"]
+    )
+
+    multitask_model = load_multitask(run_dir / "model")
+    assert multitask_model.task_models["ner"].bert is multitask_model.task_models["cls"].bert
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model" / "ner")
+    inputs = tokenizer(["alice lives in paris .", "a great film"], return_tensors="pt", padding=True)
+    for name, auto in (("ner", AutoModelForTokenClassification), ("cls", AutoModelForSequenceClassification)):
+        standalone = auto.from_pretrained(run_dir / "model" / name).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                standalone(**inputs).logits, multitask_model(task=name, **inputs).logits, atol=1e-5, rtol=1e-5
+            )
+    ner = pipeline(
+        "token-classification", model=str(run_dir / "model" / "ner"), aggregation_strategy="simple"
+    )
+    assert all(e["entity_group"] in {"per", "loc"} for e in ner("alice lives in paris ."))
+    classify = pipeline("text-classification", model=str(run_dir / "model" / "cls"))
+    assert classify("a great film")[0]["label"] in saved["label_names"]["cls"]
+
+
+def test_resumed_multitask_run_continues_with_the_same_sampler_state(tiny_model_dir, task_files, tmp_path):
+    from safetensors.torch import load_file
+
+    common = [
+        "train.max_steps=10",
+        "train.save_every_steps=4",
+        "train.log_every_steps=2",
+        "train.keep_checkpoints=5",
+        "sampler.name=uniform",
+    ]
+    multitask.main(_argv(tiny_model_dir, tmp_path, task_files, tmp_path / "a", *common))
+    checkpoint = tmp_path / "a" / "checkpoints" / "step-00000004"
+    multitask.main(
+        _argv(
+            tiny_model_dir,
+            tmp_path,
+            task_files,
+            tmp_path / "b",
+            *common,
+            f"train.resume_from_checkpoint={checkpoint}",
+        )
+    )
+    final_a = load_file(tmp_path / "a" / "checkpoints" / "step-00000008" / "model.safetensors")
+    final_b = load_file(tmp_path / "b" / "checkpoints" / "step-00000008" / "model.safetensors")
+    for name, value in final_a.items():
+        torch.testing.assert_close(final_b[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+    def losses(run_dir: Path) -> list[float]:
+        records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        return [r["loss"] for r in records if r["split"] == "train"]
+
+    assert losses(tmp_path / "b")[-1] == pytest.approx(losses(tmp_path / "a")[-1], rel=1e-5)
+
+
+def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, tmp_path):
+    yaml_path = _tasks_yaml(tmp_path, task_files, names=("ner", "ner"))
+    with pytest.raises(ConfigError, match="two tasks are named 'ner'"):
+        parse_multitask_config(["--config", str(yaml_path)])
+    with pytest.raises(ConfigError, match="at least one task"):
+        parse_multitask_config(["tasks=[]"])
+    with pytest.raises(ConfigError, match="not available for multitask"):
+        parse_multitask_config(["--config", str(_tasks_yaml(tmp_path, task_files)), "strategy.name=lora"])
+    bad = tmp_path / "nodata.yaml"
+    bad.write_text("tasks:\n  - name: x\n    task: token-classification\n    data: {}\n")
+    with pytest.raises(ConfigError, match="data"):
+        parse_multitask_config(["--config", str(bad)])
+    bad.write_text("tasks:\n  - name: x\n    task: regression\n    data: {dataset: wnut16}\n")
+    with pytest.raises(ConfigError, match="task"):
+        parse_multitask_config(["--config", str(bad)])
