@@ -188,3 +188,41 @@ def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, 
     bad.write_text("tasks:\n  - name: x\n    task: regression\n    data: {dataset: wnut16}\n")
     with pytest.raises(ConfigError, match="task"):
         parse_multitask_config(["--config", str(bad)])
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["strategy.name=lora", "strategy.r=4", "strategy.layer_lr_decay=0.5", "strategy.head_lr=1e-2"],
+        ["strategy.name=frozen"],
+    ],
+    ids=["shared-lora+llrd", "frozen-encoder"],
+)
+def test_multitask_strategies_train_the_intended_parameters_and_export_plain_models(
+    tiny_model_dir, task_files, tmp_path, strategy
+):
+    run_dir = tmp_path / "run"
+    metrics = multitask.main(
+        _argv(tiny_model_dir, tmp_path, task_files, run_dir, "train.epochs=3", *strategy)
+    )
+    fraction = metrics["strategy"]["parameters"]["trainable_fraction"]
+    assert 0 < fraction < 0.5
+    groups = metrics["strategy"]["lr_groups"]
+    if strategy[0].endswith("lora"):
+        assert groups["layer.0/decay"] == pytest.approx(3e-3 * 0.5) and groups["head/decay"] == pytest.approx(
+            1e-2
+        )
+        assert metrics["strategy"]["lora"]["target_modules"] == ["query", "value"]
+    else:
+        assert set(groups) <= {"head/decay", "head/no_decay"}  # only the heads train
+    # exports are plain models that predict exactly like the (best) multitask model
+    multitask_model = load_multitask(run_dir / "model")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model" / "ner")
+    inputs = tokenizer(["alice lives in paris ."], return_tensors="pt")
+    for name, auto in (("ner", AutoModelForTokenClassification), ("cls", AutoModelForSequenceClassification)):
+        standalone = auto.from_pretrained(run_dir / "model" / name).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(
+                standalone(**inputs).logits, multitask_model(task=name, **inputs).logits, atol=1e-4, rtol=1e-4
+            )
+    assert metrics["validation"]["average"] == pytest.approx(metrics["best_validation_average"])

@@ -67,8 +67,8 @@ class SamplerConfig:
             raise ConfigError(f"sampler.steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
 
 
-# Strategies a shared encoder supports; frozen means "encoder fixed, every head trains" (no feature cache here).
-MULTITASK_STRATEGIES = ("full", "frozen", "freeze", "gradual")
+# Strategies a shared encoder supports (lora: one adapter shared by all tasks); frozen means "encoder fixed, every head trains" (no feature cache here).
+MULTITASK_STRATEGIES = ("full", "frozen", "freeze", "gradual", "lora")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import (
     AutoModelForSequenceClassification,
@@ -40,6 +40,14 @@ from hftransfer.finetune import _peak_memory_mb, _token_loaders, _tracker_config
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.multitask.batches import MultitaskBatches
 from hftransfer.multitask.config import MultitaskConfig, TaskSpec, save_multitask_config
+from hftransfer.multitask.lora import (
+    ADAPTER_FILE,
+    add_shared_lora,
+    has_lora,
+    load_lora_state,
+    lora_state,
+    merged_encoder,
+)
 from hftransfer.multitask.model import MultitaskModel, TaskView
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
 from hftransfer.objectives.conservative import L2SP, OutputDrift
@@ -99,6 +107,8 @@ def _apply_strategy(model: MultitaskModel, config: MultitaskConfig) -> tuple[lis
         count = resolve_freeze_count(strategy.freeze_layers, layout.num_layers)
         freeze_bottom(model, layout, count)
         report["frozen_layers"] = count
+    elif strategy.name == "lora":
+        report["lora"] = add_shared_lora(model, strategy)
     elif strategy.name == "gradual":
         schedule = GradualUnfreezing(model, layout, strategy.unfreeze_every, strategy.unfreeze_unit)
         on_step_start = lambda state: schedule.apply(model, step=state.step, epoch=state.epoch)  # noqa: E731
@@ -252,15 +262,23 @@ def save_multitask(
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         unwrapped: MultitaskModel = accelerator.unwrap_model(model)
+        lora = has_lora(unwrapped.encoder)
         with atomic_directory(Path(directory)) as tmp:
+            if lora:
+                # Each task is saved as a plain model: the shared adapter merged into a copy of the encoder.
+                merged = merged_encoder(unwrapped.encoder).state_dict()
+                save_file(lora_state(unwrapped.encoder), str(tmp / ADAPTER_FILE))
             for name in specs:
+                task_model = unwrapped.task_models[name]
                 prefix = f"task_models.{name}."
-                own = unwrapped.own_keys[name]
                 task_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                task_state = {k: v for k, v in task_state.items() if k in own}
-                save_pretrained_atomic(
-                    unwrapped.task_models[name], tokenizer, tmp / name, state_dict=task_state
-                )
+                if lora:
+                    encoder_prefix = task_model.base_model_prefix + "."
+                    task_state = {k: v for k, v in task_state.items() if not k.startswith(encoder_prefix)}
+                    task_state.update({encoder_prefix + k: v for k, v in merged.items()})
+                own = unwrapped.own_keys[name]
+                task_state = {k: v.contiguous() for k, v in task_state.items() if k in own}
+                save_pretrained_atomic(task_model, tokenizer, tmp / name, state_dict=task_state)
             tasks = [
                 {"name": n, "task": s.task, "label_names": data[n].label_names, "metric": s.primary_metric()}
                 for n, s in specs.items()
@@ -272,14 +290,23 @@ def save_multitask(
 def load_multitask_weights(model: MultitaskModel, directory: Path) -> None:
     """Load the weights written by :func:`save_multitask` into ``model`` (unwrapped)."""
     recover_directory(Path(directory))
+    lora = has_lora(model.encoder)
     for name, task_model in model.task_models.items():
         state = load_file(str(Path(directory) / name / "model.safetensors"))
+        if lora:  # the saved encoder is merged; the live one keeps base weights + adapter: load heads here
+            encoder_prefix = task_model.base_model_prefix + "."
+            state = {k: v for k, v in state.items() if not k.startswith(encoder_prefix)}
+            own = {k for k in model.own_keys[name] if not k.startswith(encoder_prefix)}
+        else:
+            own = model.own_keys[name]
         missing, unexpected = task_model.load_state_dict(state, strict=False)
-        missing = [key for key in missing if key in model.own_keys[name]]
+        missing = [key for key in missing if key in own]
         if missing or unexpected:
             raise RuntimeError(
                 f"{directory}/{name} does not match task {name}: {missing[:3]} {unexpected[:3]}"
             )
+    if lora:
+        load_lora_state(model.encoder, Path(directory))
 
 
 def load_multitask(directory: str | Path) -> MultitaskModel:
