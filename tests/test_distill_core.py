@@ -97,15 +97,8 @@ def test_layer_dropped_student_starts_with_the_chosen_teacher_layers(tiny_model_
     assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
     teacher_state, student_state = teacher.state_dict(), student.state_dict()
     for name, value in student_state.items():
-        source = (
-            name.replace(".layer.0.", ".layer.1.").replace(".layer.1.", ".layer.3.")
-            if ".layer." in name
-            else name
-        )
-        if ".layer.0." in name:
-            source = name.replace(".layer.0.", ".layer.1.")
-        elif ".layer.1." in name:
-            source = name.replace(".layer.1.", ".layer.3.")
+        mapping = {".layer.0.": ".layer.1.", ".layer.1.": ".layer.3."}  # student layer -> teacher layer
+        source = next((name.replace(s, t) for s, t in mapping.items() if s in name), name)
         assert torch.equal(value, teacher_state[source]), name
     full = layer_dropped_student(teacher, [0, 1, 2, 3]).eval()
     ids = torch.randint(5, len(VOCAB), (2, 6))
