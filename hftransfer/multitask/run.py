@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from hftransfer.config import save_config
 from hftransfer.data.features import tokenize
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
@@ -39,7 +40,7 @@ from hftransfer.export.save import save_pretrained_atomic
 from hftransfer.finetune import _peak_memory_mb, _token_loaders, _tracker_config, start_run
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.multitask.batches import MultitaskBatches
-from hftransfer.multitask.config import MultitaskConfig, TaskSpec, save_multitask_config
+from hftransfer.multitask.config import MultitaskConfig, TaskSpec
 from hftransfer.multitask.lora import (
     ADAPTER_FILE,
     add_shared_lora,
@@ -220,7 +221,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
     )
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_multitask_config(config, run_dir / "config.yaml")
+        save_config(config, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.init_trackers(run_dir.name, config=_tracker_config(config))

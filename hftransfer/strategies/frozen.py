@@ -162,19 +162,3 @@ class ProbeModel(nn.Module):
         with torch.no_grad():  # the encoder is never part of the autograd graph
             features = encoder_features(self.encoder, inputs, **self.options)
         return self.head(features, inputs["attention_mask"])
-
-
-def build_probe(
-    encoder: nn.Module,
-    head: FeatureHead,
-    *,
-    layer: int,
-    num_layers: int = 1,
-    pooling: str | None = None,
-    task: str,
-    id2label: dict[int, str] | None = None,
-) -> ProbeModel:
-    """The live encoder+head model (freezes ``encoder``); used for prediction and to verify exports."""
-    return ProbeModel(
-        encoder, head, layer=layer, num_layers=num_layers, pooling=pooling, task=task, id2label=id2label
-    )

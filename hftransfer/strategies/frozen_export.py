@@ -38,7 +38,6 @@ from hftransfer.strategies.frozen import (
     NATIVE_SEQUENCE_HEADS,
     FeatureHead,
     ProbeModel,
-    build_probe,
 )
 from hftransfer.utils import atomic_directory
 
@@ -169,7 +168,7 @@ def export_frozen(
             "feature_layer=%d: the export keeps only the bottom %d of %d encoder layers", layer, index, total
         )
     id2label = {int(i): label for i, label in id2label.items()}
-    probe = build_probe(
+    probe = ProbeModel(
         base, head, layer=index, num_layers=num_layers, pooling=pooling, task=task, id2label=id2label
     )
     obstacle = _native_obstacle(task, head, base.config, num_layers, pooling)
@@ -238,7 +237,7 @@ def load_probe(directory: str | Path) -> ProbeModel:
     )
     head.load_state_dict(load_file(directory / HEAD_FILE))
     encoder = AutoModel.from_pretrained(directory)
-    probe = build_probe(
+    probe = ProbeModel(
         encoder,
         head,
         layer=config["feature_layer"],
