@@ -1,41 +1,55 @@
 """hftransfer: transfer learning for Hugging Face NLP encoders.
 
-The recipes in ``recipes/`` wire these pieces; notebooks and user scripts can call them directly.
+The recipes in ``recipes/`` wire these pieces; notebooks and user scripts can call them directly. Names are
+imported on first use (PEP 562), so ``import hftransfer.assets`` or a ``--help`` does not pay for torch and
+transformers.
 """
 
-from hftransfer.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config_file, parse_config
-from hftransfer.data.sources import TaskData, load_task_data
-from hftransfer.errors import AssetError, ConfigError, DataError, HFTransferError
-from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
-from hftransfer.finetune import evaluate_best, finish, setup, train
-from hftransfer.modeling import build_model, load_tokenizer
-from hftransfer.predict import Predictor, predict_file
-from hftransfer.training.loop import TrainingLoop
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AssetError",
-    "ConfigError",
-    "DataConfig",
-    "DataError",
-    "HFTransferError",
-    "ModelConfig",
-    "Predictor",
-    "RunConfig",
-    "TaskData",
-    "TrainConfig",
-    "TrainingLoop",
-    "build_model",
-    "evaluate_best",
-    "finish",
-    "load_config_file",
-    "load_task_data",
-    "load_tokenizer",
-    "parse_config",
-    "predict_file",
-    "sequence_classification_metrics",
-    "setup",
-    "token_classification_metrics",
-    "train",
-]
+_EXPORTS = {
+    "AssetError": "hftransfer.errors",
+    "ConfigError": "hftransfer.errors",
+    "DataConfig": "hftransfer.config",
+    "DataError": "hftransfer.errors",
+    "HFTransferError": "hftransfer.errors",
+    "ModelConfig": "hftransfer.config",
+    "MultitaskConfig": "hftransfer.multitask.config",
+    "Predictor": "hftransfer.predict",
+    "RunConfig": "hftransfer.config",
+    "StrategyConfig": "hftransfer.config",
+    "TaskData": "hftransfer.data.sources",
+    "TrainConfig": "hftransfer.config",
+    "TrainingLoop": "hftransfer.training.loop",
+    "build_model": "hftransfer.modeling",
+    "evaluate_best": "hftransfer.finetune",
+    "finish": "hftransfer.finetune",
+    "load_config_file": "hftransfer.config",
+    "load_task_data": "hftransfer.data.sources",
+    "load_tokenizer": "hftransfer.modeling",
+    "parse_config": "hftransfer.config",
+    "predict_file": "hftransfer.predict",
+    "sequence_classification_metrics": "hftransfer.evaluation.metrics",
+    "setup": "hftransfer.finetune",
+    "token_classification_metrics": "hftransfer.evaluation.metrics",
+    "train": "hftransfer.finetune",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hftransfer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
