@@ -81,7 +81,24 @@ STRATEGIES = {
             "train.lr=1e-3",
         ],
     },  # fmt: skip
+    # LoRA learning-rate tuning (picked by validation score, both reported).
+    "lora_all_linear_lr2e-3": {
+        "ner": [
+            "strategy.name=lora",
+            "strategy.r=8",
+            "strategy.target_modules=[all-linear]",
+            "train.lr=2e-3",
+        ],
+        "classifier": [
+            "strategy.name=lora",
+            "strategy.r=8",
+            "strategy.target_modules=[all-linear]",
+            "train.lr=2e-3",
+        ],
+    },  # fmt: skip
     "l2sp": {"ner": ["strategy.l2sp_weight=0.01"], "classifier": ["strategy.l2sp_weight=0.01"]},
+    # The penalty sums over all 22.7M encoder weights, so useful weights are small.
+    "l2sp_1e-4": {"ner": ["strategy.l2sp_weight=1e-4"], "classifier": ["strategy.l2sp_weight=1e-4"]},
 }
 
 

@@ -179,8 +179,14 @@ def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, 
         parse_multitask_config(["--config", str(yaml_path)])
     with pytest.raises(ConfigError, match="at least one task"):
         parse_multitask_config(["tasks=[]"])
-    with pytest.raises(ConfigError, match="not available for multitask"):
-        parse_multitask_config(["--config", str(_tasks_yaml(tmp_path, task_files)), "strategy.name=lora"])
+    with pytest.raises(ConfigError, match="single-task options"):
+        parse_multitask_config(
+            ["--config", str(_tasks_yaml(tmp_path, task_files)), "strategy.name=frozen", "strategy.head=mlp"]
+        )
+    with pytest.raises(ConfigError, match="selects by 'average'"):
+        parse_multitask_config(
+            ["--config", str(_tasks_yaml(tmp_path, task_files)), "train.metric_for_best=f1"]
+        )
     bad = tmp_path / "nodata.yaml"
     bad.write_text("tasks:\n  - name: x\n    task: token-classification\n    data: {}\n")
     with pytest.raises(ConfigError, match="data"):
