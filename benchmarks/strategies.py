@@ -96,6 +96,16 @@ STRATEGIES = {
             "train.lr=2e-3",
         ],
     },  # fmt: skip
+    "lora_qv_lr3e-3": {"classifier": ["strategy.name=lora", "strategy.r=8", "train.lr=3e-3"]},
+    "lora_all_linear_8ep": {
+        "ner": [
+            "strategy.name=lora",
+            "strategy.r=8",
+            "strategy.target_modules=[all-linear]",
+            "train.lr=1e-3",
+            "train.epochs=8",
+        ]
+    },  # fmt: skip
     "l2sp": {"ner": ["strategy.l2sp_weight=0.01"], "classifier": ["strategy.l2sp_weight=0.01"]},
     # The penalty sums over all 22.7M encoder weights, so useful weights are small.
     "l2sp_1e-4": {"ner": ["strategy.l2sp_weight=1e-4"], "classifier": ["strategy.l2sp_weight=1e-4"]},
@@ -172,7 +182,7 @@ def write_tables(rows: list[dict]) -> None:
             delta = f"{100 * (score - full[f'test_{metric}']):+.1f} pt" if full else "-"
             speedup = f"{full['seconds_per_epoch'] / r['seconds_per_epoch']:.1f}x" if full else "-"
             lines.append(
-                f"| {r['strategy']} | {score:.4f} | {delta} | {100 * r['trainable_fraction']:.2f}% "
+                f"| {r['strategy']} | {score:.4f} | {delta} | {100 * r['trainable_fraction']:.3g}% "
                 f"| {r['wall_seconds']:.0f} | {r['seconds_per_epoch']:.2f} | {speedup} | {r['peak_rss_mb']:.0f} |"
             )
         lines.append("")
