@@ -396,8 +396,8 @@ def normalise_overrides(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def build_parser(default_config: str | Path | None = None, prog: str | None = None):
-    """The jsonargparse parser for :class:`RunConfig`; ``default_config`` is a preset applied before the CLI."""
+def build_parser(default_config: str | Path | None = None, prog: str | None = None, schema: type = RunConfig):
+    """The jsonargparse parser for ``schema`` (a config dataclass); ``default_config`` is a preset applied first."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(
@@ -409,19 +409,22 @@ def build_parser(default_config: str | Path | None = None, prog: str | None = No
     parser.add_argument(
         "--config", action=ActionConfigFile, help="YAML preset; later key=value options override it"
     )
-    parser.add_class_arguments(RunConfig, nested_key=None, fail_untyped=True)
+    parser.add_class_arguments(schema, nested_key=None, fail_untyped=True)
     return parser
 
 
-def parse_config(argv: Sequence[str] | None = None, default_config: str | Path | None = None) -> RunConfig:
+def parse_config(
+    argv: Sequence[str] | None = None, default_config: str | Path | None = None, schema: type = RunConfig
+) -> Any:
     """Parse a run config from a preset, ``--config`` files and overrides.
 
     Args:
         argv: command-line arguments (default ``sys.argv[1:]``).
         default_config: preset YAML loaded first (a recipe's default).
+        schema: the config dataclass (:class:`RunConfig`, or ``MultitaskConfig`` for multitask runs).
 
     Returns:
-        The validated :class:`RunConfig`.
+        The validated ``schema`` instance.
 
     Raises:
         ConfigError: an unknown key, a value of the wrong type, or a failed cross-field check; the message names it.
@@ -429,7 +432,7 @@ def parse_config(argv: Sequence[str] | None = None, default_config: str | Path |
     from jsonargparse import ArgumentError
 
     argv = normalise_overrides(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(default_config, prog=Path(sys.argv[0]).name)
+    parser = build_parser(default_config, prog=Path(sys.argv[0]).name, schema=schema)
     try:
         namespace = parser.parse_args(argv)
         init = parser.instantiate(namespace)
@@ -439,8 +442,8 @@ def parse_config(argv: Sequence[str] | None = None, default_config: str | Path |
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError(f"config: {err}") from None
-    values = {f.name: getattr(init, f.name) for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**values)
+    values = {f.name: getattr(init, f.name) for f in dataclasses.fields(schema)}
+    return schema(**values)
 
 
 def load_config_file(path: str | Path) -> RunConfig:

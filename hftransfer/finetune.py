@@ -341,17 +341,7 @@ def evaluate_best(run: Run) -> dict[str, Any]:
         **results,
         "best_step": state.best_step,
         f"best_validation_{run.loop.metric_name}": state.best_metric,
-        "train": {
-            "steps": state.step,
-            "epochs": round(run.loop.epoch_progress(), 4),
-            "runtime_seconds": round(state.train_seconds, 2),
-            "samples_per_second": state.samples_seen / state.train_seconds if state.train_seconds else None,
-            "stopped_early": state.stopped_early,
-            "num_processes": accelerator.num_processes,
-            "seconds_per_epoch": round(state.train_seconds / run.loop.epoch_progress(), 3)
-            if run.loop.epoch_progress()
-            else None,
-        },
+        "train": run.loop.summary(),
         "peak_memory_mb": _peak_memory_mb(),
         "eval_seconds": round(time.perf_counter() - started, 2),
         "label_names": run.data.label_names,

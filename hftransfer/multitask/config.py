@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from hftransfer.config import (
     StrategyConfig,
     TaskType,
     TrainConfig,
-    normalise_overrides,
+    parse_config,
 )
 from hftransfer.errors import ConfigError
 
@@ -134,23 +133,4 @@ def parse_multitask_config(
     Raises:
         ConfigError: an unknown key, a wrong value or a failed check; the message names it.
     """
-    from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
-
-    argv = normalise_overrides(sys.argv[1:] if argv is None else argv)
-    parser = ArgumentParser(
-        prog=Path(sys.argv[0]).name,
-        exit_on_error=False,
-        default_config_files=[str(default_config)] if default_config else None,
-        description="Options are key=value (or --key=value); --config FILE.yaml loads a preset first.",
-    )
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML preset; later options override it")
-    parser.add_class_arguments(MultitaskConfig, nested_key=None, fail_untyped=True)
-    try:
-        init = parser.instantiate(parser.parse_args(argv))
-    except ArgumentError as err:
-        raise ConfigError(f"config: {' '.join(str(err).split())}") from None
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"config: {err}") from None
-    return MultitaskConfig(**{f.name: getattr(init, f.name) for f in dataclasses.fields(MultitaskConfig)})
+    return parse_config(argv, default_config, schema=MultitaskConfig)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,8 @@ from hftransfer.multitask.lora import (
 )
 from hftransfer.multitask.model import MultitaskModel, TaskView
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
-from hftransfer.objectives.conservative import L2SP, OutputDrift
 from hftransfer.objectives.task import TaskObjective
+from hftransfer.strategies import conservative_penalties
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.strategies.transfer import (
     GradualUnfreezing,
@@ -138,11 +137,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
     }
     model = MultitaskModel(task_models)
     limit = model_max_length(tokenizer, next(iter(task_models.values())))
-    penalties = []
-    if config.strategy.l2sp_weight > 0:
-        penalties.append((L2SP(model), config.strategy.l2sp_weight))
-    if config.strategy.drift_weight > 0:
-        penalties.append((OutputDrift(model, config.strategy.drift_distance), config.strategy.drift_weight))
+    penalties = conservative_penalties(model, config.strategy)
     groups, on_step_start, strategy_report = _apply_strategy(model, config)
 
     train_loaders, eval_loaders = {}, {"validation": {}, "test": {}}
@@ -339,17 +334,14 @@ def evaluate_best(run: MultitaskRun) -> dict[str, Any]:
         run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
     state = run.loop.state
     schedule = run.loop.train_loader.schedule
-    drawn = Counter(schedule.consumed(state.epoch, state.batches_in_epoch))
+    drawn = schedule.consumed(state.epoch, state.batches_in_epoch)
     run.final_metrics = {
         **results,
         "best_step": state.best_step,
         "best_validation_average": state.best_metric,
         "train": {
-            "steps": state.step,
-            "epochs": round(run.loop.epoch_progress(), 4),
-            "runtime_seconds": round(state.train_seconds, 2),
+            **run.loop.summary(),
             "steps_per_task": {name: drawn[i] for i, name in enumerate(run.specs)},
-            "num_processes": accelerator.num_processes,
         },
         "eval_seconds": round(time.perf_counter() - started, 2),
         "peak_memory_mb": _peak_memory_mb(),

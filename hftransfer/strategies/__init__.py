@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from transformers import PreTrainedTokenizerBase
 
-from hftransfer.config import RunConfig
+from hftransfer.config import RunConfig, StrategyConfig
 from hftransfer.export.save import load_saved_weights, save_model, save_pretrained_atomic
 from hftransfer.objectives.conservative import L2SP, OutputDrift
 from hftransfer.objectives.task import TaskObjective
@@ -49,6 +49,16 @@ class StrategyPlan:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+def conservative_penalties(model: torch.nn.Module, strategy: StrategyConfig) -> list[tuple[Any, float]]:
+    """L2-SP / output-drift penalties with their weights; call before the model changes (they snapshot it)."""
+    penalties: list[tuple[Any, float]] = []
+    if strategy.l2sp_weight > 0:
+        penalties.append((L2SP(model), strategy.l2sp_weight))
+    if strategy.drift_weight > 0:
+        penalties.append((OutputDrift(model, strategy.drift_distance), strategy.drift_weight))
+    return penalties
+
+
 def needs_unused_parameter_search(config: RunConfig) -> bool:
     """DDP must tolerate parameters that get no gradient when the trainable set changes during training."""
     return config.strategy.name == "gradual"
@@ -70,12 +80,7 @@ def plan_strategy(
     strategy = config.strategy
     layout = EncoderLayout.of(model)
     # Conservative references are the *pretrained* weights: take them before anything changes the model.
-    penalties = []
-    if strategy.l2sp_weight > 0:
-        penalties.append((L2SP(model), strategy.l2sp_weight))
-    if strategy.drift_weight > 0:
-        penalties.append((OutputDrift(model, strategy.drift_distance), strategy.drift_weight))
-    objective = TaskObjective(penalties)
+    objective = TaskObjective(conservative_penalties(model, strategy))
     report: dict[str, Any] = {"name": strategy.name}
     model_dir = run_dir / "model"
 

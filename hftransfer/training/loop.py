@@ -298,6 +298,19 @@ class TrainingLoop:
         progress.set_postfix(loss=f"{metrics['loss']:.4f}")
         self.log.log("train", metrics, step=self.state.step, epoch=self.epoch_progress())
 
+    def summary(self) -> dict[str, Any]:
+        """Steps, epochs, time and throughput of the training so far (the ``train`` entry of ``metrics.json``)."""
+        state, epochs = self.state, self.epoch_progress()
+        return {
+            "steps": state.step,
+            "epochs": round(epochs, 4),
+            "runtime_seconds": round(state.train_seconds, 2),
+            "samples_per_second": state.samples_seen / state.train_seconds if state.train_seconds else None,
+            "seconds_per_epoch": round(state.train_seconds / epochs, 3) if epochs else None,
+            "stopped_early": state.stopped_early,
+            "num_processes": self.accelerator.num_processes,
+        }
+
     def epoch_progress(self) -> float:
         """Epochs done, with the fraction of the current one."""
         return self.state.epoch + self.state.batches_in_epoch / max(1, len(self.train_loader))
