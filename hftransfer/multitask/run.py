@@ -51,13 +51,10 @@ from hftransfer.multitask.lora import (
 from hftransfer.multitask.model import MultitaskModel, TaskView
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
 from hftransfer.objectives.task import TaskObjective
-from hftransfer.strategies import conservative_penalties
-from hftransfer.strategies.layers import EncoderLayout, count_parameters
+from hftransfer.strategies import conservative_penalties, freeze_layers
+from hftransfer.strategies.layers import count_parameters
 from hftransfer.strategies.transfer import (
-    GradualUnfreezing,
-    freeze_bottom,
     param_groups,
-    resolve_freeze_count,
 )
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.utils import atomic_directory, atomic_write_json, recover_directory
@@ -98,20 +95,12 @@ class WeightedObjective:
 
 def _apply_strategy(model: MultitaskModel, config: MultitaskConfig) -> tuple[list[dict], Any, dict[str, Any]]:
     strategy = config.strategy
-    layout = EncoderLayout.of(model)
     report: dict[str, Any] = {"name": strategy.name}
-    on_step_start = None
+    on_step_start = freeze_layers(model, strategy, report)
     if strategy.name == "frozen":
         model.encoder.requires_grad_(False)
-    elif strategy.name == "freeze":
-        count = resolve_freeze_count(strategy.freeze_layers, layout.num_layers)
-        freeze_bottom(model, layout, count)
-        report["frozen_layers"] = count
     elif strategy.name == "lora":
         report["lora"] = add_shared_lora(model, strategy)
-    elif strategy.name == "gradual":
-        schedule = GradualUnfreezing(model, layout, strategy.unfreeze_every, strategy.unfreeze_unit)
-        on_step_start = lambda state: schedule.apply(model, step=state.step, epoch=state.epoch)  # noqa: E731
     groups = param_groups(model, config.train, strategy, include_frozen=strategy.name == "gradual")
     report["lr_groups"] = {group["name"]: group["lr"] for group in groups}
     report["parameters"] = count_parameters(model)

@@ -21,7 +21,6 @@ from transformers import PreTrainedTokenizerBase
 
 from hftransfer.config import RunConfig, StrategyConfig
 from hftransfer.export.save import load_saved_weights, save_model, save_pretrained_atomic
-from hftransfer.objectives.conservative import L2SP, OutputDrift
 from hftransfer.objectives.task import TaskObjective
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.strategies.transfer import (
@@ -51,12 +50,33 @@ class StrategyPlan:
 
 def conservative_penalties(model: torch.nn.Module, strategy: StrategyConfig) -> list[tuple[Any, float]]:
     """L2-SP / output-drift penalties with their weights; call before the model changes (they snapshot it)."""
+    # Imported here: objectives.conservative reads parameter layouts from this package.
+    from hftransfer.objectives.conservative import L2SP, OutputDrift
+
     penalties: list[tuple[Any, float]] = []
     if strategy.l2sp_weight > 0:
         penalties.append((L2SP(model), strategy.l2sp_weight))
     if strategy.drift_weight > 0:
         penalties.append((OutputDrift(model, strategy.drift_distance), strategy.drift_weight))
     return penalties
+
+
+def freeze_layers(
+    model: torch.nn.Module, strategy: StrategyConfig, report: dict[str, Any]
+) -> Callable[[LoopState], None] | None:
+    """Apply ``freeze`` (fix the bottom layers) or ``gradual`` (start with the head alone); other strategies are
+    left alone. Returns gradual unfreezing's per-step hook, if any, and records what it did in ``report``."""
+    layout = EncoderLayout.of(model)
+    if strategy.name == "freeze":
+        count = resolve_freeze_count(strategy.freeze_layers, layout.num_layers)
+        freeze_bottom(model, layout, count)
+        report["frozen_layers"] = count
+    elif strategy.name == "gradual":
+        schedule = GradualUnfreezing(model, layout, strategy.unfreeze_every, strategy.unfreeze_unit)
+        report["layer_groups"] = schedule.num_groups
+        # ``model`` holds the same parameter objects as its DDP wrapper, with the plain names the layout reads.
+        return lambda state: schedule.apply(model, step=state.step, epoch=state.epoch)
+    return None
 
 
 def needs_unused_parameter_search(config: RunConfig) -> bool:
@@ -78,7 +98,6 @@ def plan_strategy(
         ConfigError: the strategy does not fit this model (e.g. more frozen layers than it has).
     """
     strategy = config.strategy
-    layout = EncoderLayout.of(model)
     # Conservative references are the *pretrained* weights: take them before anything changes the model.
     objective = TaskObjective(conservative_penalties(model, strategy))
     report: dict[str, Any] = {"name": strategy.name}
@@ -91,20 +110,12 @@ def plan_strategy(
         load_saved_weights(accelerator, trained, model_dir)
 
     plan = StrategyPlan(model, [], objective, save_best=save_plain, restore_best=restore_plain, report=report)
-    include_frozen = False
-    if strategy.name == "freeze":
-        count = resolve_freeze_count(strategy.freeze_layers, layout.num_layers)
-        freeze_bottom(model, layout, count)
-        report["frozen_layers"] = count
-    elif strategy.name == "gradual":
-        schedule = GradualUnfreezing(model, layout, strategy.unfreeze_every, strategy.unfreeze_unit)
-        # ``model`` holds the same parameter objects as its DDP wrapper, with the plain names the layout reads.
-        plan.on_step_start = lambda state: schedule.apply(model, step=state.step, epoch=state.epoch)
-        include_frozen = True
-        report["layer_groups"] = schedule.num_groups
-    elif strategy.name == "lora":
+    plan.on_step_start = freeze_layers(model, strategy, report)
+    if strategy.name == "lora":
         _plan_lora(plan, config, tokenizer, run_dir, base_model_name_or_path)
-    plan.param_groups = param_groups(plan.model, config.train, strategy, include_frozen=include_frozen)
+    plan.param_groups = param_groups(
+        plan.model, config.train, strategy, include_frozen=strategy.name == "gradual"
+    )
     report["parameters"] = count_parameters(plan.model)
     if strategy.name == "gradual":
         # Training starts with the head alone and ends with every parameter trainable; report both.
