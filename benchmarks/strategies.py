@@ -106,6 +106,26 @@ STRATEGIES = {
             "train.epochs=8",
         ]
     },  # fmt: skip
+    # The pooler adapted like the other encoder linears instead of trained in full: 1.5% rather than 2.1%.
+    "lora_all_linear_pooler_lora": {
+        "classifier": [
+            "strategy.name=lora",
+            "strategy.r=8",
+            "strategy.target_modules=[all-linear]",
+            "strategy.lora_pooler=adapt",
+            "train.lr=1e-3",
+        ]
+    },  # fmt: skip
+    "lora_all_linear_pooler_lora_6ep": {
+        "classifier": [
+            "strategy.name=lora",
+            "strategy.r=8",
+            "strategy.target_modules=[all-linear]",
+            "strategy.lora_pooler=adapt",
+            "train.lr=1e-3",
+            "train.epochs=6",
+        ]
+    },  # fmt: skip
     "l2sp": {"ner": ["strategy.l2sp_weight=0.01"], "classifier": ["strategy.l2sp_weight=0.01"]},
     # The penalty sums over all 22.7M encoder weights, so useful weights are small.
     "l2sp_1e-4": {"ner": ["strategy.l2sp_weight=1e-4"], "classifier": ["strategy.l2sp_weight=1e-4"]},

@@ -206,7 +206,7 @@ _STRATEGY_FIELDS = {
     ),
     "freeze": ("freeze_layers",),
     "gradual": ("unfreeze_every", "unfreeze_unit"),
-    "lora": ("r", "alpha", "lora_dropout", "target_modules", "lora_export"),
+    "lora": ("r", "alpha", "lora_dropout", "target_modules", "lora_export", "lora_pooler"),
 }
 
 
@@ -259,6 +259,11 @@ class StrategyConfig:
     target_modules: list[str] | None = None
     """lora: module names to adapt; default per architecture (BERT ``query``/``value``, MPNet ``q``/``v``);
     ``[all-linear]`` adapts every linear layer of the encoder (the head is trained in full, not adapted)."""
+    lora_pooler: Literal["train", "adapt"] | None = None
+    """lora, sequence tasks: the encoder's pooler (which feeds BERT's classifier) is trained in full (``train``,
+    default: sentence-transformers checkpoints never trained it for classification) or handled like any encoder
+    linear layer (``adapt``: adapted when targeted, e.g. by ``[all-linear]``, else fixed), which keeps the trainable
+    fraction near that of token tasks."""
     lora_export: Literal["adapter", "merged", "both"] | None = None
     """lora: what ``model/`` holds: the adapter alone (``adapter``), a plain merged model (``merged``), or the
     merged model in ``model/`` plus the adapter in ``adapter/`` (``both``, default)."""
@@ -326,6 +331,7 @@ class StrategyConfig:
             self.alpha = self.alpha if self.alpha is not None else 2.0 * self.r
             self.lora_dropout = 0.1 if self.lora_dropout is None else self.lora_dropout
             self.lora_export = self.lora_export or "both"
+            self.lora_pooler = self.lora_pooler or "train"
             if self.r < 1:
                 raise ConfigError(f"strategy.r must be >= 1, got {self.r}")
             if not 0.0 <= self.lora_dropout < 1.0:

@@ -71,6 +71,8 @@ class Run:
     report: dict[str, Any] = field(default_factory=dict)
     fit: FitResult | None = None
     final_metrics: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Flow-specific state (e.g. a distillation run's teacher)."""
 
     @property
     def model_dir(self) -> Path:
@@ -196,20 +198,7 @@ def setup(config: RunConfig, recipe: str) -> Run:
             f"data.max_length={config.data.max_length} exceeds what this model accepts ({limit})"
         )
 
-    label2id = {label: index for index, label in enumerate(data.label_names)}
-    features: dict[str, Dataset] = {}
-    report: dict[str, Any] = {"data": data.report, "features": {}}
-    for split, examples in data.splits.items():
-        features[split], counts = tokenize(
-            examples,
-            tokenizer,
-            config.task,
-            label2id,
-            max_length=config.data.max_length,
-            label_all_subwords=config.data.label_all_subwords,
-            window_context=config.data.window_context,
-        )
-        report["features"][split] = {"examples": len(examples), "features": len(features[split]), **counts}
+    features, report = tokenize_splits(data, tokenizer, config)
 
     base_name = resolve_model_name(config.model.name_or_path)
     if config.strategy.name == "frozen":
@@ -226,7 +215,59 @@ def setup(config: RunConfig, recipe: str) -> Run:
         plan = plan_strategy(
             model, config, tokenizer=tokenizer, run_dir=run_dir, base_model_name_or_path=base_name
         )
-        train_loader, eval_loaders = _token_loaders(features, tokenizer, config, accelerator)
+        train_loader, eval_loaders = token_loaders(features, tokenizer, config, accelerator)
+    return assemble_run(
+        config,
+        accelerator,
+        run_dir,
+        trackers=trackers,
+        resume_from=resume_from,
+        data=data,
+        tokenizer=tokenizer,
+        plan=plan,
+        train_loader=train_loader,
+        eval_loaders=eval_loaders,
+        report=report,
+    )
+
+
+def tokenize_splits(
+    data: TaskData, tokenizer: PreTrainedTokenizerBase, config: RunConfig
+) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    """Every split's features, and the report (data report + per-split feature counts) they start."""
+    label2id = {label: index for index, label in enumerate(data.label_names)}
+    features: dict[str, Dataset] = {}
+    report: dict[str, Any] = {"data": data.report, "features": {}}
+    for split, examples in data.splits.items():
+        features[split], counts = tokenize(
+            examples,
+            tokenizer,
+            config.task,
+            label2id,
+            max_length=config.data.max_length,
+            label_all_subwords=config.data.label_all_subwords,
+            window_context=config.data.window_context,
+        )
+        report["features"][split] = {"examples": len(examples), "features": len(features[split]), **counts}
+    return features, report
+
+
+def assemble_run(
+    config: RunConfig,
+    accelerator: Accelerator,
+    run_dir: Path,
+    *,
+    trackers: list[str],
+    resume_from: Path | None,
+    data: TaskData,
+    tokenizer: PreTrainedTokenizerBase,
+    plan: StrategyPlan,
+    train_loader: DataLoader,
+    eval_loaders: dict[str, DataLoader],
+    report: dict[str, Any],
+) -> Run:
+    """The training loop around ``plan`` (its model, objective, LR groups and hooks), the saved config, trackers
+    and the resumed state: a :class:`Run` ready for :func:`train`."""
 
     def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
         output = run_inference(model, loader, accelerator, config.task, desc=f"Evaluating {split}")
@@ -250,7 +291,7 @@ def setup(config: RunConfig, recipe: str) -> Run:
         save_config(config, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     if trackers:
-        accelerator.init_trackers(run_dir.name, config=_tracker_config(config))
+        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
     if resume_from is not None:
         loop.resume(resume_from)
     # Loaders for the final evaluation; validation reuses the loop's prepared one.
@@ -263,7 +304,7 @@ def setup(config: RunConfig, recipe: str) -> Run:
     return run
 
 
-def _token_loaders(
+def token_loaders(
     features: dict[str, Dataset],
     tokenizer: PreTrainedTokenizerBase,
     config: RunConfig,
@@ -292,7 +333,7 @@ def _token_loaders(
     return train_loader, eval_loaders
 
 
-def _tracker_config(config: RunConfig) -> dict[str, Any]:
+def tracker_config(config: RunConfig) -> dict[str, Any]:
     """Flat scalars only: tensorboard's hparams reject None and lists."""
     flat = flatten_dict(config.to_dict())
     return {
@@ -342,7 +383,7 @@ def evaluate_best(run: Run) -> dict[str, Any]:
         "best_step": state.best_step,
         f"best_validation_{run.loop.metric_name}": state.best_metric,
         "train": run.loop.summary(),
-        "peak_memory_mb": _peak_memory_mb(),
+        "peak_memory_mb": peak_memory_mb(),
         "eval_seconds": round(time.perf_counter() - started, 2),
         "label_names": run.data.label_names,
         **run.report,
@@ -352,7 +393,7 @@ def evaluate_best(run: Run) -> dict[str, Any]:
     return run.final_metrics
 
 
-def _peak_memory_mb() -> dict[str, float]:
+def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process (and peak GPU memory when on CUDA), in MiB."""
     import resource
 

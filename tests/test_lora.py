@@ -163,6 +163,40 @@ def test_all_linear_adapts_encoder_linears_not_the_head(tiny_model_dir, task):
     assert trainable == expected  # classifier (and pooler) in full via modules_to_save, never LoRA
 
 
+def test_pooler_can_be_adapted_instead_of_trained_in_full(tiny_model_dir, tmp_path):
+    """``lora_pooler=adapt``: the pooler becomes one more LoRA target, and the merged model still matches."""
+    model = apply_lora(
+        build(tiny_model_dir, SEQUENCE),
+        SEQUENCE,
+        r=R,
+        alpha=2.0 * R,
+        dropout=0.0,
+        target_modules=["all-linear"],
+        train_pooler=False,
+    )
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    prefix = "base_model.model.bert.pooler.dense"
+    assert {f"{prefix}.lora_{ab}.default.weight" for ab in "AB"} <= trainable
+    assert not any(
+        "pooler.modules_to_save" in name or name.startswith(f"{prefix}.base_layer") for name in trainable
+    )
+    assert not any("pooler" in name and "lora_" not in name for name in trainable)
+
+    perturb_lora_b(model)
+    sgd_steps(model, SEQUENCE)
+    expected = logits(model, SEQUENCE)
+    merge_lora(model).save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    torch.testing.assert_close(logits(reloaded, SEQUENCE), expected, atol=1e-4, rtol=0)
+
+    # Not targeted (query/value only) and not trained in full: the pooler stays fixed.
+    fixed = apply_lora(
+        build(tiny_model_dir, SEQUENCE), SEQUENCE, r=R, alpha=2.0 * R, dropout=0.0, target_modules=None,
+        train_pooler=False,
+    )  # fmt: skip
+    assert not any("pooler" in name for name, param in fixed.named_parameters() if param.requires_grad)
+
+
 def test_bad_targets_raise_config_error(tiny_model_dir):
     with pytest.raises(ConfigError, match="'querry' matches no module.*query"):
         lora(tiny_model_dir, TOKEN, ["query", "querry"])

@@ -195,7 +195,7 @@ def test_l2sp_gradient_pulls_towards_pretrained(tiny_model_dir, tmp_path):
     with torch.no_grad():
         param.add_(0.2)
     _, penalties = plan.objective(model, _batch())
-    penalties["l2sp"].backward()
+    penalties["penalty_l2sp"].backward()
     assert torch.allclose(param.grad, torch.full_like(param, 0.5 * 2 * 0.2), atol=1e-5)
     # L2-SP replaces weight decay on the encoder (decay would pull towards zero instead).
     assert all(g["weight_decay"] == 0.0 for g in plan.param_groups if not g["name"].startswith("head"))
@@ -208,7 +208,7 @@ def test_output_drift_is_zero_for_the_original_and_grows(tiny_model_dir, distanc
     objective = TaskObjective([(drift, 1.0)])
     batch = _batch()
     _, penalties = objective(model, batch)
-    assert penalties["drift"].item() == pytest.approx(0.0, abs=1e-6)
+    assert penalties["penalty_drift"].item() == pytest.approx(0.0, abs=1e-6)
     values = []
     noise = torch.randn(
         model.bert.encoder.layer[1].output.dense.weight.shape, generator=torch.Generator().manual_seed(0)

@@ -291,3 +291,41 @@ def read_unlabelled(path: str, task: str, config: DataConfig) -> Dataset:
         logger.warning("%s: repaired %d IOB1-style tags to IOB2", result.source, result.iob_repairs)
     pair = task == SEQUENCE_TASK and "text_pair" in result.rows[0]
     return _to_dataset(result.rows, _features(task, pair, labels=result.has_labels))
+
+
+# Unlabelled text that ships with a builtin dataset: Rotten Tomatoes' film synopses, which are not reviews.
+BUILTIN_UNLABELLED = {"rotten_tomatoes_plot": SEQUENCE_TASK}
+
+
+def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[str] = frozenset()) -> Dataset:
+    """Unlabelled examples for a teacher to label: a builtin name (``rotten_tomatoes_plot``) or a file of any
+    format :func:`read_unlabelled` accepts. Labels in a file are dropped (the teacher's are used); texts in
+    ``exclude`` (e.g. the evaluation splits') and repeated texts are dropped, so nothing leaks into evaluation.
+
+    Raises:
+        ConfigError / DataError: an unknown builtin, a builtin of another task, or a bad file.
+    """
+    _check_task(task)
+    if source in BUILTIN_UNLABELLED:
+        if BUILTIN_UNLABELLED[source] != task:
+            raise ConfigError(
+                f"transfer set {source!r} is {BUILTIN_UNLABELLED[source]} text, but the task is {task}"
+            )
+        path = assets.locate("rotten_tomatoes")
+        records = csv_records(path, read_text(path), "csv", ["category", "text"])
+        rows = [{"text": r["text"]} for _, r in records if r["category"] == "plot" and r["text"].strip()]
+        dataset = _to_dataset(rows, _features(task, pair=False, labels=False))
+    else:
+        dataset = read_unlabelled(source, task, config)
+        dataset = dataset.remove_columns([c for c in ("tags", "label") if c in dataset.column_names])
+    key = "tokens" if task == TOKEN_TASK else "text"
+    seen = set(exclude)
+    keep = []
+    for index, value in enumerate(dataset[key]):
+        text = " ".join(value) if task == TOKEN_TASK else value
+        if text not in seen:
+            seen.add(text)
+            keep.append(index)
+    if not keep:
+        raise DataError(f"transfer set {source!r} has no examples that are not already in the data")
+    return dataset.select(keep)

@@ -10,13 +10,36 @@ describe the same words; that is an error, never a silent skip.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from datasets import Dataset
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from hftransfer.errors import DataError
+from hftransfer.assets import resolve_model_name
+from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
+from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import model_inputs
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
 
 
 @dataclass
@@ -28,17 +51,106 @@ class TeacherLogits:
     per_example: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class Teacher:
+    """A loaded teacher: frozen, in eval mode, with its tokenizer and where its label ids sit in the task's order
+    (``label_order[i]`` = the teacher's id of the task's label ``i``)."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    label_order: list[int]
+    source: str
+
+    @property
+    def is_transformers_model(self) -> bool:
+        return isinstance(self.model, PreTrainedModel)
+
+
+def resolve_teacher(spec: str) -> str:
+    """The model directory or Hub id that ``distill.teacher`` names; a run directory of ours means its ``model/``."""
+    path = Path(resolve_model_name(spec))
+    if path.is_dir() and (path / "config.yaml").is_file() and (path / "model").is_dir():
+        return str(path / "model")
+    return str(path) if path.exists() else spec
+
+
+def load_teacher(spec: str, task: str, label_names: Sequence[str], revision: str | None = None) -> Teacher:
+    """Load the teacher named by ``spec`` (see :func:`resolve_teacher`), frozen and in eval mode.
+
+    A LoRA adapter teacher is merged into a plain model (the same function, and faster to run).
+
+    Raises:
+        ConfigError: nothing loadable there, a teacher for another task, or labels other than the task's.
+    """
+    from hftransfer.predict import load_for_prediction
+    from hftransfer.strategies.lora import merge_lora
+
+    source = resolve_teacher(spec)
+    if Path(source).exists():
+        model, teacher_task = load_for_prediction(source)
+    else:  # a Hub id
+        teacher_task = task
+        auto = (
+            AutoModelForTokenClassification
+            if task == "token-classification"
+            else AutoModelForSequenceClassification
+        )
+        try:
+            model = auto.from_pretrained(source, revision=revision)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"distill.teacher={spec!r} is not a directory (relative to {Path.cwd()}), and loading it as a "
+                "Hub id failed; train a teacher first (e.g. recipes/finetune_ner.py output_dir=runs/teacher-ner) "
+                f"or point to one ({' '.join(str(err).split())[:160]})"
+            ) from None
+    if teacher_task != task:
+        raise ConfigError(f"distill.teacher={spec!r} is a {teacher_task} model, but the task is {task}")
+    if hasattr(model, "merge_and_unload"):
+        model = merge_lora(model)
+    model.eval().requires_grad_(False)
+    id2label = model.config.id2label  # frozen-head exports (ProbeModel) carry a config with the labels too
+    teacher_names = [id2label[i] if i in id2label else id2label[str(i)] for i in range(len(id2label))]
+    if sorted(teacher_names) != sorted(label_names):
+        raise ConfigError(
+            f"distill.teacher={spec!r} predicts labels {teacher_names}, but the task's labels are {list(label_names)}: "
+            "the teacher must be fine-tuned on the same label set"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=None if Path(source).exists() else revision)
+    return Teacher(model, tokenizer, [teacher_names.index(name) for name in label_names], source)
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether two tokenizers turn every text into the same ids (same normaliser, splitter, vocabulary, specials)."""
+    if a.is_fast and b.is_fast:
+        return (
+            a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str() and a.padding_side == b.padding_side
+        )
+    return a.get_vocab() == b.get_vocab() and type(a) is type(b)
+
+
 @torch.inference_mode()
 def collect_teacher_logits(
-    teacher: torch.nn.Module, loader: DataLoader, task: str, device: torch.device
+    teacher: torch.nn.Module,
+    loader: DataLoader,
+    task: str,
+    device: torch.device,
+    label_order: Sequence[int] | None = None,
 ) -> TeacherLogits:
-    """Run the (frozen, eval-mode) teacher over every row of ``loader`` (its own features of the dataset)."""
+    """Run the (frozen, eval-mode) teacher over every row of ``loader`` (its own features of the dataset).
+
+    ``label_order`` reorders the teacher's label columns into the task's order.
+    """
     teacher.eval()
     words: dict[int, dict[int, torch.Tensor]] = {}
-    result = TeacherLogits(task, int(teacher.config.num_labels))
+    order = None if label_order is None else torch.as_tensor(list(label_order))
+    result = TeacherLogits(
+        task, len(label_order) if label_order is not None else int(teacher.config.num_labels)
+    )
     for batch in loader:
         inputs = {k: v.to(device) for k, v in model_inputs(batch).items()}
         logits = teacher(**inputs).logits.float().cpu()
+        if order is not None:
+            logits = logits[..., order]
         for row, example_id in enumerate(batch["example_id"].tolist()):
             if task == "sequence-classification":
                 result.per_example[example_id] = logits[row]
@@ -94,3 +206,86 @@ def aligned_teacher_logits(
             )
         logits[row, columns.cpu()] = table[indices]
     return logits.to(word_index.device), mask
+
+
+def teacher_cache_key(teacher: Teacher, features: Dataset, task: str) -> str:
+    """sha256 of the teacher's weights, its label order and its tokenised view of the data."""
+    from hftransfer.strategies.feature_cache import hash_features, hash_state
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": CACHE_VERSION, "task": task, "order": teacher.label_order}).encode())
+    hash_state(digest, teacher.model)
+    hash_features(digest, features)
+    return digest.hexdigest()
+
+
+def default_teacher_cache_dir() -> Path:
+    """``$HFTRANSFER_CACHE/teacher`` or ``~/.cache/hftransfer/teacher``."""
+    root = os.environ.get("HFTRANSFER_CACHE")
+    return Path(root) / "teacher" if root else Path.home() / ".cache" / "hftransfer" / "teacher"
+
+
+def _save(logits: TeacherLogits, path: Path, key: str) -> None:
+    ids = sorted(logits.per_example)
+    tables = [logits.per_example[i].reshape(-1, logits.num_labels) for i in ids]
+    tensors = {
+        "example_id": torch.tensor(ids, dtype=torch.long),
+        "offsets": torch.tensor([0] + [len(t) for t in tables], dtype=torch.long).cumsum(0),
+        "logits": torch.cat(tables) if tables else torch.zeros(0, logits.num_labels),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"key": key, "task": logits.task})
+        os.replace(tmp, path)  # readers see the old file or the whole new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path, key: str) -> TeacherLogits | None:
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(path, "pt") as handle:
+            meta = handle.metadata() or {}
+        if meta.get("key") != key:
+            raise ValueError("written for another key")
+        tensors = load_file(path)
+        offsets, table = tensors["offsets"].tolist(), tensors["logits"]
+        result = TeacherLogits(meta["task"], table.shape[1])
+        for row, example_id in enumerate(tensors["example_id"].tolist()):
+            chunk = table[offsets[row] : offsets[row + 1]]
+            result.per_example[example_id] = chunk[0] if meta["task"] == "sequence-classification" else chunk
+        return result
+    except Exception as err:  # a damaged cache means "recompute", never a crash
+        logger.warning("teacher cache %s is unreadable (%s); recomputing", path, err)
+        return None
+
+
+def cached_teacher_logits(
+    teacher: Teacher,
+    features: Dataset,
+    task: str,
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> tuple[TeacherLogits, bool]:
+    """The teacher's logits for every example of ``features`` (tokenised with the teacher's tokenizer), from the
+    on-disk cache when ``use_cache`` and present. Returns ``(logits, hit)``; in multi-process runs call it under
+    ``accelerator.main_process_first()`` so that one process computes and the others read."""
+    key = teacher_cache_key(teacher, features, task) if use_cache else None
+    path = Path(cache_dir or default_teacher_cache_dir()) / f"{key}.safetensors"
+    if key is not None and (cached := _load(path, key)) is not None:
+        logger.info("teacher cache hit: %s", path)
+        return cached, True
+    teacher.model.to(device)
+    loader = build_eval_dataloader(features, FeatureCollator(teacher.tokenizer), batch_size=batch_size)
+    logits = collect_teacher_logits(teacher.model, loader, task, device, teacher.label_order)
+    if key is not None:
+        _save(logits, path, key)
+        logger.info("teacher predictions cached: %s", path)
+    return logits, False

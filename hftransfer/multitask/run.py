@@ -36,7 +36,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.export.save import save_pretrained_atomic
-from hftransfer.finetune import _peak_memory_mb, _token_loaders, _tracker_config, start_run
+from hftransfer.finetune import peak_memory_mb, start_run, token_loaders, tracker_config
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.multitask.batches import MultitaskBatches
 from hftransfer.multitask.config import MultitaskConfig, TaskSpec
@@ -153,7 +153,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
                 "features": len(features[split]),
                 **counts,
             }
-        train_loader, task_eval = _token_loaders(features, tokenizer, config, accelerator)
+        train_loader, task_eval = token_loaders(features, tokenizer, config, accelerator)
         train_loaders[name] = accelerator.prepare(train_loader)
         for split, loader in task_eval.items():
             eval_loaders[split][name] = accelerator.prepare(loader)
@@ -208,7 +208,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
         save_config(config, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     if trackers:
-        accelerator.init_trackers(run_dir.name, config=_tracker_config(config))
+        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
     if resume_from is not None:
         loop.resume(resume_from)
     run = MultitaskRun(
@@ -333,7 +333,7 @@ def evaluate_best(run: MultitaskRun) -> dict[str, Any]:
             "steps_per_task": {name: drawn[i] for i, name in enumerate(run.specs)},
         },
         "eval_seconds": round(time.perf_counter() - started, 2),
-        "peak_memory_mb": _peak_memory_mb(),
+        "peak_memory_mb": peak_memory_mb(),
         "label_names": {name: run.data[name].label_names for name in run.specs},
         **run.report,
     }

@@ -18,7 +18,7 @@ class Penalty(Protocol):
 
 
 class TaskObjective:
-    """``objective(model, batch) -> (summed task loss, {penalty name: weighted penalty})``.
+    """``objective(model, batch) -> (summed task loss, {"penalty_<name>": weighted penalty})``.
 
     The task loss is *summed* over labelled items (the loop normalises it over the accumulated global batch); each
     penalty is a per-batch value the loop adds once per optimizer step, so its weight means the same whatever the
@@ -44,6 +44,7 @@ class TaskObjective:
             reduction="sum",
         )
         penalties = {
-            penalty.name: weight * penalty(model, batch, outputs) for penalty, weight in self.penalties
+            f"penalty_{penalty.name}": weight * penalty(model, batch, outputs)
+            for penalty, weight in self.penalties
         }
         return loss, penalties

@@ -143,6 +143,7 @@ def _plan_lora(
         alpha=strategy.alpha,
         dropout=strategy.lora_dropout,
         target_modules=strategy.target_modules,
+        train_pooler=strategy.lora_pooler == "train",
     )
     # The best adapter is snapshotted where it is finally exported from; "adapter" export puts it in model/.
     adapter_dir = run_dir / ("model" if strategy.lora_export == "adapter" else "adapter")

@@ -111,15 +111,17 @@ def encoder_features(
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-def _hash_state(digest: Any, encoder: torch.nn.Module) -> None:
-    # Every weight byte, in sorted name order: exact identity at ~1 GB/s of hashing, far cheaper than encoding.
-    for name, tensor in sorted(base_encoder(encoder).state_dict().items()):
+def hash_state(digest: Any, module: torch.nn.Module) -> None:
+    """Feed every weight byte of ``module`` to ``digest``, in sorted name order."""
+    # Exact identity at ~1 GB/s of hashing, far cheaper than the encoding or inference that a key stands for.
+    for name, tensor in sorted(module.state_dict().items()):
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(flat.view(torch.uint8).numpy())  # buffer protocol: no copy
 
 
-def _hash_features(digest: Any, features: Dataset) -> None:
+def hash_features(digest: Any, features: Dataset) -> None:
+    """Feed the tokenised columns of ``features`` (ids, masks, labels, word alignment) to ``digest``."""
     columns = [name for name in KEY_COLUMNS if name in features.column_names]
     digest.update(f"rows={len(features)}|{columns}".encode())
     for batch in features.select_columns(columns).iter(batch_size=1024):
@@ -165,8 +167,8 @@ def feature_cache_key(
         "config": config,
     }
     digest.update(json.dumps(choice, sort_keys=True, default=str).encode())
-    _hash_state(digest, encoder)
-    _hash_features(digest, features)
+    hash_state(digest, encoder)
+    hash_features(digest, features)
     return digest.hexdigest()
 
 

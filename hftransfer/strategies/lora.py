@@ -73,6 +73,7 @@ def apply_lora(
     alpha: float,
     dropout: float,
     target_modules: list[str] | None,
+    train_pooler: bool = True,
 ) -> PeftModel:
     """Wrap ``model`` (changed in place) with LoRA adapters; the head is trained in full and saved with them.
 
@@ -84,6 +85,8 @@ def apply_lora(
         dropout: dropout on the adapter input.
         target_modules: module names (suffixes, peft style) to adapt; ``["all-linear"]`` adapts every linear
             layer of the encoder; ``None`` uses :func:`default_target_modules`.
+        train_pooler: sequence tasks: train the encoder's pooler in full with the head (default); ``False``
+            treats it as an encoder layer (adapted if targeted, otherwise fixed).
 
     Returns:
         The peft model. Only the LoRA A/B matrices and the copies of the head (and, for sequence tasks, of the
@@ -100,7 +103,7 @@ def apply_lora(
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"strategy.lora_dropout must be in [0, 1), got {dropout}")
 
-    trained_in_full = _trained_in_full(model, task)
+    trained_in_full = _trained_in_full(model, task, train_pooler=train_pooler)
     targets: str | list[str]
     if target_modules is None:
         targets = default_target_modules(model)
@@ -260,8 +263,9 @@ def _task_type(task: str) -> TaskType:
     return _TASK_TYPES[task]
 
 
-def _trained_in_full(model: PreTrainedModel, task: str) -> list[str]:
-    """Module names (relative to ``model``) that train in full: the head, plus the pooler for sequence tasks."""
+def _trained_in_full(model: PreTrainedModel, task: str, *, train_pooler: bool = True) -> list[str]:
+    """Module names (relative to ``model``) that train in full: the head, plus (unless ``train_pooler`` is false)
+    the pooler for sequence tasks."""
     prefix = model.base_model_prefix
     # The head is whatever sits next to the encoder and has weights: "classifier", DistilBERT's "pre_classifier",
     # DeBERTa's "pooler" (ContextPooler), ... Dropout has none.
@@ -271,7 +275,7 @@ def _trained_in_full(model: PreTrainedModel, task: str) -> list[str]:
         if name != prefix and any(True for _ in child.parameters())
     ]
     pooler = getattr(getattr(model, prefix, None), "pooler", None)
-    if task == "sequence-classification" and isinstance(pooler, torch.nn.Module):
+    if train_pooler and task == "sequence-classification" and isinstance(pooler, torch.nn.Module):
         # BERT's pooler feeds the classifier; its pretrained weights (never trained for classification in
         # sentence-transformers checkpoints) are part of the head, so train it fully rather than adapt it.
         names.append(f"{prefix}.pooler")

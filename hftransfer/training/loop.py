@@ -36,8 +36,9 @@ from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
 
-# A loss function returns the batch's loss *summed* over labelled items, optionally with named per-batch
-# penalties (already weighted) that are added once per optimizer step and logged apart from the task loss.
+# A loss function returns the batch's loss *summed* over labelled items, optionally with named per-batch terms
+# (already weighted: penalties such as ``penalty_l2sp``, distillation losses such as ``loss_soft``) that are added
+# once per optimizer step and logged under their own names, apart from the summed loss.
 LossFn = Callable[
     [torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]
 ]
@@ -289,7 +290,7 @@ class TrainingLoop:
                 if self.accelerator.num_processes > 1
                 else total
             )
-            metrics[f"penalty_{name}"] = float(total) / max(self._steps_since_log, 1)
+            metrics[name] = float(total) / max(self._steps_since_log, 1)
         self._penalties, self._steps_since_log = {}, 0
         if getattr(self, "_grad_norm", None) is not None:
             metrics["grad_norm"] = float(self._grad_norm)

@@ -58,7 +58,7 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         keys = [key for key in HEADLINE if key in metrics] + sorted(
-            k for k in metrics if k.startswith("penalty_")
+            k for k in metrics if k.startswith(("penalty_", "loss_"))
         )
         headline = "  ".join(f"{key}={_format(metrics[key])}" for key in keys)
         logger.info("[%s] step %d epoch %.2f  %s", split, step, epoch, headline)

@@ -1,0 +1,138 @@
+"""The distillation objective of a student batch: hard labels, the teacher's soft labels, hidden states, attention.
+
+The training loop divides the returned *summed* hard-label loss by the number of gold-labelled items of the step
+(transfer-set rows have none, so they add nothing there), and adds the other terms as per-batch means; each term is
+logged on its own (``loss_soft``, ``loss_hidden``, ``loss_attention``, already weighted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hftransfer.distill.losses import HiddenProjection, attention_mse, hidden_mse, soft_kl
+from hftransfer.distill.teacher import TeacherLogits, aligned_teacher_logits
+from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
+
+
+class DistillModel(nn.Module):
+    """The student plus the learned projections of its hidden states into the teacher's width.
+
+    The projections live in this module so that the optimizer, DDP and checkpoints see them with the student;
+    they are applied inside ``forward`` (DDP only tracks parameters used there). Only ``student`` is exported.
+    """
+
+    def __init__(
+        self, student: nn.Module, projection: HiddenProjection | None, layer_map: Sequence[tuple[int, int]]
+    ):
+        super().__init__()
+        self.student = student
+        self.projection = projection
+        self.layer_map = list(layer_map)
+
+    @property
+    def config(self) -> Any:
+        return self.student.config
+
+    def forward(self, *, project_hidden: bool = False, **inputs: Any) -> Any:
+        outputs = self.student(**inputs)
+        if project_hidden:
+            # One projected state per mapped pair, in map order (the identity when the widths agree).
+            outputs["projected_hidden"] = tuple(
+                self.projection(index, outputs.hidden_states[s])
+                for index, (s, _) in enumerate(self.layer_map)
+            )
+        return outputs
+
+
+class DistillObjective:
+    """``objective(model, batch) -> (weighted summed hard-label loss, {"loss_soft": ..., ...})``.
+
+    Args:
+        teacher_logits: the teacher's predictions per example (word level for token tasks).
+        teacher: the frozen teacher, run on the same batch when hidden states or attention maps are matched
+            (the student must then share its tokenizer).
+        layer_map: ``(student, teacher)`` hidden-state indices (0 = embeddings; attention uses 1..L).
+        penalties: conservative-training penalties of the student's strategy ``[(penalty, weight)]``.
+    """
+
+    def __init__(
+        self,
+        teacher_logits: TeacherLogits | None,
+        *,
+        hard_weight: float,
+        soft_weight: float,
+        temperature: float,
+        teacher: nn.Module | None = None,
+        hidden_weight: float = 0.0,
+        attention_weight: float = 0.0,
+        layer_map: Sequence[tuple[int, int]] = (),
+        penalties: Sequence[tuple[Any, float]] = (),
+    ) -> None:
+        if (hidden_weight or attention_weight) and teacher is None:
+            raise ValueError("hidden-state or attention matching needs the teacher model")
+        if soft_weight and teacher_logits is None:
+            raise ValueError("the soft term needs the teacher's logits")
+        self.teacher_logits, self.teacher = teacher_logits, teacher
+        self.hard_weight, self.soft_weight, self.temperature = hard_weight, soft_weight, temperature
+        self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
+        self.layer_map = list(layer_map)
+        self.penalties = [(penalty, weight) for penalty, weight in penalties if weight > 0]
+        self.needs_hidden_states = bool(hidden_weight) or any(
+            getattr(p, "needs_hidden_states", False) for p, _ in self.penalties
+        )
+
+    def __call__(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = model_inputs(batch)
+        extra: dict[str, Any] = {}
+        if self.needs_hidden_states:
+            extra["output_hidden_states"] = True
+        if self.attention_weight:
+            extra["output_attentions"] = True
+        if self.hidden_weight:
+            extra["project_hidden"] = True
+        outputs = model(**inputs, **extra)
+        logits = outputs.logits  # [batch, (seq,) num_labels]
+        hard = F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            batch["labels"].reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        terms: dict[str, torch.Tensor] = {}
+        if self.soft_weight:
+            teacher_logits, mask = aligned_teacher_logits(self.teacher_logits, batch)
+            terms["loss_soft"] = self.soft_weight * soft_kl(
+                logits, teacher_logits.to(logits.device), self.temperature, mask.to(logits.device)
+            )
+        if self.hidden_weight or self.attention_weight:
+            with torch.no_grad():
+                teacher_out = self.teacher(
+                    **inputs,
+                    output_hidden_states=bool(self.hidden_weight),
+                    output_attentions=bool(self.attention_weight),
+                )
+            if self.hidden_weight:
+                pairs = [(index, t) for index, (_, t) in enumerate(self.layer_map)]
+                terms["loss_hidden"] = self.hidden_weight * hidden_mse(
+                    outputs["projected_hidden"],
+                    teacher_out.hidden_states,
+                    pairs,
+                    inputs["attention_mask"].bool(),
+                )
+            if self.attention_weight:
+                pairs = [(s, t) for s, t in self.layer_map if s > 0 and t > 0]
+                terms["loss_attention"] = self.attention_weight * attention_mse(
+                    outputs.attentions, teacher_out.attentions, pairs, inputs["attention_mask"]
+                )
+        student = getattr(model, "module", model)  # the penalties look at the student's own weights
+        student = getattr(student, "student", student)
+        for penalty, weight in self.penalties:
+            terms[f"penalty_{penalty.name}"] = weight * penalty(student, batch, outputs)
+        return self.hard_weight * hard, terms

@@ -1,0 +1,385 @@
+"""Distillation, wired end to end on top of the fine-tuning flow: the student is fine-tuned like any model (same
+loop, strategies, checkpoints and export), with the teacher's predictions as extra targets.
+
+    run = setup_distill(config)
+    train(run)                    # hftransfer.finetune
+    evaluate_best(run)            # writes metrics.json
+    compare_with_teacher(run)     # teacher vs student: score, parameters, inference samples/s
+    finish(run)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from datasets import Dataset, concatenate_datasets
+from transformers import PreTrainedTokenizerBase
+
+from hftransfer.assets import resolve_model_name
+from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
+from hftransfer.data.features import tokenize
+from hftransfer.data.sources import TaskData, load_task_data, read_transfer_set
+from hftransfer.distill.config import DistillRunConfig
+from hftransfer.distill.losses import HiddenProjection, uniform_layer_map
+from hftransfer.distill.objective import DistillModel, DistillObjective
+from hftransfer.distill.student import every_other_layer, layer_dropped_student
+from hftransfer.distill.teacher import Teacher, cached_teacher_logits, load_teacher, same_tokenizer
+from hftransfer.errors import ConfigError
+from hftransfer.evaluation.evaluate import compute_metrics
+from hftransfer.evaluation.inference import model_inputs, run_inference
+from hftransfer.finetune import Run, assemble_run, start_run, token_loaders, tokenize_splits
+from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.strategies import needs_unused_parameter_search, plan_strategy
+from hftransfer.strategies.layers import count_parameters
+from hftransfer.utils import atomic_write_json
+
+logger = logging.getLogger("hftransfer")
+
+
+def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
+    """Load data and teacher, build the student, label the training (and transfer) data with the teacher, and
+    assemble the training run.
+
+    Raises:
+        ConfigError / DataError: bad config, data or teacher, before any training starts.
+    """
+    distill = config.distill
+    accelerator, run_dir, trackers, resume_from = start_run(
+        config, recipe, find_unused_parameters=needs_unused_parameter_search(config)
+    )
+    with accelerator.main_process_first():
+        data = load_task_data(config.data, config.task)
+    teacher = load_teacher(distill.teacher, config.task, data.label_names, distill.teacher_revision)
+    student, tokenizer, base_name = _build_student(config, teacher, data)
+    matching = bool(distill.hidden_weight or distill.attention_weight)
+    _check_matching(config, teacher, student, tokenizer)
+    for name, model, tok in (("student", student, tokenizer), ("teacher", teacher.model, teacher.tokenizer)):
+        limit = (
+            model_max_length(tok, model) if hasattr(model, "get_input_embeddings") else config.data.max_length
+        )
+        if config.data.max_length > limit:
+            raise ConfigError(
+                f"data.max_length={config.data.max_length} exceeds what the {name} accepts ({limit})"
+            )
+
+    features, report = tokenize_splits(data, tokenizer, config)
+    transfer = _transfer_examples(config, data)
+    student_train = _training_features(config, data, tokenizer, transfer, features["train"])
+    shared = same_tokenizer(tokenizer, teacher.tokenizer)
+    teacher_train = (
+        student_train if shared else _training_features(config, data, teacher.tokenizer, transfer, None)
+    )
+    device = accelerator.device
+    with accelerator.main_process_first():
+        started = time.perf_counter()
+        teacher_logits, hit = cached_teacher_logits(
+            teacher,
+            teacher_train,
+            config.task,
+            device,
+            batch_size=config.train.eval_batch_size,
+            cache_dir=distill.cache_dir,
+            use_cache=distill.cache_teacher,
+        )
+    report["teacher"] = {
+        "source": teacher.source,
+        "same_tokenizer": shared,
+        "cache_hit": hit,
+        "label_seconds": round(time.perf_counter() - started, 2),
+        "transfer_examples": 0 if transfer is None else len(transfer),
+    }
+    teacher.model.to(device)
+
+    plan = plan_strategy(
+        student, config, tokenizer=tokenizer, run_dir=run_dir, base_model_name_or_path=base_name
+    )
+    layer_map = _layer_map(config, plan.model.config, teacher.model.config) if matching else []
+    projection = None
+    if distill.hidden_weight:
+        projection = HiddenProjection(
+            plan.model.config.hidden_size, teacher.model.config.hidden_size, len(layer_map)
+        )
+        trainable = [p for p in projection.parameters()]
+        if trainable:
+            plan.param_groups.append(
+                {"name": "projection", "params": trainable, "lr": config.strategy.head_lr or config.train.lr,
+                 "weight_decay": config.train.weight_decay}
+            )  # fmt: skip
+    plan.objective = DistillObjective(
+        teacher_logits if distill.soft_weight else None,
+        hard_weight=distill.hard_weight,
+        soft_weight=distill.soft_weight,
+        temperature=distill.temperature,
+        teacher=teacher.model if matching else None,
+        hidden_weight=distill.hidden_weight,
+        attention_weight=distill.attention_weight,
+        layer_map=layer_map,
+        penalties=plan.objective.penalties,
+    )
+    _train_student_only(plan, projection, layer_map)
+    report["distill"] = {
+        "layer_map": [list(pair) for pair in layer_map],
+        "student": distill.student,
+        **report.pop("teacher"),
+    }
+
+    features["train"] = student_train
+    train_loader, eval_loaders = token_loaders(features, tokenizer, config, accelerator)
+    run = assemble_run(
+        config,
+        accelerator,
+        run_dir,
+        trackers=trackers,
+        resume_from=resume_from,
+        data=data,
+        tokenizer=tokenizer,
+        plan=plan,
+        train_loader=train_loader,
+        eval_loaders=eval_loaders,
+        report=report,
+    )
+    run.extras["teacher"] = teacher  # for compare_with_teacher
+    return run
+
+
+def _build_student(
+    config: DistillRunConfig, teacher: Teacher, data: TaskData
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, str]:
+    """The student model, its tokenizer and the name its LoRA adapter (if any) refers to."""
+    if config.distill.student == "pretrained":
+        tokenizer = load_tokenizer(config.model)
+        return (
+            build_model(config.model, config.task, data.label_names),
+            tokenizer,
+            resolve_model_name(config.model.name_or_path),
+        )
+    if not teacher.is_transformers_model:
+        raise ConfigError(
+            "distill.student=teacher_layers needs a transformers teacher; this one is an encoder + custom head"
+        )
+    keep = config.distill.student_layers or every_other_layer(teacher.model.config.num_hidden_layers)
+    student = layer_dropped_student(teacher.model, keep)
+    student.requires_grad_(True).train()
+    logger.info("Student: teacher layers %s of %d", keep, teacher.model.config.num_hidden_layers)
+    return student, teacher.tokenizer, teacher.source
+
+
+def _check_matching(
+    config: DistillRunConfig, teacher: Teacher, student: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    distill = config.distill
+    if not (distill.hidden_weight or distill.attention_weight):
+        return
+    if not teacher.is_transformers_model:
+        raise ConfigError(
+            "distill.hidden_weight/attention_weight need a transformers teacher (hidden states)"
+        )
+    if not same_tokenizer(tokenizer, teacher.tokenizer):
+        raise ConfigError(
+            "distill.hidden_weight/attention_weight compare teacher and student token by token, so the student "
+            "needs the teacher's tokenizer; use distill.student=teacher_layers, a student with the same vocabulary, "
+            "or logits only (distill.hidden_weight=0 distill.attention_weight=0)"
+        )
+    if distill.attention_weight:
+        heads = (student.config.num_attention_heads, teacher.model.config.num_attention_heads)
+        if heads[0] != heads[1]:
+            raise ConfigError(
+                f"distill.attention_weight needs equal attention head counts; student {heads[0]}, teacher {heads[1]}"
+            )
+        # Attention probabilities are only returned by the eager kernel.
+        for model in (student, teacher.model):
+            model.set_attn_implementation("eager")
+
+
+def _layer_map(config: DistillRunConfig, student_config: Any, teacher_config: Any) -> list[tuple[int, int]]:
+    student_layers, teacher_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
+    if config.distill.layer_map is None:
+        return uniform_layer_map(student_layers, teacher_layers)
+    pairs = [(int(s), int(t)) for s, t in config.distill.layer_map]
+    for s, t in pairs:
+        if s > student_layers or t > teacher_layers:
+            raise ConfigError(
+                f"distill.layer_map pair [{s}, {t}]: the student has layers 1..{student_layers}, the teacher "
+                f"1..{teacher_layers} (0 = embeddings)"
+            )
+        if config.distill.attention_weight and (s == 0 or t == 0):
+            raise ConfigError(f"distill.layer_map pair [{s}, {t}]: attention maps exist for layers 1..L only")
+    return pairs
+
+
+def _train_student_only(plan: Any, projection: HiddenProjection | None, layer_map: list) -> None:
+    """Wrap the student with the projections; saving, restoring and exporting see the student alone."""
+    save_best, restore_best, export = plan.save_best, plan.restore_best, plan.export
+    plan.model = DistillModel(plan.model, projection, layer_map)
+
+    def inner(accelerator, trained):
+        return accelerator.unwrap_model(trained).student
+
+    plan.save_best = lambda accelerator, trained: save_best(accelerator, inner(accelerator, trained))
+    plan.restore_best = lambda accelerator, trained: restore_best(accelerator, inner(accelerator, trained))
+    if export is not None:
+        plan.export = lambda accelerator, trained: export(accelerator, inner(accelerator, trained))
+
+
+def _transfer_examples(config: DistillRunConfig, data: TaskData) -> Dataset | None:
+    source = config.distill.transfer_data
+    if source is None:
+        return None
+    key = "tokens" if config.task == "token-classification" else "text"
+    held_out = {
+        " ".join(value) if isinstance(value, list) else value
+        for split in ("validation", "test")
+        if split in data.splits
+        for value in data.splits[split][key]
+    }
+    examples = read_transfer_set(source, config.task, config.data, exclude=held_out)
+    if config.distill.max_transfer_samples is not None:
+        examples = examples.select(range(min(config.distill.max_transfer_samples, len(examples))))
+    logger.info("Transfer set: %d unlabelled examples from %s", len(examples), source)
+    return examples
+
+
+def _training_features(
+    config: DistillRunConfig,
+    data: TaskData,
+    tokenizer: PreTrainedTokenizerBase,
+    transfer: Dataset | None,
+    train_features: Dataset | None,
+) -> Dataset:
+    """Training features of the labelled train split plus (labels -100) the transfer set, whose example ids
+    follow the train split's so that teacher and student agree on every id."""
+    label2id = {label: index for index, label in enumerate(data.label_names)}
+    options = {
+        "max_length": config.data.max_length,
+        "label_all_subwords": config.data.label_all_subwords,
+        "window_context": config.data.window_context,
+    }
+    if train_features is None:
+        train_features, _ = tokenize(data.splits["train"], tokenizer, config.task, label2id, **options)
+    if transfer is None:
+        return train_features
+    extra, _ = tokenize(transfer, tokenizer, config.task, None, **options)
+    offset = len(data.splits["train"])
+    extra = extra.map(
+        lambda batch: {"example_id": [i + offset for i in batch["example_id"]]},
+        batched=True,
+        desc="Transfer ids",
+    )
+    if "labels" not in extra.column_names:
+        extra = extra.add_column("labels", [-100] * len(extra))
+    extra = extra.cast(train_features.features)
+    return concatenate_datasets([train_features, extra])
+
+
+@torch.inference_mode()
+def _samples_per_second(model: torch.nn.Module, loader: Any, device: torch.device, repeats: int = 2) -> float:
+    """Forward passes only (no metric work), best of ``repeats`` full passes after a one-batch warm-up."""
+    model.eval().to(device)
+    batches = [{k: v.to(device) for k, v in model_inputs(batch).items()} for batch in loader]
+    model(**batches[0])
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for batch in batches:
+            model(
+                **batch
+            ).logits.float().sum().item()  # .item(): wait for the device before stopping the clock
+        best = min(best, time.perf_counter() - started)
+    return sum(len(batch["input_ids"]) for batch in batches) / best
+
+
+def compare_with_teacher(run: Run, split: str = "test") -> dict[str, Any]:
+    """Teacher vs exported student on ``split`` (validation when there is no test split): score, parameters and
+    inference samples/s (same texts, same batch size, same process, each with its own tokenizer). Adds
+    ``distill_report`` to ``metrics.json``."""
+    from hftransfer.predict import load_for_prediction
+
+    config, accelerator, teacher = run.config, run.accelerator, run.extras["teacher"]
+    split = split if split in run.data.splits else "validation"
+    label2id = {label: index for index, label in enumerate(run.data.label_names)}
+    student, _ = load_for_prediction(str(run.model_dir))
+    entries: dict[str, Any] = {}
+    for name, model, tokenizer in (
+        ("teacher", teacher.model, teacher.tokenizer),
+        ("student", student, run.tokenizer),
+    ):
+        features, _ = tokenize(
+            run.data.splits[split],
+            tokenizer,
+            config.task,
+            label2id,
+            max_length=config.data.max_length,
+            label_all_subwords=config.data.label_all_subwords,
+            window_context=config.data.window_context,
+        )
+        loader = build_eval_dataloader(
+            features, FeatureCollator(tokenizer), batch_size=config.train.eval_batch_size
+        )
+        model.to(accelerator.device)
+        if name == "teacher":
+            model = _TeacherInTaskOrder(model, teacher.label_order)
+        metrics = compute_metrics(
+            run_inference(
+                model, accelerator.prepare(loader), accelerator, config.task, desc=f"Scoring {name}"
+            ),
+            run.data.splits[split],
+            config.task,
+            run.data.label_names,
+        )
+        entry = {"metrics": metrics, "parameters": count_parameters(model)["total"]}
+        if accelerator.is_main_process:
+            entry["samples_per_second"] = round(_samples_per_second(model, loader, accelerator.device), 2)
+        accelerator.wait_for_everyone()
+        entries[name] = entry
+    metric = run.loop.metric_name
+    report = {
+        "split": split,
+        "batch_size": config.train.eval_batch_size,
+        "device": str(accelerator.device),
+        **entries,
+    }
+    if accelerator.is_main_process:
+        teacher_score, student_score = (
+            entries["teacher"]["metrics"][metric],
+            entries["student"]["metrics"][metric],
+        )
+        report["score_retained"] = round(student_score / teacher_score, 4) if teacher_score else None
+        report["speedup"] = round(
+            entries["student"]["samples_per_second"] / entries["teacher"]["samples_per_second"], 3
+        )
+        report["parameter_ratio"] = round(
+            entries["student"]["parameters"] / entries["teacher"]["parameters"], 4
+        )
+        logger.info(
+            "Teacher %s %.4f, %.1fM parameters, %.1f samples/s | student %.4f (%.1f%% of the teacher), %.1fM, "
+            "%.1f samples/s (%.2fx)",
+            metric,
+            teacher_score,
+            entries["teacher"]["parameters"] / 1e6,
+            entries["teacher"]["samples_per_second"],
+            student_score,
+            100 * report["score_retained"],
+            entries["student"]["parameters"] / 1e6,
+            entries["student"]["samples_per_second"],
+            report["speedup"],
+        )
+        run.final_metrics["distill_report"] = report
+        atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
+    return report
+
+
+class _TeacherInTaskOrder(torch.nn.Module):
+    """The teacher with its label columns reordered into the task's label order (for scoring it like the student)."""
+
+    def __init__(self, teacher: torch.nn.Module, label_order: list[int]) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.register_buffer("order", torch.as_tensor(label_order), persistent=False)
+
+    def forward(self, **inputs: Any) -> Any:
+        outputs = self.teacher(**inputs)
+        outputs["logits"] = outputs.logits[..., self.order.to(outputs.logits.device)]
+        return outputs
