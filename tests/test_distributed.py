@@ -171,3 +171,36 @@ def test_two_process_multitask_run(tiny_model_dir, tmp_path, gloo_works):
     assert metrics["train"]["num_processes"] == 2
     assert metrics["validation"]["tasks"]["ner"]["num_examples"] == 9
     assert metrics["validation"]["tasks"]["cls"]["num_examples"] == 7  # gathered rows, no duplicates
+
+
+def test_two_process_distillation_run(tiny_model_dir, tmp_path, gloo_works):
+    # The teacher labels the data once (main process first, the other reads the cache); both processes run it
+    # online for hidden-state matching; the student is exported once.
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import finetune_ner
+
+    train = write_conll(tmp_path / "train.conll", make_ner_examples(40, seed=1))
+    dev = write_conll(tmp_path / "dev.conll", make_ner_examples(9, seed=2))
+    data = [f"data.train_file={train}", f"data.validation_file={dev}", "data.test_size=0"]
+    teacher = tmp_path / "teacher"
+    finetune_ner.main(
+        [f"model.name_or_path={tiny_model_dir}", f"output_dir={teacher}", "train.epochs=2", "train.trackers=[]",
+         "train.batch_size=8", *data]
+    )  # fmt: skip
+    run_dir = tmp_path / "student"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_ip", "127.0.0.1",
+        "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "recipes" / "distill.py"), f"distill.teacher={teacher}", "distill.student_layers=[1]",
+        "distill.hidden_weight=1", f"distill.cache_dir={tmp_path / 'cache'}", f"output_dir={run_dir}", *data,
+        "train.epochs=2", "train.batch_size=4", "train.eval_batch_size=4", "train.trackers=[]", "train.lr=3e-3",
+    ]  # fmt: skip
+    returncode, output = run_launch(command, hermetic_env(tmp_path), tmp_path / "launch.log", timeout=240)
+    assert returncode == 0, output[-4000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["num_processes"] == 2
+    assert metrics["validation"]["num_examples"] == 9
+    assert metrics["distill_report"]["student"]["metrics"]["num_examples"] == 9  # no test split: validation
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    assert AutoTokenizer.from_pretrained(run_dir / "model") is not None

@@ -1,0 +1,160 @@
+"""Distillation on the real offline assets: teacher vs a 3-layer student trained on hard labels only, distilled from
+logits, and distilled from logits + hidden states (WNUT-16 and Rotten Tomatoes).
+
+    python benchmarks/distill.py --teachers ner=RUN_DIR sentiment=RUN_DIR   # fine-tuned MiniLM-L6 teachers
+    python benchmarks/distill.py --tasks ner --only logits
+
+Teachers are run directories of the fine-tuning recipes (``benchmarks/multitask.py --work-dir W`` leaves them in
+``W/single-ner`` and ``W/single-sentiment``, trained with the settings used here). Every student run is the real
+recipe in a fresh process; its ``distill_report`` holds teacher and student test scores, parameter counts and
+inference samples/s measured in that process. Results: ``benchmarks/results/distill.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+TASKS = {
+    "ner": {"config": "distill_ner.yaml", "metric": "f1", "common": []},
+    "sentiment": {
+        "config": "distill_classifier.yaml",
+        "metric": "accuracy",
+        # The teacher's data and schedule (benchmarks/multitask.py): 2,000 training reviews, batch 16, 3 epochs.
+        "common": ["data.max_train_samples=2000", "train.batch_size=16", "train.epochs=3", "train.lr=2e-4"],
+    },
+}
+STUDENTS = {
+    "hard_labels": ["distill.hard_weight=1", "distill.soft_weight=0", "distill.transfer_data=null"],
+    "logits": [],
+    "logits_hidden": ["distill.hidden_weight=1"],
+}
+
+
+def run(argv: list[str], run_dir: Path) -> tuple[dict, float]:
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / "distill.py"),
+        f"output_dir={run_dir}",
+        "overwrite_output_dir=true",
+    ]
+    command += [*argv, "train.trackers=[]"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log = run_dir.with_suffix(".log")
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
+    return json.loads((run_dir / "metrics.json").read_text()), wall
+
+
+def write(rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "distill.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [
+        "# Distillation (MiniLM-L6 teacher -> 3-layer student of its layers 0, 2, 4; this machine's CPU)",
+        "",
+    ]
+    for task in TASKS:
+        task_rows = [r for r in rows if r["task"] == task]
+        if not task_rows:
+            continue
+        metric = TASKS[task]["metric"]
+        teacher = task_rows[0]["teacher"]
+        lines += [
+            f"## {task} (test {metric})",
+            "",
+            f"| model | test {metric} | % of teacher | parameters | inference samples/s | speed-up | train s |",
+            "|---|---|---|---|---|---|---|",
+            f"| teacher | {teacher['score']:.4f} | 100% | {teacher['parameters'] / 1e6:.1f}M | "
+            f"{teacher['samples_per_second']:.0f} | 1.0x | {teacher.get('train_seconds') or float('nan'):.0f} |",
+        ]
+        for row in task_rows:
+            lines.append(
+                f"| student, {row['student']} | {row['score']:.4f} | {100 * row['score_retained']:.1f}% | "
+                f"{row['parameters'] / 1e6:.1f}M | {row['samples_per_second']:.0f} | {row['speedup']:.2f}x | "
+                f"{row['train_seconds']:.0f} |"
+            )
+        lines.append("")
+    (RESULTS / "distill.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--teachers", nargs="+", required=True, help="task=run_dir pairs")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--only", nargs="+", default=None, choices=list(STUDENTS))
+    parser.add_argument("--work-dir", default=None)
+    args = parser.parse_args()
+    teachers = dict(pair.split("=", 1) for pair in args.teachers)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="hftransfer-distill-"))
+    work.mkdir(parents=True, exist_ok=True)
+    previous = (
+        json.loads((RESULTS / "distill.json").read_text()) if (RESULTS / "distill.json").exists() else []
+    )
+    rows = [
+        r
+        for r in previous
+        if not (r["task"] in args.tasks and (args.only is None or r["student"] in args.only))
+    ]
+    for task in args.tasks:
+        spec = TASKS[task]
+        teacher_dir = Path(teachers[task])
+        teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text())
+        for student in args.only or list(STUDENTS):
+            print(f"[{time.strftime('%H:%M:%S')}] {task} / {student} ...", flush=True)
+            argv = [
+                f"--config={ROOT / 'recipes' / 'configs' / 'minilm' / spec['config']}",
+                f"distill.teacher={teacher_dir}",
+                *spec["common"],
+                *STUDENTS[student],
+            ]
+            metrics, wall = run(argv, work / f"{task}-{student}")
+            report = metrics["distill_report"]
+            rows.append(
+                {
+                    "task": task,
+                    "student": student,
+                    "overrides": argv[1:],
+                    "score": report["student"]["metrics"][spec["metric"]],
+                    "validation_score": metrics["validation"][spec["metric"]],
+                    "score_retained": report["score_retained"],
+                    "parameters": report["student"]["parameters"],
+                    "samples_per_second": report["student"]["samples_per_second"],
+                    "speedup": report["speedup"],
+                    "train_seconds": metrics["train"]["runtime_seconds"],
+                    "wall_seconds": round(wall, 1),
+                    "peak_rss_mb": metrics["peak_memory_mb"]["rss"],
+                    "transfer_examples": metrics["distill"]["transfer_examples"],
+                    "teacher": {
+                        "run_dir": str(teacher_dir),
+                        "score": report["teacher"]["metrics"][spec["metric"]],
+                        "parameters": report["teacher"]["parameters"],
+                        "samples_per_second": report["teacher"]["samples_per_second"],
+                        "train_seconds": teacher_metrics["train"]["runtime_seconds"],
+                    },
+                }
+            )
+            print(
+                f"    test {spec['metric']}={rows[-1]['score']:.4f} ({100 * report['score_retained']:.1f}% of the "
+                f"teacher) speed-up {report['speedup']:.2f}x wall={wall:.0f}s",
+                flush=True,
+            )
+            write(rows)
+
+
+if __name__ == "__main__":
+    main()
