@@ -96,14 +96,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--samplers", nargs="+", default=["proportional", "round_robin"])
+    parser.add_argument("--samplers", nargs="*", default=["proportional", "round_robin"])
+    parser.add_argument(
+        "--singles",
+        nargs="*",
+        default=list(SINGLES),
+        choices=list(SINGLES),
+        help="single-task runs to (re)measure",
+    )
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="hftransfer-multitask-"))
     work.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    steps = {}
-    for name, single in SINGLES.items():
+    # Rows not re-measured now are kept (e.g. re-timing one single-task run on a quiet machine).
+    previous = (
+        json.loads((RESULTS / "multitask.json").read_text()) if (RESULTS / "multitask.json").exists() else []
+    )
+    rows = [
+        r
+        for r in previous
+        if not (
+            (r["kind"] == "single" and r["name"] in args.singles)
+            or (r["kind"] == "multitask" and r["name"] in args.samplers)
+        )
+    ]
+    steps = {r["name"]: r["steps"] for r in rows if r["kind"] == "single"}
+    for name in args.singles:
+        single = SINGLES[name]
         print(f"[{time.strftime('%H:%M:%S')}] single-task {name} ...", flush=True)
         metrics, wall = run(single["recipe"], single["argv"], work / f"single-{name}")
         steps[name] = metrics["train"]["steps"]

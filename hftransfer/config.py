@@ -364,8 +364,18 @@ class RunConfig:
     """Run directory. Default: ``runs/<task>-<timestamp>``. Reuse it with ``train.resume_from_checkpoint``."""
     overwrite_output_dir: bool = False
     """Allow starting a new run in a directory that already holds one (its checkpoints are removed)."""
+    push_to_hub: bool = False
+    """Publish the result (with a model card) to the Hugging Face Hub when the run ends. A failed push keeps the
+    run's results; retry with ``hftransfer push <run_dir> --repo-id ...``."""
+    hub_model_id: str | None = None
+    """Hub repository ``user/name`` (or ``name`` under your account) that ``push_to_hub`` creates or updates."""
+    hub_private: bool = False
+    """Create the Hub repository as private."""
+    hub_license: str = "apache-2.0"
+    """License in the model card (the default encoders are Apache-2.0; check your data's terms too)."""
 
     def __post_init__(self) -> None:
+        check_hub_fields(self)
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"
@@ -389,6 +399,20 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_hub_fields(config: Any) -> None:
+    """``push_to_hub`` needs a valid ``hub_model_id``; checked before training, not after it."""
+    if config.push_to_hub and not config.hub_model_id:
+        raise ConfigError("push_to_hub=true needs hub_model_id=<user>/<name>")
+    if config.hub_model_id is not None:
+        parts = config.hub_model_id.split("/")
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        if len(parts) > 2 or not all(part and set(part) <= allowed for part in parts):
+            raise ConfigError(
+                f"hub_model_id={config.hub_model_id!r} is not a Hub repository id (<user>/<name>: letters, digits, "
+                "'-', '_', '.')"
+            )
 
 
 def normalise_overrides(argv: Sequence[str]) -> list[str]:

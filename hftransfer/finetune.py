@@ -174,8 +174,34 @@ def start_run(
     _check_run_dir(run_dir, config, accelerator)
     resume_from = resolve_resume(config.train.resume_from_checkpoint, run_dir)
     set_seed(config.train.seed)
+    if accelerator.is_main_process:
+        _record_command(run_dir, recipe, accelerator.num_processes)
 
     return accelerator, run_dir, trackers, resume_from
+
+
+def _record_command(run_dir: Path, recipe: str, num_processes: int) -> None:
+    """``command.json``: the recipe and arguments of this run, for model cards and reproduction."""
+    import shlex
+    import sys
+
+    from hftransfer import __version__
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    launch = "accelerate launch" + (f" --num_processes {num_processes}" if num_processes > 1 else "")
+    # The command line as typed, when this process is the recipe script (not a notebook or a test calling main()).
+    typed = Path(sys.argv[0]).stem == recipe
+    atomic_write_json(
+        run_dir / "command.json",
+        {
+            "recipe": recipe,
+            "command": f"{launch} recipes/{recipe}.py {shlex.join(sys.argv[1:])}".strip() if typed else None,
+            # config.yaml is the whole resolved config: this reproduces the run from the run directory alone.
+            "reproduce": f"{launch} recipes/{recipe}.py --config config.yaml",
+            "num_processes": num_processes,
+            "hftransfer_version": __version__,
+        },
+    )
 
 
 def setup(config: RunConfig, recipe: str) -> Run:
@@ -393,6 +419,18 @@ def evaluate_best(run: Run) -> dict[str, Any]:
     return run.final_metrics
 
 
+def publish_if_asked(
+    config: Any, run_dir: Path, accelerator: Accelerator, final_metrics: dict[str, Any]
+) -> None:
+    """``push_to_hub=true``: publish from the main process; the outcome (never the token) goes to metrics.json."""
+    if not config.push_to_hub or not accelerator.is_main_process:
+        return
+    from hftransfer.hub.publish import push_after_run
+
+    final_metrics["hub"] = push_after_run(run_dir, config)
+    atomic_write_json(run_dir / "metrics.json", final_metrics)
+
+
 def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process (and peak GPU memory when on CUDA), in MiB."""
     import resource
@@ -404,8 +442,9 @@ def peak_memory_mb() -> dict[str, float]:
 
 
 def finish(run: Run) -> None:
-    """Close trackers and print where the results are."""
+    """Close trackers, push to the Hub when asked (``push_to_hub``), and print where the results are."""
     run.accelerator.end_training()
+    publish_if_asked(run.config, run.run_dir, run.accelerator, run.final_metrics)
     metric = run.loop.metric_name
     for split in ("validation", "test"):
         if split in run.final_metrics and metric in run.final_metrics[split]:

@@ -283,3 +283,29 @@ def test_distilled_student_agrees_with_the_teacher_more_than_a_hard_label_studen
     # the student is an ordinary sequence classifier with the teacher's labels
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "soft" / "model")
     assert set(model.config.id2label.values()) == {"negative", "positive"}
+
+
+def test_hidden_states_of_another_width_are_matched_through_a_learned_projection(ner_teacher, tmp_path):
+    """Same tokenizer, hidden size 24 vs the teacher's 32: a trained linear map per matched layer."""
+    from transformers import AutoTokenizer
+
+    teacher_run, files = ner_teacher
+    student_dir = tmp_path / "narrow"
+    AutoTokenizer.from_pretrained(teacher_run / "model").save_pretrained(student_dir)
+    torch.manual_seed(0)
+    BertModel(
+        BertConfig(vocab_size=len(VOCAB), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=30, max_position_embeddings=128)
+    ).save_pretrained(student_dir)  # fmt: skip
+    run_dir = tmp_path / "run"
+    metrics = distill.main(
+        [f"distill.teacher={teacher_run}", "distill.student=pretrained", f"model.name_or_path={student_dir}",
+         "distill.hidden_weight=1", "distill.attention_weight=1", f"distill.cache_dir={tmp_path / 'cache'}",
+         f"output_dir={run_dir}", "train.epochs=3", "train.lr=5e-3", "train.log_every_steps=2", *_data(files), *COMMON]
+    )  # fmt: skip
+    assert metrics["distill"]["layer_map"] == [[1, 2]]
+    assert "projection" in metrics["strategy"]["lr_groups"]
+    hidden = [r["loss_hidden"] for r in _read_log(run_dir) if r["split"] == "train"]
+    assert hidden and hidden[-1] < hidden[0]  # the projected student states move towards the teacher's
+    exported = AutoModelForTokenClassification.from_pretrained(run_dir / "model")
+    assert exported.config.hidden_size == 24  # the projection is a training aid, not part of the student

@@ -102,12 +102,13 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         projection = HiddenProjection(
             plan.model.config.hidden_size, teacher.model.config.hidden_size, len(layer_map)
         )
-        trainable = [p for p in projection.parameters()]
+        trainable = list(projection.parameters())
         if trainable:
             plan.param_groups.append(
                 {"name": "projection", "params": trainable, "lr": config.strategy.head_lr or config.train.lr,
                  "weight_decay": config.train.weight_decay}
             )  # fmt: skip
+            plan.report["lr_groups"]["projection"] = plan.param_groups[-1]["lr"]
     plan.objective = DistillObjective(
         teacher_logits if distill.soft_weight else None,
         hard_weight=distill.hard_weight,

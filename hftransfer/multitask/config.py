@@ -14,6 +14,7 @@ from hftransfer.config import (
     StrategyConfig,
     TaskType,
     TrainConfig,
+    check_hub_fields,
     parse_config,
 )
 from hftransfer.errors import ConfigError
@@ -82,8 +83,17 @@ class MultitaskConfig:
     """Run directory. Default: ``runs/multitask-<timestamp>``."""
     overwrite_output_dir: bool = False
     """Allow starting a new run in a directory that already holds one."""
+    push_to_hub: bool = False
+    """Publish every task as its own Hub repository ``<hub_model_id>-<task>`` when the run ends."""
+    hub_model_id: str | None = None
+    """Hub repository prefix ``user/name``; task ``ner`` goes to ``user/name-ner``."""
+    hub_private: bool = False
+    """Create the Hub repositories as private."""
+    hub_license: str = "apache-2.0"
+    """License in the model cards."""
 
     def __post_init__(self) -> None:
+        check_hub_fields(self)
         if not self.tasks:
             raise ConfigError(
                 "tasks: a multitask run needs at least one task (tasks: [{name, task, data}, ...])"

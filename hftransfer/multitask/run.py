@@ -36,7 +36,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.export.save import save_pretrained_atomic
-from hftransfer.finetune import peak_memory_mb, start_run, token_loaders, tracker_config
+from hftransfer.finetune import peak_memory_mb, publish_if_asked, start_run, token_loaders, tracker_config
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.multitask.batches import MultitaskBatches
 from hftransfer.multitask.config import MultitaskConfig, TaskSpec
@@ -344,6 +344,7 @@ def evaluate_best(run: MultitaskRun) -> dict[str, Any]:
 
 def finish(run: MultitaskRun) -> None:
     run.accelerator.end_training()
+    publish_if_asked(run.config, run.run_dir, run.accelerator, run.final_metrics)
     for split in ("validation", "test"):
         if split in run.final_metrics:
             scores = {

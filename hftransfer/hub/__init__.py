@@ -1,0 +1,1 @@
+"""Publishing runs to the Hugging Face Hub: staging folders, model cards and the upload."""

@@ -1,0 +1,232 @@
+"""Model cards for what a run publishes: Hub metadata (``library_name``, ``base_model``, ``datasets``,
+``pipeline_tag``, ``license``, metrics as ``model-index``) and a body that says how the model was made.
+
+Everything comes from the run directory (``config.yaml``, ``metrics.json``, ``command.json``), so a card written
+at the end of a run and one written later by ``hftransfer push`` are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hftransfer.assets import ALL_ASSETS, ENCODERS
+
+PIPELINE_TAGS = {
+    "token-classification": "token-classification",
+    "sequence-classification": "text-classification",
+}
+HEADLINE = {
+    "token-classification": ("f1", "precision", "recall"),
+    "sequence-classification": ("accuracy", "macro_f1"),
+}
+
+
+@dataclass
+class CardFacts:
+    """What one published model is: read from the run directory, one per task for a multitask run."""
+
+    repo_id: str
+    task: str  # token-classification / sequence-classification
+    kind: str  # "model", "adapter" (LoRA alone), "merged" (LoRA merged), "student", "multitask task"
+    config: dict[str, Any]
+    metrics: dict[str, Any]  # {"validation": {...}, "test": {...}} of this model
+    data: dict[str, Any]  # the task's data config
+    data_report: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    command: dict[str, Any] = field(default_factory=dict)
+    task_name: str | None = None  # multitask: the task's name
+    license: str = "apache-2.0"
+    distill_report: dict[str, Any] | None = None  # distillation: teacher vs student
+    lora_targets: Any = None  # the modules LoRA adapted (the run's report resolves the defaults)
+
+
+def base_model_id(name_or_path: str | None) -> str | None:
+    """A Hub id for the card's ``base_model``: aliases map to their Hub twin; local paths are not Hub ids."""
+    if not name_or_path:
+        return None
+    if name_or_path in ENCODERS:
+        return ENCODERS[name_or_path].hub_id
+    if Path(name_or_path).exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        return None
+    return name_or_path
+
+
+def dataset_name(data: dict[str, Any]) -> str:
+    """The data's name as the card shows it: a builtin or Hub dataset name, else the training file's name."""
+    if data.get("train_file"):
+        return Path(data["train_file"]).name
+    return str(data.get("dataset"))
+
+
+def _strategy_line(facts: CardFacts) -> str:
+    strategy = facts.config.get("strategy", {})
+    name = strategy.get("name", "full")
+    fraction = facts.parameters.get("trainable_fraction")
+    trainable = (
+        f"{facts.parameters['trainable']:,} of {facts.parameters['total']:,} parameters trained ({100 * fraction:.3g}%)"
+        if fraction
+        else ""
+    )
+    details = {
+        "full": "full fine-tuning",
+        "frozen": f"frozen encoder + {strategy.get('head')} head (layer {strategy.get('feature_layer')})",
+        "freeze": f"layer transfer: embeddings and the bottom {strategy.get('freeze_layers')} layers frozen",
+        "gradual": "gradual unfreezing (ULMFiT)",
+        "lora": f"LoRA r={strategy.get('r')}, alpha={strategy.get('alpha')}, targets {facts.lora_targets}",
+    }[name]
+    extras = []
+    if strategy.get("layer_lr_decay", 1.0) != 1.0:
+        extras.append(f"layer-wise LR decay {strategy['layer_lr_decay']}")
+    if strategy.get("l2sp_weight"):
+        extras.append(f"L2-SP {strategy['l2sp_weight']}")
+    if strategy.get("drift_weight"):
+        extras.append(f"output-drift penalty {strategy['drift_weight']}")
+    return "; ".join(part for part in (details, *extras, trainable) if part)
+
+
+def _metrics_table(facts: CardFacts) -> str:
+    names = [
+        n for n in HEADLINE[facts.task] if any(n in facts.metrics.get(s, {}) for s in ("validation", "test"))
+    ]
+    rows = ["| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for split in ("validation", "test"):
+        if split in facts.metrics:
+            values = [facts.metrics[split].get(n) for n in names]
+            rows.append(f"| {split} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + " |")
+    return "\n".join(rows)
+
+
+def _splits_line(facts: CardFacts) -> str:
+    splits = facts.data_report.get("splits", {})
+    sizes = ", ".join(f"{split} {entry.get('examples')}" for split, entry in splits.items())
+    carving = ""
+    if not facts.data.get("validation_file") or not facts.data.get("test_file"):
+        carving = (
+            f" (splits carved from the source with seed {facts.data.get('split_seed')}: validation "
+            f"{facts.data.get('validation_size')}, test {facts.data.get('test_size')})"
+        )
+    builtin = ALL_ASSETS.get(str(facts.data.get("dataset")))
+    source = f"; {builtin.description}" if builtin is not None and not facts.data.get("train_file") else ""
+    return f"{dataset_name(facts.data)}{source}: {sizes}{carving}"
+
+
+def _distill_section(facts: CardFacts) -> str:
+    report = facts.distill_report
+    if not report:
+        return ""
+    metric = HEADLINE[facts.task][0]
+    rows = [
+        f"| {who} | {report[who]['metrics'][metric]:.4f} | {report[who]['parameters'] / 1e6:.1f}M | "
+        f"{report[who].get('samples_per_second', float('nan')):.0f} |"
+        for who in ("teacher", "student")
+    ]
+    return (
+        f"## Teacher vs student ({report['split']} split, batch {report['batch_size']}, {report['device']})\n\n"
+        f"| model | {metric} | parameters | inference samples/s |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n"
+    )
+
+
+def build_card(facts: CardFacts) -> ModelCard:
+    """The model card (``README.md``) of one published model."""
+    base = base_model_id(facts.config.get("model", {}).get("name_or_path"))
+    pipeline_tag = PIPELINE_TAGS[facts.task]
+    metric = HEADLINE[facts.task][0]
+    data_name = dataset_name(facts.data)
+    eval_results = [
+        EvalResult(
+            task_type=pipeline_tag,
+            dataset_type=data_name,
+            dataset_name=data_name,
+            dataset_split=split,
+            metric_type=name,
+            metric_value=round(float(facts.metrics[split][name]), 4),
+        )
+        for split in ("test", "validation")
+        if split in facts.metrics
+        for name in HEADLINE[facts.task]
+        if name in facts.metrics[split]
+    ]
+    tags = ["hftransfer", facts.config.get("strategy", {}).get("name", "full")]
+    if facts.kind == "student":
+        tags.append("distillation")
+    if facts.task_name is not None:
+        tags.append("multitask")
+    card_data = ModelCardData(
+        library_name="peft" if facts.kind == "adapter" else "transformers",
+        base_model=base,
+        datasets=[data_name],
+        pipeline_tag=pipeline_tag,
+        license=facts.license,
+        tags=tags,
+        model_name=facts.repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+    )
+    config_yaml = yaml.safe_dump(facts.config, sort_keys=False)
+    reproduce = facts.command.get("command") or facts.command.get("reproduce") or ""
+    what = {
+        "model": "a fine-tuned model",
+        "merged": "a fine-tuned model (LoRA adapter merged into the encoder)",
+        "adapter": "a LoRA adapter (with the trained head) for the base model below",
+        "student": "a distilled student model",
+        "multitask task": f"the `{facts.task_name}` task of a multitask model (one shared encoder, one head per task)",
+    }[facts.kind]
+    distill = facts.config.get("distill")
+    teacher = (
+        f"\n- **Teacher**: `{Path(str(distill['teacher'])).name}` ({distill.get('student')} student)"
+        if distill
+        else ""
+    )
+    usage = (
+        'from peft import AutoPeftModelFor{auto}\nmodel = AutoPeftModelFor{auto}.from_pretrained("{repo}")'
+        if facts.kind == "adapter"
+        else 'from transformers import pipeline\npredict = pipeline("{tag}", model="{repo}"{agg})\n'
+    ).format(
+        auto="TokenClassification" if facts.task == "token-classification" else "SequenceClassification",
+        repo=facts.repo_id,
+        tag=pipeline_tag,
+        agg=', aggregation_strategy="simple"' if facts.task == "token-classification" else "",
+    )
+    body = f"""
+# {facts.repo_id.split("/")[-1]}
+
+This is {what}, trained with hftransfer for {facts.task.replace("-", " ")}.
+
+- **Base model**: `{base or facts.config.get("model", {}).get("name_or_path")}`{teacher}
+- **Strategy**: {_strategy_line(facts)}
+- **Data**: {_splits_line(facts)}
+- **Best-model metric**: {metric} on validation
+
+## Results
+
+{_metrics_table(facts)}
+
+{_distill_section(facts)}## Usage
+
+```python
+{usage.strip()}
+```
+
+## Training configuration
+
+```yaml
+{config_yaml.strip()}
+```
+
+## Reproduce
+
+```bash
+{reproduce}
+```
+
+(`hftransfer_config.yaml` in this repository is the resolved configuration; `accelerate launch
+recipes/{facts.command.get("recipe", "<recipe>")}.py --config hftransfer_config.yaml` repeats the run.)
+"""
+    # Assembled here rather than through a jinja template: the body quotes YAML and code that jinja would parse.
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
