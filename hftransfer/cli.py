@@ -188,7 +188,7 @@ def add_push(commands: Any) -> None:
         "--what", choices=PUSH_WHAT, default="auto", help="which export to push (default: auto)"
     )
     parser.add_argument("--dry-run", action="store_true", help="stage the files but upload nothing")
-    parser.add_argument("--out", metavar="DIR", help="staging directory (default: a temporary one)")
+    parser.add_argument("--out", metavar="DIR", help="staging directory (default: RUN_DIR/hub)")
     parser.set_defaults(handler=run_push, parser=parser)
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, pipeline
 
-from hftransfer.config import load_config_file
+from hftransfer.config import load_config_file, parse_config
 from hftransfer.errors import ConfigError
 from hftransfer.multitask.config import parse_multitask_config
 from tests.conftest import make_classification_examples, write_jsonl
@@ -52,6 +52,11 @@ def test_every_preset_validates_and_names_its_launch_command(preset):
     if "recipes/multitask.py" in first_line:
         config = parse_multitask_config(["--config", str(preset)])
         assert len(config.tasks) >= 2
+    elif "recipes/distill.py" in first_line:
+        from hftransfer.distill.config import DistillRunConfig
+
+        config = parse_config(["--config", str(preset)], schema=DistillRunConfig)
+        assert config.distill.teacher and config.distill.student == "teacher_layers"
     else:
         config = load_config_file(preset)
         assert config.task in {"token-classification", "sequence-classification"}

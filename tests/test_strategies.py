@@ -216,13 +216,13 @@ def test_output_drift_is_zero_for_the_original_and_grows(tiny_model_dir, distanc
     for scale in (0.05, 0.5):  # a random direction: a uniform shift would be undone by the LayerNorm
         with torch.no_grad():
             model.bert.encoder.layer[1].output.dense.weight.add_(scale * noise)
-        values.append(objective(model, batch)[1]["drift"].item())
+        values.append(objective(model, batch)[1]["penalty_drift"].item())
     assert 0 < values[0] < values[1]
     # padding does not count: padded positions with garbage make no difference
     padded = {k: torch.cat([v, v[:, :3]], dim=1) for k, v in batch.items()}
     padded["attention_mask"][:, 9:] = 0
     padded["labels"][:, 9:] = -100
-    assert objective(model, padded)[1]["drift"].item() == pytest.approx(values[1], rel=1e-4)
+    assert objective(model, padded)[1]["penalty_drift"].item() == pytest.approx(values[1], rel=1e-4)
 
 
 def test_invalid_strategy_combinations_fail_at_config_time():
