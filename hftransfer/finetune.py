@@ -15,24 +15,14 @@ tokenizer, an ordinary Hugging Face model directory).
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import (
-    DistributedDataParallelKwargs,
-    ProjectConfiguration,
-    broadcast_object_list,
-    parse_flag_from_env,
-    set_seed,
-)
+from accelerate import Accelerator
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
@@ -46,11 +36,11 @@ from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
 from hftransfer.strategies.frozen_plan import plan_frozen
-from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
 from hftransfer.training.loop import FitResult, TrainingLoop
-from hftransfer.utils import atomic_write_json, flatten_dict
+from hftransfer.utils import atomic_write_json
 
 logger = logging.getLogger("hftransfer")
 
@@ -77,131 +67,6 @@ class Run:
     @property
     def model_dir(self) -> Path:
         return self.run_dir / "model"
-
-
-def setup_logging(accelerator: Accelerator) -> None:
-    """INFO on the main process, warnings only elsewhere (so N processes do not print N copies)."""
-    level = logging.INFO if accelerator.is_main_process else logging.WARNING
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level
-    )
-    logging.getLogger("hftransfer").setLevel(level)
-    if not accelerator.is_main_process:
-        import datasets
-        import transformers
-
-        datasets.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-
-
-def resolve_mixed_precision(choice: str) -> str | None:
-    """``auto``: defer to ``accelerate launch --mixed_precision`` if given, else bf16/fp16 on GPU, fp32 on CPU."""
-    if choice != "auto":
-        if choice == "fp16" and not torch.cuda.is_available():
-            raise ConfigError(
-                "train.mixed_precision=fp16 needs a GPU; on CPU use 'no' (or 'bf16', which is slow)"
-            )
-        return choice
-    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
-        return None
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def _choose_run_dir(config: RunConfig, recipe: str) -> Path:
-    if config.output_dir:
-        return Path(config.output_dir)
-    if config.train.resume_from_checkpoint == "latest":
-        raise ConfigError(
-            "train.resume_from_checkpoint=latest needs output_dir=<the run directory to continue>"
-        )
-    # Every process must agree on the timestamp, so the main process picks it.
-    stamp = [datetime.now().strftime("%Y%m%d-%H%M%S")]
-    broadcast_object_list(stamp)
-    return Path("runs") / f"{recipe}-{stamp[0]}"
-
-
-def _check_run_dir(run_dir: Path, config: RunConfig, accelerator: Accelerator) -> None:
-    holds_run = (run_dir / "config.yaml").exists() or bool(list_checkpoints(run_dir))
-    if not holds_run or config.train.resume_from_checkpoint:
-        return
-    if not config.overwrite_output_dir:
-        raise ConfigError(
-            f"output_dir={str(run_dir)!r} already holds a run; continue it with train.resume_from_checkpoint=latest, "
-            "start over with overwrite_output_dir=true, or choose another output_dir"
-        )
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        for name in ("checkpoints", "model", "adapter", "metrics.jsonl", "metrics.json"):
-            path = run_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-
-
-def _trackers(config: RunConfig) -> list[str]:
-    if config.train.trackers is not None:
-        return list(config.train.trackers)
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return []
-    return ["tensorboard"]
-
-
-def start_run(
-    config: Any, recipe: str, *, find_unused_parameters: bool = False
-) -> tuple[Accelerator, Path, list[str], Path | None]:
-    """The accelerator, the run directory (agreed by all processes, checked), the trackers and the checkpoint to
-    resume from; the global seed is set. ``config`` needs ``train``, ``output_dir`` and ``overwrite_output_dir``.
-    """
-    trackers = _trackers(config)
-    # The run directory must be known before the Accelerator exists (trackers log into it), and choosing it needs
-    # the processes to agree: PartialState sets up the process group that the Accelerator then reuses.
-    PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as AcceleratorState would read it
-    run_dir = _choose_run_dir(config, recipe)
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
-        step_scheduler_with_optimizer=False,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
-    )
-    setup_logging(accelerator)
-    _check_run_dir(run_dir, config, accelerator)
-    resume_from = resolve_resume(config.train.resume_from_checkpoint, run_dir)
-    set_seed(config.train.seed)
-    if accelerator.is_main_process:
-        _record_command(run_dir, recipe, accelerator.num_processes)
-
-    return accelerator, run_dir, trackers, resume_from
-
-
-def _record_command(run_dir: Path, recipe: str, num_processes: int) -> None:
-    """``command.json``: the recipe and arguments of this run, for model cards and reproduction."""
-    import shlex
-    import sys
-
-    from hftransfer import __version__
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    launch = "accelerate launch" + (f" --num_processes {num_processes}" if num_processes > 1 else "")
-    # The command line as typed, when this process is the recipe script (not a notebook or a test calling main()).
-    typed = Path(sys.argv[0]).stem == recipe
-    atomic_write_json(
-        run_dir / "command.json",
-        {
-            "recipe": recipe,
-            "command": f"{launch} recipes/{recipe}.py {shlex.join(sys.argv[1:])}".strip() if typed else None,
-            # config.yaml is the whole resolved config: this reproduces the run from the run directory alone.
-            "reproduce": f"{launch} recipes/{recipe}.py --config config.yaml",
-            "num_processes": num_processes,
-            "hftransfer_version": __version__,
-        },
-    )
 
 
 def setup(config: RunConfig, recipe: str) -> Run:
@@ -359,15 +224,6 @@ def token_loaders(
     return train_loader, eval_loaders
 
 
-def tracker_config(config: RunConfig) -> dict[str, Any]:
-    """Flat scalars only: tensorboard's hparams reject None and lists."""
-    flat = flatten_dict(config.to_dict())
-    return {
-        key: value if isinstance(value, (int, float, str, bool)) else str(value)
-        for key, value in flat.items()
-    }
-
-
 def _log_summary(run: Run) -> None:
     run.report["parameters"] = run.plan.report["parameters"]
     total, trainable = run.report["parameters"]["total"], run.report["parameters"]["trainable"]
@@ -417,28 +273,6 @@ def evaluate_best(run: Run) -> dict[str, Any]:
     if accelerator.is_main_process:
         atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
     return run.final_metrics
-
-
-def publish_if_asked(
-    config: Any, run_dir: Path, accelerator: Accelerator, final_metrics: dict[str, Any]
-) -> None:
-    """``push_to_hub=true``: publish from the main process; the outcome (never the token) goes to metrics.json."""
-    if not config.push_to_hub or not accelerator.is_main_process:
-        return
-    from hftransfer.hub.publish import push_after_run
-
-    final_metrics["hub"] = push_after_run(run_dir, config)
-    atomic_write_json(run_dir / "metrics.json", final_metrics)
-
-
-def peak_memory_mb() -> dict[str, float]:
-    """Peak resident memory of this process (and peak GPU memory when on CUDA), in MiB."""
-    import resource
-
-    peak = {"rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
-    if torch.cuda.is_available():
-        peak["gpu"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return peak
 
 
 def finish(run: Run) -> None:

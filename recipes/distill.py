@@ -20,7 +20,8 @@ from pathlib import Path
 
 from hftransfer.config import parse_config
 from hftransfer.distill.config import DistillRunConfig
-from hftransfer.distill.run import compare_with_teacher, setup_distill
+from hftransfer.distill.report import compare_with_teacher
+from hftransfer.distill.run import setup_distill
 from hftransfer.finetune import evaluate_best, finish, train
 from hftransfer.utils import run_main
 

@@ -142,7 +142,7 @@ def test_classifier_recipe_single_and_pair(tiny_model_dir, tmp_path, pair):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU defaults")
 def test_mixed_precision_choice_on_cpu():
-    from hftransfer.finetune import resolve_mixed_precision
+    from hftransfer.runs import resolve_mixed_precision
 
     assert resolve_mixed_precision("auto") == "no"  # bf16 autocast is ~20x slower on AVX2 CPUs
     assert resolve_mixed_precision("bf16") == "bf16"

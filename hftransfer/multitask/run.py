@@ -36,7 +36,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.export.save import save_pretrained_atomic
-from hftransfer.finetune import peak_memory_mb, publish_if_asked, start_run, token_loaders, tracker_config
+from hftransfer.finetune import token_loaders
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.multitask.batches import MultitaskBatches
 from hftransfer.multitask.config import MultitaskConfig, TaskSpec
@@ -51,6 +51,7 @@ from hftransfer.multitask.lora import (
 from hftransfer.multitask.model import MultitaskModel, TaskView
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
 from hftransfer.objectives.task import TaskObjective
+from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import conservative_penalties, freeze_layers
 from hftransfer.strategies.layers import count_parameters
 from hftransfer.strategies.transfer import (
