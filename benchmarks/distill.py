@@ -90,14 +90,75 @@ def write(rows: list[dict]) -> None:
     (RESULTS / "distill.md").write_text("\n".join(lines))
 
 
+def remeasure(
+    rows: list[dict], work: Path, tasks: list[str], rounds: int = 5, min_seconds: float = 1.0
+) -> None:
+    """Time the teacher and every exported student of each task again, taking turns in this one process, and
+    replace the rows' samples/s and speed-ups (the runs' own reports time teacher and student once each)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from hftransfer.config import parse_config
+    from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
+    from hftransfer.data.features import tokenize
+    from hftransfer.data.sources import load_task_data
+    from hftransfer.distill.config import DistillRunConfig
+    from hftransfer.distill.report import inference_throughput
+    from hftransfer.distill.teacher import resolve_teacher
+    from hftransfer.predict import load_for_prediction
+
+    for task in tasks:
+        task_rows = [r for r in rows if r["task"] == task]
+        if not task_rows:
+            continue
+        config = parse_config(
+            ["--config", str(work / f"{task}-{task_rows[0]['student']}" / "config.yaml")],
+            schema=DistillRunConfig,
+        )
+        data = load_task_data(config.data, config.task)
+        label2id = {label: i for i, label in enumerate(data.label_names)}
+        directories = {"teacher": resolve_teacher(task_rows[0]["teacher"]["run_dir"])}
+        directories |= {row["student"]: str(work / f"{task}-{row['student']}" / "model") for row in task_rows}
+        models = {}
+        for name, directory in directories.items():
+            model, _ = load_for_prediction(directory)
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            features, _ = tokenize(
+                data.splits["test"], tokenizer, config.task, label2id, max_length=config.data.max_length
+            )
+            loader = build_eval_dataloader(
+                features, FeatureCollator(tokenizer), batch_size=config.train.eval_batch_size
+            )
+            models[name] = (model, loader)
+        speeds = inference_throughput(models, torch.device("cpu"), rounds=rounds, min_seconds=min_seconds)
+        print(f"{task}: " + ", ".join(f"{name} {speed:.0f}/s" for name, speed in speeds.items()), flush=True)
+        for row in task_rows:
+            row["samples_per_second"] = round(speeds[row["student"]], 2)
+            row["teacher"]["samples_per_second"] = round(speeds["teacher"], 2)
+            row["speedup"] = round(speeds[row["student"]] / speeds["teacher"], 3)
+            row["timing"] = (
+                f"remeasured: teacher and students in turns, best of {rounds} rounds of >= {min_seconds} s"
+            )
+    write(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--teachers", nargs="+", required=True, help="task=run_dir pairs")
+    parser.add_argument("--teachers", nargs="+", default=[], help="task=run_dir pairs")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--only", nargs="+", default=None, choices=list(STUDENTS))
     parser.add_argument("--work-dir", default=None)
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="only re-time inference of the runs in --work-dir (no training)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--remeasure: rounds of turns")
+    parser.add_argument(
+        "--min-seconds", type=float, default=1.0, help="--remeasure: minimum length of a timed pass"
+    )
     args = parser.parse_args()
     teachers = dict(pair.split("=", 1) for pair in args.teachers)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="hftransfer-distill-"))
@@ -105,6 +166,9 @@ def main() -> None:
     previous = (
         json.loads((RESULTS / "distill.json").read_text()) if (RESULTS / "distill.json").exists() else []
     )
+    if args.remeasure:
+        remeasure(previous, work, args.tasks, args.rounds, args.min_seconds)
+        return
     rows = [
         r
         for r in previous

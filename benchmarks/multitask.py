@@ -104,6 +104,10 @@ def main() -> None:
         choices=list(SINGLES),
         help="single-task runs to (re)measure",
     )
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="overrides for the multitask runs, e.g. train.lr=1e-4"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the multitask rows' names (runs with --extra)")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="hftransfer-multitask-"))
@@ -117,7 +121,7 @@ def main() -> None:
         for r in previous
         if not (
             (r["kind"] == "single" and r["name"] in args.singles)
-            or (r["kind"] == "multitask" and r["name"] in args.samplers)
+            or (r["kind"] == "multitask" and r["name"] in [f"{s}{args.tag}" for s in args.samplers])
         )
     ]
     steps = {r["name"]: r["steps"] for r in rows if r["kind"] == "single"}
@@ -147,13 +151,14 @@ def main() -> None:
     budget = sum(steps.values())
     for sampler in args.samplers:
         print(f"[{time.strftime('%H:%M:%S')}] multitask, {sampler} sampler, {budget} steps ...", flush=True)
-        argv = [f"sampler.name={sampler}", f"train.max_steps={budget}", "train.epochs=100"]
-        metrics, wall = run("multitask.py", argv, work / f"multitask-{sampler}")
+        argv = [f"sampler.name={sampler}", f"train.max_steps={budget}", "train.epochs=100", *args.extra]
+        label = f"{sampler}{args.tag}"
+        metrics, wall = run("multitask.py", argv, work / f"multitask-{label}")
         tasks = metrics["test"]["tasks"]
         rows.append(
             {
                 "kind": "multitask",
-                "name": sampler,
+                "name": label,
                 "argv": argv,
                 "steps": metrics["train"]["steps"],
                 "steps_per_task": metrics["train"]["steps_per_task"],
