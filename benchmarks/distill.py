@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from runner import RESULTS, ROOT, run_recipe
 
 TASKS = {
     "ner": {"config": "distill_ner.yaml", "metric": "f1", "common": []},
@@ -38,25 +34,6 @@ STUDENTS = {
     "logits": [],
     "logits_hidden": ["distill.hidden_weight=1"],
 }
-
-
-def run(argv: list[str], run_dir: Path) -> tuple[dict, float]:
-    command = [
-        sys.executable,
-        str(ROOT / "recipes" / "distill.py"),
-        f"output_dir={run_dir}",
-        "overwrite_output_dir=true",
-    ]
-    command += [*argv, "train.trackers=[]"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = run_dir.with_suffix(".log")
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
-    return json.loads((run_dir / "metrics.json").read_text()), wall
 
 
 def write(rows: list[dict]) -> None:
@@ -186,7 +163,7 @@ def main() -> None:
                 *spec["common"],
                 *STUDENTS[student],
             ]
-            metrics, wall = run(argv, work / f"{task}-{student}")
+            metrics, wall = run_recipe("distill.py", argv, work / f"{task}-{student}")
             report = metrics["distill_report"]
             rows.append(
                 {

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from runner import RESULTS, run_recipe
 
 # Both single-task runs use the multitask preset's data (RT: 2,000 training reviews) and batch size 16.
 SINGLES = {
@@ -37,25 +33,6 @@ SINGLES = {
         "argv": ["data.max_train_samples=2000", "train.batch_size=16", "train.epochs=3", "train.lr=1e-4"],
     },
 }
-
-
-def run(recipe: str, argv: list[str], run_dir: Path) -> tuple[dict, float]:
-    command = [
-        sys.executable,
-        str(ROOT / "recipes" / recipe),
-        f"output_dir={run_dir}",
-        "overwrite_output_dir=true",
-    ]
-    command += [*argv, "train.trackers=[]"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = run_dir.with_suffix(".log")
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
-    return json.loads((run_dir / "metrics.json").read_text()), wall
 
 
 def write(rows: list[dict]) -> None:
@@ -128,7 +105,7 @@ def main() -> None:
     for name in args.singles:
         single = SINGLES[name]
         print(f"[{time.strftime('%H:%M:%S')}] single-task {name} ...", flush=True)
-        metrics, wall = run(single["recipe"], single["argv"], work / f"single-{name}")
+        metrics, wall = run_recipe(single["recipe"], single["argv"], work / f"single-{name}")
         steps[name] = metrics["train"]["steps"]
         rows.append(
             {
@@ -153,7 +130,7 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] multitask, {sampler} sampler, {budget} steps ...", flush=True)
         argv = [f"sampler.name={sampler}", f"train.max_steps={budget}", "train.epochs=100", *args.extra]
         label = f"{sampler}{args.tag}"
-        metrics, wall = run("multitask.py", argv, work / f"multitask-{label}")
+        metrics, wall = run_recipe("multitask.py", argv, work / f"multitask-{label}")
         tasks = metrics["test"]["tasks"]
         rows.append(
             {

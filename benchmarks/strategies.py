@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from runner import RESULTS, run_recipe
 
 # Shared settings per task. Rotten Tomatoes keeps 2,000 training texts (few labels is the point of transfer
 # learning, and it keeps 8 full-encoder runs within the hour on 2 cores); validation and test are the full splits.
@@ -41,6 +37,8 @@ FROZEN = [
     "train.batch_size=32",
     "train.warmup_ratio=0",
 ]
+
+LORA_ALL_LINEAR = ["strategy.name=lora", "strategy.r=8", "strategy.target_modules=[all-linear]"]
 
 STRATEGIES = {
     "full": {"ner": [], "classifier": []},
@@ -68,64 +66,23 @@ STRATEGIES = {
         "classifier": ["strategy.name=lora", "strategy.r=8", "train.lr=1e-3"],
     },
     "lora_all_linear": {
-        "ner": [
-            "strategy.name=lora",
-            "strategy.r=8",
-            "strategy.target_modules=[all-linear]",
-            "train.lr=1e-3",
-        ],
-        "classifier": [
-            "strategy.name=lora",
-            "strategy.r=8",
-            "strategy.target_modules=[all-linear]",
-            "train.lr=1e-3",
-        ],
-    },  # fmt: skip
+        "ner": [*LORA_ALL_LINEAR, "train.lr=1e-3"],
+        "classifier": [*LORA_ALL_LINEAR, "train.lr=1e-3"],
+    },
     # LoRA learning-rate tuning (picked by validation score, both reported).
     "lora_all_linear_lr2e-3": {
-        "ner": [
-            "strategy.name=lora",
-            "strategy.r=8",
-            "strategy.target_modules=[all-linear]",
-            "train.lr=2e-3",
-        ],
-        "classifier": [
-            "strategy.name=lora",
-            "strategy.r=8",
-            "strategy.target_modules=[all-linear]",
-            "train.lr=2e-3",
-        ],
-    },  # fmt: skip
+        "ner": [*LORA_ALL_LINEAR, "train.lr=2e-3"],
+        "classifier": [*LORA_ALL_LINEAR, "train.lr=2e-3"],
+    },
     "lora_qv_lr3e-3": {"classifier": ["strategy.name=lora", "strategy.r=8", "train.lr=3e-3"]},
-    "lora_all_linear_8ep": {
-        "ner": [
-            "strategy.name=lora",
-            "strategy.r=8",
-            "strategy.target_modules=[all-linear]",
-            "train.lr=1e-3",
-            "train.epochs=8",
-        ]
-    },  # fmt: skip
+    "lora_all_linear_8ep": {"ner": [*LORA_ALL_LINEAR, "train.lr=1e-3", "train.epochs=8"]},
     # The pooler adapted like the other encoder linears instead of trained in full: 1.5% rather than 2.1%.
     "lora_all_linear_pooler_lora": {
-        "classifier": [
-            "strategy.name=lora",
-            "strategy.r=8",
-            "strategy.target_modules=[all-linear]",
-            "strategy.lora_pooler=adapt",
-            "train.lr=1e-3",
-        ]
-    },  # fmt: skip
+        "classifier": [*LORA_ALL_LINEAR, "strategy.lora_pooler=adapt", "train.lr=1e-3"]
+    },
     "lora_all_linear_pooler_lora_6ep": {
-        "classifier": [
-            "strategy.name=lora",
-            "strategy.r=8",
-            "strategy.target_modules=[all-linear]",
-            "strategy.lora_pooler=adapt",
-            "train.lr=1e-3",
-            "train.epochs=6",
-        ]
-    },  # fmt: skip
+        "classifier": [*LORA_ALL_LINEAR, "strategy.lora_pooler=adapt", "train.lr=1e-3", "train.epochs=6"]
+    },
     # Every encoder linear but the attention keys (the pooler trained in full): under 2% on Rotten Tomatoes.
     "lora_no_key": {
         "classifier": [
@@ -134,39 +91,20 @@ STRATEGIES = {
             "strategy.target_modules=[query,value,dense]",
             "train.lr=1e-3",
         ]
-    },  # fmt: skip
+    },
     "l2sp": {"ner": ["strategy.l2sp_weight=0.01"], "classifier": ["strategy.l2sp_weight=0.01"]},
     # The penalty sums over all 22.7M encoder weights, so useful weights are small.
     "l2sp_1e-4": {"ner": ["strategy.l2sp_weight=1e-4"], "classifier": ["strategy.l2sp_weight=1e-4"]},
 }
 
 
-def run_recipe(task: str, argv: list[str], run_dir: Path, log: Path) -> tuple[dict, float]:
-    command = [
-        sys.executable,
-        str(ROOT / "recipes" / TASKS[task]["recipe"]),
-        f"output_dir={run_dir}",
-        "overwrite_output_dir=true",
-        *argv,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
-    return json.loads((run_dir / "metrics.json").read_text()), wall
-
-
 def measure(task: str, name: str, work: Path, cache: Path) -> dict:
-    argv = [*TASKS[task]["common"], *STRATEGIES[name][task], "train.trackers=[]"]
+    argv = [*TASKS[task]["common"], *STRATEGIES[name][task]]
+    recipe = TASKS[task]["recipe"]
     if name.startswith("frozen"):
         argv.append(f"strategy.cache_dir={cache}")
-        first, first_wall = run_recipe(
-            task, argv, work / f"{task}-{name}-miss", work / f"{task}-{name}-miss.log"
-        )
-    metrics, wall = run_recipe(task, argv, work / f"{task}-{name}", work / f"{task}-{name}.log")
+        first, first_wall = run_recipe(recipe, argv, work / f"{task}-{name}-miss")
+    metrics, wall = run_recipe(recipe, argv, work / f"{task}-{name}")
     metric = TASKS[task]["metric"]
     row = {
         "task": task,

@@ -28,6 +28,7 @@ from typing import Any
 import hftransfer
 from hftransfer import cli_assets, cli_predict
 from hftransfer.errors import ConfigError, HFTransferError
+from hftransfer.hub import WHAT
 
 RECIPES = {
     "ner": "finetune_ner.py",
@@ -36,7 +37,6 @@ RECIPES = {
     "distill": "distill.py",
 }
 TASK_RECIPES = {"token-classification": "ner", "sequence-classification": "classifier"}
-PUSH_WHAT = ("auto", "model", "adapter", "merged")
 
 
 def say(line: str) -> None:
@@ -184,9 +184,7 @@ def add_push(commands: Any) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by a recipe")
     parser.add_argument("--repo-id", required=True, metavar="USER/NAME", help="the Hub repository to push to")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument(
-        "--what", choices=PUSH_WHAT, default="auto", help="which export to push (default: auto)"
-    )
+    parser.add_argument("--what", choices=WHAT, default="auto", help="which export to push (default: auto)")
     parser.add_argument("--dry-run", action="store_true", help="stage the files but upload nothing")
     parser.add_argument("--out", metavar="DIR", help="staging directory (default: RUN_DIR/hub)")
     parser.set_defaults(handler=run_push, parser=parser)

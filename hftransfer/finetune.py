@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from hftransfer.assets import resolve_model_name
 from hftransfer.config import RunConfig, save_config
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader, build_train_dataloader
-from hftransfer.data.features import tokenize
+from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
@@ -135,9 +135,7 @@ def tokenize_splits(
             tokenizer,
             config.task,
             label2id,
-            max_length=config.data.max_length,
-            label_all_subwords=config.data.label_all_subwords,
-            window_context=config.data.window_context,
+            **tokenize_options(config.data),
         )
         report["features"][split] = {"examples": len(examples), "features": len(features[split]), **counts}
     return features, report

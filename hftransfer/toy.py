@@ -78,27 +78,37 @@ def make_ner_examples(n: int, seed: int = 0) -> list[dict]:
     return examples
 
 
-def make_classification_examples(n: int, seed: int = 0) -> list[dict]:
-    """Texts like ``this film was very good`` whose label (``positive`` / ``negative``) is decided by the last word.
+def make_classification_examples(n: int, seed: int = 0, pair: bool = False) -> list[dict]:
+    """Texts like ``this film was very good`` whose label (``positive`` / ``negative``) is decided by the last word;
+    with ``pair``, ``premise``/``hypothesis`` rows labelled ``same``/``different`` by whether both halves agree.
 
     Args:
         n: number of texts.
         seed: seed of the generator.
 
     Returns:
-        ``[{"text": ..., "label": ...}, ...]``
+        ``[{"text": ..., "label": ...}, ...]`` (or ``premise``/``hypothesis``/``label`` rows)
     """
     rng = random.Random(seed)
     examples = []
     for _ in range(n):
         label = rng.choice(["negative", "positive"])
         word = rng.choice(POSITIVE if label == "positive" else NEGATIVE)
-        words = [rng.choice(["this", "a"]), rng.choice(["movie", "film", "plot"]), "was", "very", word]
-        examples.append({"text": " ".join(words), "label": label})
+        text = " ".join(
+            [rng.choice(["this", "a"]), rng.choice(["movie", "film", "plot"]), "was", "very", word]
+        )
+        if pair:
+            other = rng.choice(["positive", "negative"])
+            second = "really " + rng.choice(POSITIVE if other == "positive" else NEGATIVE)
+            examples.append(
+                {"premise": text, "hypothesis": second, "label": "same" if other == label else "different"}
+            )
+        else:
+            examples.append({"text": text, "label": label})
     return examples
 
 
-def _write_conll(path: Path, examples: list[dict]) -> Path:
+def write_conll(path: Path, examples: list[dict]) -> Path:
     lines = []
     for example in examples:
         lines += [f"{token}\t{tag}" for token, tag in zip(example["tokens"], example["tags"])]
@@ -107,30 +117,38 @@ def _write_conll(path: Path, examples: list[dict]) -> Path:
     return path
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
 
-def _write_model(directory: Path, seed: int) -> None:
+def write_tiny_bert(
+    directory: str | Path, seed: int = 0, vocab: list[str] | None = None, **config: int
+) -> Path:
+    """A randomly initialised tiny BERT encoder (2 layers, width 32 unless ``config`` says otherwise) and its
+    WordPiece tokenizer over ``vocab`` (default :data:`VOCAB`), saved like a Hub checkpoint; the caller's RNG state
+    is left alone."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(VOCAB)}, model_max_length=128)
+    vocab = vocab or VOCAB
+    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}, model_max_length=128)
     tokenizer.save_pretrained(directory)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,  # deliberately not a multiple of the hidden size: catches shape mix-ups
-        max_position_embeddings=128,
-    )
+    options = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 37,  # deliberately not a multiple of the hidden size: catches shape mix-ups
+        "max_position_embeddings": 128,
+        **config,
+    }
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG state
         torch.manual_seed(seed)
-        model = BertModel(config)
+        model = BertModel(BertConfig(vocab_size=len(vocab), **options))
     model.save_pretrained(directory)
+    return directory
 
 
 def make_toy_assets(
@@ -155,15 +173,15 @@ def make_toy_assets(
         The paths written.
     """
     root = Path(directory)
-    _write_model(root / "model", seed)
+    write_tiny_bert(root / "model", seed)
     (root / "ner").mkdir(parents=True, exist_ok=True)
     (root / "sentiment").mkdir(parents=True, exist_ok=True)
     ner_files = {
-        split: _write_conll(root / "ner" / f"{split}.conll", make_ner_examples(size, seed=SPLIT_SEEDS[split]))
+        split: write_conll(root / "ner" / f"{split}.conll", make_ner_examples(size, seed=SPLIT_SEEDS[split]))
         for split, size in zip(SPLIT_SEEDS, ner_sizes)
     }
     sentiment_files = {
-        split: _write_jsonl(
+        split: write_jsonl(
             root / "sentiment" / f"{split}.jsonl",
             make_classification_examples(size, seed=SPLIT_SEEDS[split]),
         )

@@ -9,19 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    BertConfig,
-    BertModel,
+    AutoTokenizer,
     pipeline,
 )
 
 from hftransfer.errors import ConfigError
 from hftransfer.predict import Predictor
-from tests.conftest import SPECIAL, VOCAB, make_classification_examples, write_jsonl
+from tests.conftest import SPECIAL, VOCAB, make_classification_examples, write_jsonl, write_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -44,24 +42,11 @@ def _read_log(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory) -> Path:
     """A 1-layer BERT of another width (24) and head count (3) with another vocabulary (other ids and splits)."""
-    from transformers import BertTokenizer
-
-    directory = tmp_path_factory.mktemp("other-bert")
     words = [t for t in VOCAB if t not in SPECIAL and t != "##ville"] + ["##vil", "##le"]
-    vocab = SPECIAL + list(reversed(words))
-    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}, model_max_length=128)
-    tokenizer.save_pretrained(directory)
-    torch.manual_seed(1)
-    config = BertConfig(
-        vocab_size=len(SPECIAL) + len(words),
-        hidden_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=3,
-        intermediate_size=30,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(directory)
-    return directory
+    return write_tiny_bert(
+        tmp_path_factory.mktemp("other-bert"), seed=1, vocab=SPECIAL + list(reversed(words)),
+        hidden_size=24, num_hidden_layers=1, num_attention_heads=3, intermediate_size=30,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -205,15 +190,11 @@ def test_bad_distillation_configs_fail_before_training(ner_teacher, other_model_
     with pytest.raises(ConfigError, match="head counts"):
         # same tokenizer, so only the head count (2 vs 3) stands in the way
         other = other_model_dir.parent / "same-vocab-3-heads"
-        if not other.exists():
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(teacher_run / "model").save_pretrained(other)
-            torch.manual_seed(0)
-            BertModel(
-                BertConfig(vocab_size=len(VOCAB), hidden_size=24, num_hidden_layers=1, num_attention_heads=3,
-                           intermediate_size=30, max_position_embeddings=128)
-            ).save_pretrained(other)  # fmt: skip
+        write_tiny_bert(
+            other, hidden_size=24, num_hidden_layers=1, num_attention_heads=3, intermediate_size=30
+        )
+        # the tokenizer as the teacher's run saved it (a freshly built one serialises differently)
+        AutoTokenizer.from_pretrained(teacher_run / "model").save_pretrained(other)
         distill.main(
             [
                 *base,
@@ -287,16 +268,13 @@ def test_distilled_student_agrees_with_the_teacher_more_than_a_hard_label_studen
 
 def test_hidden_states_of_another_width_are_matched_through_a_learned_projection(ner_teacher, tmp_path):
     """Same tokenizer, hidden size 24 vs the teacher's 32: a trained linear map per matched layer."""
-    from transformers import AutoTokenizer
-
     teacher_run, files = ner_teacher
-    student_dir = tmp_path / "narrow"
-    AutoTokenizer.from_pretrained(teacher_run / "model").save_pretrained(student_dir)
-    torch.manual_seed(0)
-    BertModel(
-        BertConfig(vocab_size=len(VOCAB), hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-                   intermediate_size=30, max_position_embeddings=128)
-    ).save_pretrained(student_dir)  # fmt: skip
+    student_dir = write_tiny_bert(  # the teacher's vocabulary and tokenizer, another width
+        tmp_path / "narrow", hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=30
+    )
+    AutoTokenizer.from_pretrained(teacher_run / "model").save_pretrained(
+        student_dir
+    )  # as the teacher saved it
     run_dir = tmp_path / "run"
     metrics = distill.main(
         [f"distill.teacher={teacher_run}", "distill.student=pretrained", f"model.name_or_path={student_dir}",

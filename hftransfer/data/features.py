@@ -235,3 +235,12 @@ def tokenize(
             window_context=window_context,
         )
     return tokenize_sequence_task(dataset, tokenizer, label2id, max_length=max_length)
+
+
+def tokenize_options(data: Any) -> dict[str, Any]:
+    """The tokenisation settings of a ``DataConfig`` as keyword arguments of :func:`tokenize`."""
+    return {
+        "max_length": data.max_length,
+        "label_all_subwords": data.label_all_subwords,
+        "window_context": data.window_context,
+    }

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hftransfer.distill.losses import HiddenProjection, attention_mse, hidden_mse, soft_kl
 from hftransfer.distill.teacher import TeacherLogits, aligned_teacher_logits
-from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
+from hftransfer.evaluation.inference import model_inputs
+from hftransfer.objectives.task import summed_cross_entropy
 
 
 class DistillModel(nn.Module):
@@ -99,12 +99,7 @@ class DistillObjective:
             extra["project_hidden"] = True
         outputs = model(**inputs, **extra)
         logits = outputs.logits  # [batch, (seq,) num_labels]
-        hard = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            batch["labels"].reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
+        hard = summed_cross_entropy(logits, batch["labels"])
         terms: dict[str, torch.Tensor] = {}
         if self.soft_weight:
             teacher_logits, mask = aligned_teacher_logits(self.teacher_logits, batch)

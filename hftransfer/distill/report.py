@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
-from hftransfer.data.features import tokenize
+from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import model_inputs, run_inference
 from hftransfer.finetune import Run
@@ -80,9 +80,7 @@ def compare_with_teacher(run: Run, split: str = "test") -> dict[str, Any]:
             tokenizer,
             config.task,
             label2id,
-            max_length=config.data.max_length,
-            label_all_subwords=config.data.label_all_subwords,
-            window_context=config.data.window_context,
+            **tokenize_options(config.data),
         )
         loader = build_eval_dataloader(
             features, FeatureCollator(tokenizer), batch_size=config.train.eval_batch_size

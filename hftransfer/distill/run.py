@@ -19,7 +19,7 @@ from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.assets import resolve_model_name
-from hftransfer.data.features import tokenize
+from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.sources import TaskData, load_task_data, read_transfer_set
 from hftransfer.distill.config import DistillRunConfig
 from hftransfer.distill.losses import HiddenProjection, uniform_layer_map
@@ -249,11 +249,7 @@ def _training_features(
     """Training features of the labelled train split plus (labels -100) the transfer set, whose example ids
     follow the train split's so that teacher and student agree on every id."""
     label2id = {label: index for index, label in enumerate(data.label_names)}
-    options = {
-        "max_length": config.data.max_length,
-        "label_all_subwords": config.data.label_all_subwords,
-        "window_context": config.data.window_context,
-    }
+    options = tokenize_options(config.data)
     if train_features is None:
         train_features, _ = tokenize(data.splits["train"], tokenizer, config.task, label2id, **options)
     if transfer is None:

@@ -25,8 +25,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import (
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -36,6 +34,7 @@ from hftransfer.assets import resolve_model_name
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import model_inputs
+from hftransfer.modeling.build import AUTO_MODELS
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +89,8 @@ def load_teacher(spec: str, task: str, label_names: Sequence[str], revision: str
         model, teacher_task = load_for_prediction(source)
     else:  # a Hub id
         teacher_task = task
-        auto = (
-            AutoModelForTokenClassification
-            if task == "token-classification"
-            else AutoModelForSequenceClassification
-        )
         try:
-            model = auto.from_pretrained(source, revision=revision)
+            model = AUTO_MODELS[task].from_pretrained(source, revision=revision)
         except (OSError, ValueError) as err:
             raise ConfigError(
                 f"distill.teacher={spec!r} is not a directory (relative to {Path.cwd()}), and loading it as a "
@@ -277,15 +271,17 @@ def cached_teacher_logits(
     """The teacher's logits for every example of ``features`` (tokenised with the teacher's tokenizer), from the
     on-disk cache when ``use_cache`` and present. Returns ``(logits, hit)``; in multi-process runs call it under
     ``accelerator.main_process_first()`` so that one process computes and the others read."""
-    key = teacher_cache_key(teacher, features, task) if use_cache else None
-    path = Path(cache_dir or default_teacher_cache_dir()) / f"{key}.safetensors"
-    if key is not None and (cached := _load(path, key)) is not None:
-        logger.info("teacher cache hit: %s", path)
-        return cached, True
+    key = path = None
+    if use_cache:
+        key = teacher_cache_key(teacher, features, task)
+        path = Path(cache_dir or default_teacher_cache_dir()) / f"{key}.safetensors"
+        if (cached := _load(path, key)) is not None:
+            logger.info("teacher cache hit: %s", path)
+            return cached, True
     teacher.model.to(device)
     loader = build_eval_dataloader(features, FeatureCollator(teacher.tokenizer), batch_size=batch_size)
     logits = collect_teacher_logits(teacher.model, loader, task, device, teacher.label_order)
-    if key is not None:
+    if path is not None:
         _save(logits, path, key)
         logger.info("teacher predictions cached: %s", path)
     return logits, False

@@ -19,12 +19,11 @@ from typing import Any
 import yaml
 
 from hftransfer.errors import HFTransferError
+from hftransfer.hub import WHAT
 from hftransfer.hub.card import CardFacts, build_card
 from hftransfer.utils import atomic_directory
 
 logger = logging.getLogger(__name__)
-
-WHAT = ("auto", "model", "adapter", "merged")
 
 
 class HubError(HFTransferError):

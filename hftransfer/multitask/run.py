@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from hftransfer.config import save_config
-from hftransfer.data.features import tokenize
+from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
@@ -145,9 +145,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
                 tokenizer,
                 spec.task,
                 label2id,
-                max_length=spec.data.max_length,
-                label_all_subwords=spec.data.label_all_subwords,
-                window_context=spec.data.window_context,
+                **tokenize_options(spec.data),
             )
             report["features"][name][split] = {
                 "examples": len(examples),

@@ -11,6 +11,20 @@ import torch.nn.functional as F
 from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
 
 
+def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy *summed* over labelled items (``labels != -100``): the loop divides by the step's item count.
+
+    Args:
+        logits: ``[batch, (seq,) num_labels]``; labels: ``[batch, (seq)]``.
+    """
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+
+
 class Penalty(Protocol):
     name: str
 
@@ -36,13 +50,7 @@ class TaskObjective:
         if self.needs_hidden_states:
             inputs["output_hidden_states"] = True
         outputs = model(**inputs)
-        logits = outputs.logits  # [batch, (seq,) num_labels]
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            batch["labels"].reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
+        loss = summed_cross_entropy(outputs.logits, batch["labels"])
         penalties = {
             f"penalty_{penalty.name}": weight * penalty(model, batch, outputs)
             for penalty, weight in self.penalties

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from hftransfer.config import RunConfig
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
+from hftransfer.objectives.task import summed_cross_entropy
 from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
 from hftransfer.training.optim import build_optimizer, build_scheduler
 from hftransfer.training.tracking import MetricsLog
@@ -46,14 +46,7 @@ LossFn = Callable[
 
 def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy *summed* over labelled items (tokens or examples); the loop normalises it."""
-    logits = model(**model_inputs(batch)).logits  # [batch, (seq,) num_labels]
-    labels = batch["labels"]
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
+    return summed_cross_entropy(model(**model_inputs(batch)).logits, batch["labels"])
 
 
 def count_items(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""What every benchmark script shares: where results go, and running one recipe in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run_recipe(recipe: str, argv: list[str], run_dir: Path, log: Path | None = None) -> tuple[dict, float]:
+    """Run ``recipes/<recipe>`` into ``run_dir`` (its own process, so peak memory is its own); output goes to
+    ``log`` (default ``<run_dir>.log``). Returns ``(metrics.json, wall seconds from launch to exit)``."""
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / recipe),
+        f"output_dir={run_dir}",
+        "overwrite_output_dir=true",
+    ]
+    command += [*argv, "train.trackers=[]"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log = log or run_dir.with_suffix(".log")
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
+    return json.loads((run_dir / "metrics.json").read_text()), wall
