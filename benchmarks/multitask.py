@@ -84,6 +84,11 @@ def main() -> None:
     parser.add_argument(
         "--extra", nargs="*", default=[], help="overrides for the multitask runs, e.g. train.lr=1e-4"
     )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML layered on the preset before the overrides (e.g. tasks with loss weights)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the multitask rows' names (runs with --extra)")
     parser.add_argument("--work-dir", default=None)
     args = parser.parse_args()
@@ -128,7 +133,8 @@ def main() -> None:
     budget = sum(steps.values())
     for sampler in args.samplers:
         print(f"[{time.strftime('%H:%M:%S')}] multitask, {sampler} sampler, {budget} steps ...", flush=True)
-        argv = [f"sampler.name={sampler}", f"train.max_steps={budget}", "train.epochs=100", *args.extra]
+        argv = [f"--config={args.config}"] if args.config else []
+        argv += [f"sampler.name={sampler}", f"train.max_steps={budget}", "train.epochs=100", *args.extra]
         label = f"{sampler}{args.tag}"
         metrics, wall = run_recipe("multitask.py", argv, work / f"multitask-{label}")
         tasks = metrics["test"]["tasks"]

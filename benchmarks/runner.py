@@ -24,7 +24,7 @@ def run_recipe(recipe: str, argv: list[str], run_dir: Path, log: Path | None = N
     ]
     command += [*argv, "train.trackers=[]"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = log or run_dir.with_suffix(".log")
+    log = log or run_dir.parent / f"{run_dir.name}.log"
     started = time.perf_counter()
     with log.open("w") as handle:
         result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)

@@ -134,6 +134,12 @@ class TrainConfig:
     """Fraction of the optimizer steps spent warming the LR up linearly from 0; it then decays linearly to 0."""
     warmup_steps: int | None = None
     """Warm-up steps; overrides ``warmup_ratio``."""
+    torch_compile: bool = False
+    """Compile the model's forward with ``torch.compile`` (dynamic shapes; worth it on GPU, not on a small CPU)."""
+    compile_backend: str = "inductor"
+    """``torch.compile`` backend (``inductor``; ``eager`` only traces, to check a model compiles)."""
+    fused_optimizer: bool = True
+    """Use torch's fused AdamW kernel where it exists for the device (CPU, CUDA): same update, far less overhead."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this value; None disables clipping."""
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"

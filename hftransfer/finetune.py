@@ -253,7 +253,10 @@ def evaluate_best(run: Run) -> dict[str, Any]:
     started = time.perf_counter()
     results: dict[str, Any] = {}
     for split, loader in run.eval_loaders.items():
+        split_started = time.perf_counter()
         results[split] = run.evaluate(run.loop.model, loader, split)
+        # Inference and metrics of the split: what a user waits for when scoring a dataset.
+        results[split]["seconds"] = round(time.perf_counter() - split_started, 3)
         run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
     if run.plan.export is not None:
         run.report["export"] = run.plan.export(accelerator, run.loop.model)

@@ -134,3 +134,42 @@ def test_unknown_metric_for_best_names_the_choices(tiny_model_dir, tmp_path):
     loop, _ = _setup(tiny_model_dir, tmp_path, batch_size=8, max_steps=2, metric_for_best="bleu")
     with pytest.raises(Exception, match="metric_for_best='bleu'.*f1"):
         loop.fit()
+
+
+def test_fused_adamw_takes_the_same_steps_as_the_plain_one(tiny_model_dir, tmp_path):
+    fused, _ = _setup(tiny_model_dir, tmp_path / "fused", batch_size=8, max_steps=4)
+    plain, _ = _setup(tiny_model_dir, tmp_path / "plain", batch_size=8, max_steps=4, fused_optimizer=False)
+    assert fused.optimizer.optimizer.defaults["fused"] and not plain.optimizer.optimizer.defaults["fused"]
+    fused.fit()
+    plain.fit()
+    for name, value in _weights(plain).items():
+        torch.testing.assert_close(_weights(fused)[name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_summary_counts_real_and_padded_tokens(tiny_model_dir, tmp_path):
+    loop, _ = _setup(tiny_model_dir, tmp_path, batch_size=8, epochs=1)
+    loop.fit()
+    expected_tokens = expected_padded = 0
+    for batch in loop.train_loader:
+        expected_tokens += int(batch["attention_mask"].sum())
+        expected_padded += batch["attention_mask"].numel()
+    summary = loop.summary()
+    assert summary["tokens"] == expected_tokens < summary["padded_tokens"] == expected_padded
+    assert summary["samples"] == 64
+    assert 0 < summary["step_seconds"] <= summary["runtime_seconds"]
+    validation = [
+        json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"validation"' in line
+    ]
+    assert validation and validation[-1]["train_seconds"] > 0
+
+
+def test_compiled_forward_keeps_parameter_names_and_trains(tiny_model_dir, tmp_path):
+    # The eager backend traces with dynamo like inductor would, without generating code (seconds, not minutes).
+    loop, saved = _setup(
+        tiny_model_dir, tmp_path, batch_size=8, max_steps=3, torch_compile=True, compile_backend="eager"
+    )
+    assert loop.model._compiled_call_impl is not None  # Module.compile took effect, in place
+    before = _weights(loop)
+    loop.fit()
+    assert all(not name.startswith("_orig_mod") for name in saved[-1])
+    assert any(not torch.equal(value, _weights(loop)[name]) for name, value in before.items())

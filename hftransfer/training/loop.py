@@ -31,7 +31,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
 from hftransfer.objectives.task import summed_cross_entropy
 from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
-from hftransfer.training.optim import build_optimizer, build_scheduler
+from hftransfer.training.optim import adamw, build_optimizer, build_scheduler
 from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
@@ -66,7 +66,10 @@ class LoopState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0
+    step_seconds: float = 0.0
     samples_seen: int = 0
+    tokens_seen: int = 0
+    padded_tokens_seen: int = 0
 
 
 @dataclass
@@ -122,12 +125,7 @@ class TrainingLoop:
         self.state = LoopState()
 
         optimizer = (
-            torch.optim.AdamW(
-                param_groups,
-                lr=self.train_config.lr,
-                betas=tuple(self.train_config.adam_betas),
-                eps=self.train_config.adam_eps,
-            )
+            adamw(param_groups, self.train_config)
             if param_groups is not None
             else build_optimizer(model, self.train_config)
         )
@@ -140,6 +138,12 @@ class TrainingLoop:
                 model, optimizer, train_loader
             )
             self.eval_loader = None
+        if self.train_config.torch_compile:
+            # Module.compile compiles in place: parameter names, saving and unwrapping stay as they were (a
+            # torch.compile wrapper would prefix every state-dict key). Dynamic shapes: every batch has its own length.
+            accelerator.unwrap_model(self.model, keep_torch_compile=False).compile(
+                backend=self.train_config.compile_backend, dynamic=True
+            )
         accum = self.train_config.grad_accum_steps
         self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / accum))
         if self.train_config.max_steps is not None:
@@ -182,6 +186,8 @@ class TrainingLoop:
         )
         self.model.train()
         self._running = torch.zeros(2, device=accelerator.device)  # [loss sum, items] since the last log
+        # Unpadded tokens since the last sync, kept on the device so that counting them never waits for it.
+        self._tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
         self._penalties: dict[str, torch.Tensor] = {}  # penalty sums over the steps since the last log
         self._steps_since_log = 0
         self._last_eval_step = -1
@@ -203,7 +209,9 @@ class TrainingLoop:
                     break
                 if self.on_step_start is not None:
                     self.on_step_start(state)
+                step_started = time.perf_counter()
                 self._optimizer_step(window)
+                state.step_seconds += time.perf_counter() - step_started
                 state.step += 1
                 state.batches_in_epoch += len(window)
                 state.train_seconds = seconds_before + time.perf_counter() - started
@@ -256,6 +264,9 @@ class TrainingLoop:
                 accelerator.backward(loss)
             self._running[0] += loss_sum.detach().float()
             self.state.samples_seen += batch["labels"].shape[0] * accelerator.num_processes
+            if "attention_mask" in batch:  # cached-feature batches of frozen heads have no tokens
+                self._tokens += batch["attention_mask"].sum()
+                self.state.padded_tokens_seen += batch["attention_mask"].numel() * accelerator.num_processes
         self._running[1] += items
         self._steps_since_log += 1
         if self.train_config.max_grad_norm is not None:
@@ -275,6 +286,7 @@ class TrainingLoop:
         )
         loss_sum, items = running.tolist()  # the only host sync of the step, once per log interval
         self._running.zero_()
+        self._sync_tokens()
         metrics = {"loss": loss_sum / max(items, 1), "lr": self.scheduler.get_last_lr()[0]}
         for name, total in self._penalties.items():
             # Mean over steps and processes of the weighted penalty, logged apart from the task loss.
@@ -292,14 +304,35 @@ class TrainingLoop:
         progress.set_postfix(loss=f"{metrics['loss']:.4f}")
         self.log.log("train", metrics, step=self.state.step, epoch=self.epoch_progress())
 
+    def _sync_tokens(self) -> None:
+        """Move the device-side token count into the loop state (a host sync: only at log and summary time)."""
+        tokens = getattr(self, "_tokens", None)
+        if tokens is None:
+            return
+        if self.accelerator.num_processes > 1:
+            tokens = self.accelerator.reduce(tokens, reduction="sum")
+        self.state.tokens_seen += int(tokens)
+        self._tokens.zero_()
+
     def summary(self) -> dict[str, Any]:
-        """Steps, epochs, time and throughput of the training so far (the ``train`` entry of ``metrics.json``)."""
+        """Steps, epochs, time and throughput of the training so far (the ``train`` entry of ``metrics.json``).
+
+        ``runtime_seconds`` is the wall time of training including evaluations and saves; ``step_seconds`` only the
+        optimizer steps (forward, backward, update). Tokens are real (unpadded) ones; ``padded_tokens`` is what the
+        model computed on (the basis of achieved FLOP/s).
+        """
+        self._sync_tokens()
         state, epochs = self.state, self.epoch_progress()
         return {
             "steps": state.step,
             "epochs": round(epochs, 4),
             "runtime_seconds": round(state.train_seconds, 2),
+            "step_seconds": round(state.step_seconds, 2),
+            "samples": state.samples_seen,
+            "tokens": state.tokens_seen,
+            "padded_tokens": state.padded_tokens_seen,
             "samples_per_second": state.samples_seen / state.train_seconds if state.train_seconds else None,
+            "tokens_per_second": state.tokens_seen / state.train_seconds if state.train_seconds else None,
             "seconds_per_epoch": round(state.train_seconds / epochs, 3) if epochs else None,
             "stopped_early": state.stopped_early,
             "num_processes": self.accelerator.num_processes,
@@ -317,6 +350,8 @@ class TrainingLoop:
         state = self.state
         self._last_eval_step = state.step
         metrics = self.evaluate_fn(self.model, self.eval_loader)
+        # Training time so far (evaluations before this one included): time-to-target curves read it.
+        metrics["train_seconds"] = round(state.train_seconds, 2)
         self.log.log("validation", metrics, step=state.step, epoch=self.epoch_progress())
         if self.metric_name not in metrics:
             available = ", ".join(sorted(k for k in metrics if not k.startswith("per_")))
@@ -343,6 +378,7 @@ class TrainingLoop:
         return better
 
     def _save_checkpoint(self) -> None:
+        self._sync_tokens()  # the count pending on the device belongs to the saved state
         path = save_checkpoint(
             self.accelerator,
             self.run_dir,
