@@ -158,7 +158,9 @@ def test_summary_counts_real_and_padded_tokens(tiny_model_dir, tmp_path):
     assert summary["samples"] == 64
     assert 0 < summary["step_seconds"] <= summary["runtime_seconds"]
     validation = [
-        json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"validation"' in line
+        json.loads(line)
+        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+        if '"validation"' in line
     ]
     assert validation and validation[-1]["train_seconds"] > 0
 
