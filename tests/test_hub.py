@@ -88,7 +88,9 @@ def test_staged_lora_merged_model_has_card_and_loads(lora_run, tmp_path):
     assert results[("test", "f1")] == pytest.approx(metrics["test"]["f1"], abs=1e-4)
     assert "LoRA r=8" in card.text and "targets ['query', 'value']" in card.text  # strategy
     assert f"{metrics['parameters']['trainable']:,} of" in card.text  # and its trainable fraction
-    assert "recipes/finetune_ner.py --config config.yaml" in card.text  # how to reproduce
+    # how to reproduce: from the resolved config staged next to the card
+    assert "recipes/finetune_ner.py --config hftransfer_config.yaml" in card.text
+    assert (staged.folder / "hftransfer_config.yaml").exists()
     assert "validation 8" in card.text  # the splits
 
     model = AutoModelForTokenClassification.from_pretrained(staged.folder)

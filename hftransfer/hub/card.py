@@ -169,7 +169,12 @@ def build_card(facts: CardFacts) -> ModelCard:
         eval_results=eval_results or None,
     )
     config_yaml = yaml.safe_dump(facts.config, sort_keys=False)
-    reproduce = facts.command.get("command") or facts.command.get("reproduce") or ""
+    # The resolved config travels in the repository, so this command needs nothing but the repo and hftransfer.
+    from_repo = f"accelerate launch recipes/{facts.command.get('recipe', '<recipe>')}.py --config hftransfer_config.yaml"
+    typed = facts.command.get("command")
+    note = (
+        f"\n(the command as typed; `{from_repo}` repeats it from this repository's files)\n" if typed else ""
+    )
     what = {
         "model": "a fine-tuned model",
         "merged": "a fine-tuned model (LoRA adapter merged into the encoder)",
@@ -222,11 +227,8 @@ This is {what}, trained with hftransfer for {facts.task.replace("-", " ")}.
 ## Reproduce
 
 ```bash
-{reproduce}
+{typed or from_repo}
 ```
-
-(`hftransfer_config.yaml` in this repository is the resolved configuration; `accelerate launch
-recipes/{facts.command.get("recipe", "<recipe>")}.py --config hftransfer_config.yaml` repeats the run.)
-"""
+{note}"""
     # Assembled here rather than through a jinja template: the body quotes YAML and code that jinja would parse.
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
