@@ -111,6 +111,29 @@ def test_staged_adapter_loads_with_peft_and_matches(lora_run, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(adapter(**ids).logits, merged(**ids).logits, atol=1e-4, rtol=0)
 
+    # The card's usage code, run as written (the repo id pointed at the staged folder): peft alone, no hftransfer.
+    card = ModelCard.load(staged.folder / "README.md").text
+    usage = card.split("## Usage", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(usage.replace('"me/tiny-ner-adapter"', repr(str(staged.folder))), namespace)  # noqa: S102 - our own card
+    from_card = namespace["model"].eval()
+    assert from_card.config.id2label == merged.config.id2label
+    with torch.no_grad():
+        torch.testing.assert_close(from_card(**ids).logits, merged(**ids).logits, atol=1e-4, rtol=0)
+
+
+def test_adapter_of_an_offline_alias_names_its_base_by_hub_id(tmp_path):
+    from hftransfer.hub.publish import _point_adapter_at_hub_base
+
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "/site-packages/x/model"})
+    )
+    _point_adapter_at_hub_base(tmp_path, "minilm-l6")
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    _point_adapter_at_hub_base(tmp_path, str(tmp_path))  # a local base stays as it was
+    assert json.loads((tmp_path / "adapter_config.json").read_text()) == saved
+
 
 def test_push_calls_the_hub_once_per_repo_and_never_shows_the_token(lora_run, tmp_path, caplog):
     api = FakeApi()

@@ -43,6 +43,7 @@ class CardFacts:
     license: str = "apache-2.0"
     distill_report: dict[str, Any] | None = None  # distillation: teacher vs student
     lora_targets: Any = None  # the modules LoRA adapted (the run's report resolves the defaults)
+    label_names: list[str] = field(default_factory=list)  # in id order: the adapter usage passes them
 
 
 def base_model_id(name_or_path: str | None) -> str | None:
@@ -188,11 +189,16 @@ def build_card(facts: CardFacts) -> ModelCard:
         if distill
         else ""
     )
+    # An adapter repository holds no config.json: the base model is built from the Hub with the label maps given
+    # here, otherwise it would get a 2-label head that the adapter's trained head cannot load into.
     usage = (
-        'from peft import AutoPeftModelFor{auto}\nmodel = AutoPeftModelFor{auto}.from_pretrained("{repo}")'
+        "from peft import AutoPeftModelFor{auto}\n\nid2label = {id2label}\n"
+        'model = AutoPeftModelFor{auto}.from_pretrained(\n    "{repo}", id2label=id2label, '
+        "label2id={{label: i for i, label in id2label.items()}}\n)"
         if facts.kind == "adapter"
         else 'from transformers import pipeline\npredict = pipeline("{tag}", model="{repo}"{agg})\n'
     ).format(
+        id2label=dict(enumerate(facts.label_names)),
         auto="TokenClassification" if facts.task == "token-classification" else "SequenceClassification",
         repo=facts.repo_id,
         tag=pipeline_tag,

@@ -20,7 +20,8 @@ import yaml
 
 from hftransfer.errors import HFTransferError
 from hftransfer.hub import WHAT
-from hftransfer.hub.card import CardFacts, build_card
+from hftransfer.hub.card import CardFacts, base_model_id, build_card
+from hftransfer.strategies.lora import ADAPTER_META
 from hftransfer.utils import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -87,8 +88,24 @@ def _single_source(run_dir: Path, config: dict[str, Any], what: str) -> tuple[Pa
 def _stage_folder(source: Path, target: Path, card_facts: CardFacts, run_dir: Path) -> None:
     with atomic_directory(target) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
+        if card_facts.kind == "adapter":
+            _point_adapter_at_hub_base(tmp, card_facts.config["model"]["name_or_path"])
         (tmp / "README.md").write_text(str(build_card(card_facts)), encoding="utf-8")
         shutil.copyfile(run_dir / "config.yaml", tmp / "hftransfer_config.yaml")
+
+
+def _point_adapter_at_hub_base(folder: Path, name_or_path: str) -> None:
+    """Make the adapter name its base by Hub id (an offline alias was saved as a local site-packages path, which
+    means nothing on another machine); a base that is only a local directory stays as it was."""
+    hub_id = base_model_id(name_or_path)
+    if hub_id is None:
+        return
+    for name in ("adapter_config.json", ADAPTER_META):
+        path = folder / name
+        if path.is_file():
+            info = json.loads(path.read_text(encoding="utf-8"))
+            info["base_model_name_or_path"] = hub_id
+            path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def stage_run(
@@ -153,6 +170,7 @@ def stage_run(
         license=license,
         distill_report=metrics.get("distill_report"),
         lora_targets=metrics.get("strategy", {}).get("lora", {}).get("target_modules"),
+        label_names=metrics.get("label_names", []),
     )
     target = staging / repo_id.split("/")[-1]
     _stage_folder(source, target, facts, run_dir)
