@@ -159,12 +159,12 @@ def strategies_section(groups: dict, targets: list[str]) -> list[str]:
     return [*lines, ""]
 
 
-def multitask_section(groups: dict) -> list[str]:
+def multitask_section(groups: dict, targets: list[str]) -> list[str]:
     lines = [
         "## Multitask (one shared encoder) vs two single-task runs, same optimizer steps",
         "",
-        "| model | runs | ner test F1 | sentiment test accuracy | train s (both tasks) | seeds |",
-        "|---|---|---|---|---|---|",
+        "| model | runs | ner test F1 | sentiment test accuracy | train s (both tasks) | wall s (both tasks) | seeds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for (model, task, name), runs in sorted(groups.items()):
         if task != "multitask":
@@ -175,15 +175,32 @@ def multitask_section(groups: dict) -> list[str]:
             and name == sorted(n for m, t, n in groups if m == model and t == "multitask")[0]
         ):
             single_seconds = [a["train_seconds"] + b["train_seconds"] for a, b in zip(*singles.values())]
+            single_wall = [a["wall_seconds"] + b["wall_seconds"] for a, b in zip(*singles.values())]
             lines.append(
                 f"| {model} | two single-task runs | {fmt(r['score'] for r in singles['ner'])} | "
                 f"{fmt(r['score'] for r in singles['sentiment'])} | {fmt(single_seconds, digits=0)} | "
-                f"{len(singles['ner'])} |"
+                f"{fmt(single_wall, digits=0)} | {len(singles['ner'])} |"
+            )
+        if all(singles.values()):
+            deltas = {
+                t: 100
+                * (mean_std(r["score"][t] for r in runs)[0] - mean_std(r["score"] for r in singles[t])[0])
+                for t in singles
+            }
+            wall = mean_std(r["wall_seconds"] for r in runs)[0]
+            single_wall = mean_std(a["wall_seconds"] + b["wall_seconds"] for a, b in zip(*singles.values()))[
+                0
+            ]
+            met = min(deltas.values()) >= -1 and wall < single_wall
+            targets.append(
+                f"| {model} multitask ({name}): no task > 1 point below single-task, less total time | "
+                + ", ".join(f"{t} {d:+.1f} pt" for t, d in deltas.items())
+                + f"; wall {wall:.0f} vs {single_wall:.0f} s | {'met' if met else 'missed'} |"
             )
         lines.append(
             f"| {model} | multitask, {name} sampler | {fmt(r['score']['ner'] for r in runs)} | "
             f"{fmt(r['score']['sentiment'] for r in runs)} | {fmt((r['train_seconds'] for r in runs), digits=0)} | "
-            f"{len(runs)} |"
+            f"{fmt((r['wall_seconds'] for r in runs), digits=0)} | {len(runs)} |"
         )
     return [*lines, ""]
 
@@ -263,7 +280,7 @@ def write_report(machine: dict, records: dict[str, dict], out: Path, quick: bool
     targets: list[str] = []
     body = baseline_section(groups, machine, targets)
     body += strategies_section(groups, targets)
-    body += multitask_section(groups)
+    body += multitask_section(groups, targets)
     body += distill_section(groups)
     pictures = plot(groups, figures)
     header = [
