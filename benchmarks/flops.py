@@ -10,7 +10,10 @@ products are counted (as in every MFU figure): embeddings, norms, activations an
 
 from __future__ import annotations
 
+import functools
+import json
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -53,7 +56,13 @@ def matmul_peak_flops(
 
 def sequence_flops(model_dir: str, task: str, seq_len: int) -> float:
     """Matmul FLOPs of one training step (forward + backward) on one sequence of ``seq_len`` tokens."""
-    config = AutoConfig.from_pretrained(model_dir)
+    return _sequence_flops(Path(model_dir, "config.json").read_text(), task, seq_len)
+
+
+@functools.cache
+def _sequence_flops(config_json: str, task: str, seq_len: int) -> float:
+    # Keyed by the config's text: every seed's exported model of one setting shares one count.
+    config = AutoConfig.for_model(**json.loads(config_json))
     with torch.device("meta"):
         model = AUTO[task].from_config(config, attn_implementation="eager")
     ids = torch.zeros((1, seq_len), dtype=torch.long, device="meta")

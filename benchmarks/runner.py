@@ -1,4 +1,4 @@
-"""What every benchmark script shares: where results go, and running one recipe in a fresh process."""
+"""What every benchmark script shares: where results go, and running one process at a time with its output logged."""
 
 from __future__ import annotations
 
@@ -13,6 +13,30 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def run_logged(command: list[str], log: Path, capture_stdout: bool = False) -> tuple[str | None, float]:
+    """Run ``command`` from the repository root, offline, with its output in ``log`` (stderr only when
+    ``capture_stdout``: stdout is then returned). Returns ``(stdout or None, wall seconds from launch to exit)``.
+
+    Raises:
+        RuntimeError: the command failed; the message names the log.
+    """
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        result = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE if capture_stdout else handle,
+            stderr=handle if capture_stdout else subprocess.STDOUT,
+            text=True,
+        )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
+    return result.stdout, wall
+
+
 def run_recipe(recipe: str, argv: list[str], run_dir: Path, log: Path | None = None) -> tuple[dict, float]:
     """Run ``recipes/<recipe>`` into ``run_dir`` (its own process, so peak memory is its own); output goes to
     ``log`` (default ``<run_dir>.log``). Returns ``(metrics.json, wall seconds from launch to exit)``."""
@@ -21,14 +45,8 @@ def run_recipe(recipe: str, argv: list[str], run_dir: Path, log: Path | None = N
         str(ROOT / "recipes" / recipe),
         f"output_dir={run_dir}",
         "overwrite_output_dir=true",
+        *argv,
+        "train.trackers=[]",
     ]
-    command += [*argv, "train.trackers=[]"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = log or run_dir.parent / f"{run_dir.name}.log"
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
+    _, wall = run_logged(command, log or run_dir.parent / f"{run_dir.name}.log")
     return json.loads((run_dir / "metrics.json").read_text()), wall

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import torch
 from flops import matmul_peak_flops, training_flops
-from runner import ROOT, run_recipe
+from runner import ROOT, run_logged, run_recipe
 from suite_report import write_report
 
 SECTIONS = ("baseline", "strategies", "multitask", "distill")
@@ -125,7 +124,7 @@ class Suite:
     """Runs the sections, one process per run, saving every record as soon as it exists."""
 
     def __init__(self, args: argparse.Namespace, setting: Setting, work: Path, out: Path) -> None:
-        self.args, self.setting, self.work, self.out = args, setting, work, out
+        self.args, self.setting, self.work = args, setting, work
         self.path = out / "results" / "suite.json"
         previous = json.loads(self.path.read_text()) if args.resume and self.path.exists() else {}
         self.records: dict[str, dict] = previous.get("runs", {})
@@ -172,16 +171,8 @@ class Suite:
         if "max_train_samples" in hyper:
             command.append(f"--max-train-samples={hyper['max_train_samples']}")
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
-        log = self.work / f"{key.replace('/', '-')}.log"
-        started = time.perf_counter()
-        with log.open("w") as handle:
-            result = subprocess.run(
-                command, cwd=ROOT, env=run_env(), stdout=subprocess.PIPE, stderr=handle, text=True
-            )
-        wall = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); see {log}")
-        output = json.loads(result.stdout.strip().splitlines()[-1])
+        stdout, wall = run_logged(command, self.work / f"{key.replace('/', '-')}.log", capture_stdout=True)
+        output = json.loads(stdout.strip().splitlines()[-1])
         metric = METRIC[task]
         record = {
             "wall_seconds": round(wall, 1),
@@ -213,28 +204,22 @@ class Suite:
     def ours_full(self, model: str, task: str, seed: int) -> dict:
         key = f"{alias(model)}/{task}/full/{seed}"
         record = self.recipe_run(key, RECIPE[task], self.full_argv(task, seed, model))
+        self.add_flops(record, Path(record["run_dir"]) / "model", task)
+        return record
+
+    def add_flops(self, record: dict, model_dir: Path, task: str) -> None:
+        """The matmul FLOPs of a full fine-tuning run, from its sequence and padded-token counts."""
         if "training_flops" not in record:
             record["training_flops"] = training_flops(
-                str(Path(record["run_dir"]) / "model"),
-                TASK_TYPE[task],
-                record["samples"],
-                record["padded_tokens"],
+                str(model_dir), TASK_TYPE[task], record["samples"], record["padded_tokens"]
             )
             self.save()
-        return record
 
     # ------------------------------------------------------------------------------------------ sections
     def baseline(self, model: str, task: str, seed: int) -> None:
         ours = self.ours_full(model, task, seed)
         trainer = self.trainer_run(f"{alias(model)}/{task}/trainer/{seed}", model, task, seed)
-        if "training_flops" not in trainer:
-            trainer["training_flops"] = training_flops(
-                str(Path(ours["run_dir"]) / "model"),
-                TASK_TYPE[task],
-                trainer["samples"],
-                trainer["padded_tokens"],
-            )
-            self.save()
+        self.add_flops(trainer, Path(ours["run_dir"]) / "model", task)  # the same architecture
 
     def strategies(self, model: str, task: str, seed: int) -> None:
         for name in self.args.strategies:
@@ -253,7 +238,7 @@ class Suite:
     def multitask(self, model: str, seed: int) -> None:
         singles = {task: self.ours_full(model, task, seed) for task in METRIC}
         budget = sum(record["steps"] for record in singles.values())
-        tasks = self.multitask_tasks(model)
+        tasks = self.multitask_tasks()
         for sampler in self.args.samplers:
             argv = [
                 f"--config={tasks}",
@@ -267,7 +252,7 @@ class Suite:
             ]
             self.recipe_run(f"{alias(model)}/multitask/{sampler}/{seed}", "multitask.py", argv)
 
-    def multitask_tasks(self, model: str) -> Path:
+    def multitask_tasks(self) -> Path:
         """The two tasks, on exactly the single-task runs' data, as a YAML layered on the multitask preset."""
         import yaml
 
@@ -364,10 +349,6 @@ def summarise(metrics: dict, run_dir: Path) -> dict:
 
 def alias(model: str) -> str:
     return Path(model).name if os.sep in model else model
-
-
-def run_env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def machine_facts(setting: Setting) -> dict:

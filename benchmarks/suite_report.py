@@ -166,42 +166,38 @@ def multitask_section(groups: dict, targets: list[str]) -> list[str]:
         "| model | runs | ner test F1 | sentiment test accuracy | train s (both tasks) | wall s (both tasks) | seeds |",
         "|---|---|---|---|---|---|---|",
     ]
-    for (model, task, name), runs in sorted(groups.items()):
-        if task != "multitask":
-            continue
+    for model in sorted({m for m, t, _ in groups if t == "multitask"}):
         singles = {t: groups.get((model, t, "full"), []) for t in ("ner", "sentiment")}
-        if (
-            all(singles.values())
-            and name == sorted(n for m, t, n in groups if m == model and t == "multitask")[0]
-        ):
-            single_seconds = [a["train_seconds"] + b["train_seconds"] for a, b in zip(*singles.values())]
+        paired = all(singles.values())
+        if paired:
+            single_train = [a["train_seconds"] + b["train_seconds"] for a, b in zip(*singles.values())]
             single_wall = [a["wall_seconds"] + b["wall_seconds"] for a, b in zip(*singles.values())]
             lines.append(
                 f"| {model} | two single-task runs | {fmt(r['score'] for r in singles['ner'])} | "
-                f"{fmt(r['score'] for r in singles['sentiment'])} | {fmt(single_seconds, digits=0)} | "
+                f"{fmt(r['score'] for r in singles['sentiment'])} | {fmt(single_train, digits=0)} | "
                 f"{fmt(single_wall, digits=0)} | {len(singles['ner'])} |"
             )
-        if all(singles.values()):
-            deltas = {
-                t: 100
-                * (mean_std(r["score"][t] for r in runs)[0] - mean_std(r["score"] for r in singles[t])[0])
-                for t in singles
-            }
-            wall = mean_std(r["wall_seconds"] for r in runs)[0]
-            single_wall = mean_std(a["wall_seconds"] + b["wall_seconds"] for a, b in zip(*singles.values()))[
-                0
-            ]
-            met = min(deltas.values()) >= -1 and wall < single_wall
-            targets.append(
-                f"| {model} multitask ({name}): no task > 1 point below single-task, less total time | "
-                + ", ".join(f"{t} {d:+.1f} pt" for t, d in deltas.items())
-                + f"; wall {wall:.0f} vs {single_wall:.0f} s | {'met' if met else 'missed'} |"
+        for name in sorted(n for m, t, n in groups if m == model and t == "multitask"):
+            runs = groups[(model, "multitask", name)]
+            if paired:
+                deltas = {
+                    t: 100
+                    * (mean_std(r["score"][t] for r in runs)[0] - mean_std(r["score"] for r in singles[t])[0])
+                    for t in singles
+                }
+                wall, single = mean_std(r["wall_seconds"] for r in runs)[0], mean_std(single_wall)[0]
+                met = min(deltas.values()) >= -1 and wall < single
+                targets.append(
+                    f"| {model} multitask ({name}): no task > 1 point below single-task, less total time | "
+                    + ", ".join(f"{t} {d:+.1f} pt" for t, d in deltas.items())
+                    + f"; wall {wall:.0f} vs {single:.0f} s | {'met' if met else 'missed'} |"
+                )
+            lines.append(
+                f"| {model} | multitask, {name} sampler | {fmt(r['score']['ner'] for r in runs)} | "
+                f"{fmt(r['score']['sentiment'] for r in runs)} | "
+                f"{fmt((r['train_seconds'] for r in runs), digits=0)} | "
+                f"{fmt((r['wall_seconds'] for r in runs), digits=0)} | {len(runs)} |"
             )
-        lines.append(
-            f"| {model} | multitask, {name} sampler | {fmt(r['score']['ner'] for r in runs)} | "
-            f"{fmt(r['score']['sentiment'] for r in runs)} | {fmt((r['train_seconds'] for r in runs), digits=0)} | "
-            f"{fmt((r['wall_seconds'] for r in runs), digits=0)} | {len(runs)} |"
-        )
     return [*lines, ""]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
@@ -35,6 +34,7 @@ from hftransfer.assets import resolve_model_name
 from hftransfer.config import DataConfig
 from hftransfer.data.sources import load_task_data
 from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+from hftransfer.runs import peak_memory_mb
 
 TASKS = {
     "ner": ("token-classification", "wnut16"),
@@ -207,9 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
         "validation": trainer.evaluate(splits["validation"], metric_key_prefix="validation"),
     }
     if "test" in splits:
-        # Trainer.predict's own timing: samples/s of the test split, the metric computation included.
+        # Trainer.evaluate's own timing: samples/s of the test split, the metric computation included.
         result["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+    result["peak_rss_mb"] = peak_memory_mb()["rss"]
     print(json.dumps(result))  # noqa: T201 - the benchmark's output
     return result
 

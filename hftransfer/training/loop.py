@@ -123,14 +123,13 @@ class TrainingLoop:
         self.greater_is_better = config.greater_is_better()
         self.log = MetricsLog(accelerator, self.run_dir)
         self.state = LoopState()
+        # Unpadded tokens not yet in the state, kept on the device so that counting them never waits for it.
+        self._tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
 
-        # Fused AdamW only in single-process runs for now: 2-process CPU (gloo) runs of full fine-tuning aborted at
-        # exit in our tests with it, and the multi-process combination is not understood yet.
-        single = accelerator.num_processes == 1
         optimizer = (
-            adamw(param_groups, self.train_config, allow_fused=single)
+            adamw(param_groups, self.train_config)
             if param_groups is not None
-            else build_optimizer(model, self.train_config, allow_fused=single)
+            else build_optimizer(model, self.train_config)
         )
         if eval_loader is not None:
             self.model, self.optimizer, self.train_loader, self.eval_loader = accelerator.prepare(
@@ -189,8 +188,6 @@ class TrainingLoop:
         )
         self.model.train()
         self._running = torch.zeros(2, device=accelerator.device)  # [loss sum, items] since the last log
-        # Unpadded tokens since the last sync, kept on the device so that counting them never waits for it.
-        self._tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
         self._penalties: dict[str, torch.Tensor] = {}  # penalty sums over the steps since the last log
         self._steps_since_log = 0
         self._last_eval_step = -1
@@ -309,11 +306,8 @@ class TrainingLoop:
 
     def _sync_tokens(self) -> None:
         """Move the device-side token count into the loop state (a host sync: only at log and summary time)."""
-        tokens = getattr(self, "_tokens", None)
-        if tokens is None:
-            return
-        # This process's count times the processes (as for samples): no extra collective in the loop.
-        self.state.tokens_seen += int(tokens) * self.accelerator.num_processes
+        # This process's count times the processes (as for samples): no collective outside the logging one.
+        self.state.tokens_seen += int(self._tokens) * self.accelerator.num_processes
         self._tokens.zero_()
 
     def summary(self) -> dict[str, Any]:
@@ -352,9 +346,14 @@ class TrainingLoop:
         state = self.state
         self._last_eval_step = state.step
         metrics = self.evaluate_fn(self.model, self.eval_loader)
-        # Training time so far (evaluations before this one included): time-to-target curves read it.
-        metrics["train_seconds"] = round(state.train_seconds, 2)
-        self.log.log("validation", metrics, step=state.step, epoch=self.epoch_progress())
+        # Logged with the training time so far (earlier evaluations included) for time-to-target curves; kept out
+        # of the metrics themselves, which metric_for_best chooses from.
+        self.log.log(
+            "validation",
+            {**metrics, "train_seconds": round(state.train_seconds, 2)},
+            step=state.step,
+            epoch=self.epoch_progress(),
+        )
         if self.metric_name not in metrics:
             available = ", ".join(sorted(k for k in metrics if not k.startswith("per_")))
             raise ConfigError(

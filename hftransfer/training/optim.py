@@ -31,7 +31,7 @@ def parameter_groups(
     return [group for group in groups if group["params"]]
 
 
-def adamw(param_groups: list[dict], config: TrainConfig, allow_fused: bool = True) -> torch.optim.AdamW:
+def adamw(param_groups: list[dict], config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with the run's settings; the fused kernel where torch has one for the parameters' device and dtype.
 
     The default implementation loops over the parameter tensors in Python; the fused one updates them all in one
@@ -39,7 +39,7 @@ def adamw(param_groups: list[dict], config: TrainConfig, allow_fused: bool = Tru
     training step on short sentences); the update is the same AdamW up to float rounding.
     """
     settings = {"lr": config.lr, "betas": tuple(config.adam_betas), "eps": config.adam_eps}
-    if config.fused_optimizer and allow_fused:
+    if config.fused_optimizer:
         try:
             return torch.optim.AdamW(param_groups, fused=True, **settings)
         except (RuntimeError, ValueError):  # torch refuses: no fused kernel for this device or dtype
@@ -47,11 +47,9 @@ def adamw(param_groups: list[dict], config: TrainConfig, allow_fused: bool = Tru
     return torch.optim.AdamW(param_groups, **settings)
 
 
-def build_optimizer(
-    model: torch.nn.Module, config: TrainConfig, allow_fused: bool = True
-) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the model's trainable parameters, with weight decay off for biases and LayerNorm."""
-    return adamw(parameter_groups(model.named_parameters(), config.weight_decay), config, allow_fused)
+    return adamw(parameter_groups(model.named_parameters(), config.weight_decay), config)
 
 
 def build_scheduler(
