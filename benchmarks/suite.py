@@ -13,7 +13,8 @@ Sections (each over every seed; a run shared by two sections is run once):
   times and their ratio, training samples/s and tokens/s, achieved matmul FLOP/s against this machine's measured
   ``torch.matmul`` peak, peak RSS, time to reach a target validation score, inference samples/s.
 - ``strategies``: score, trainable fraction, seconds per epoch and peak memory of each transfer strategy.
-- ``multitask``: one shared encoder for both tasks against the two single-task runs, same optimizer steps.
+- ``multitask``: one shared encoder for both tasks against the two single-task runs: the same optimizer steps in
+  total, each task its single-task share of them (sampling weights) and its single-task learning rate.
 - ``distill``: a 3-layer student of the teacher's layers trained with and without the teacher.
 
 Every run is the real recipe (or the Trainer script) in a fresh process, so peak memory is its own; runs go one
@@ -236,12 +237,19 @@ class Suite:
             self.recipe_run(key, RECIPE[task], argv)
 
     def multitask(self, model: str, seed: int) -> None:
+        """Both tasks on one encoder with the single-task runs' budgets: their steps in total, each task its own
+        share of them (sampling weights) and its own learning rate."""
         singles = {task: self.ours_full(model, task, seed) for task in METRIC}
         budget = sum(record["steps"] for record in singles.values())
-        tasks = self.multitask_tasks()
         for sampler in self.args.samplers:
+            if sampler == "proportional":  # p ∝ weight × batches: the epochs give each task its own steps
+                weights = {task: self.setting.hyper[task]["epochs"] for task in METRIC}
+            elif sampler in ("uniform", "round_robin"):  # p ∝ weight
+                weights = {task: singles[task]["steps"] for task in METRIC}
+            else:  # temperature: its own flattening of the sizes is the point, so no budget matching
+                weights = {task: 1 for task in METRIC}
             argv = [
-                f"--config={tasks}",
+                f"--config={self.multitask_tasks(sampler, weights)}",
                 f"model.name_or_path={model}",
                 f"sampler.name={sampler}",
                 f"train.seed={seed}",
@@ -252,8 +260,9 @@ class Suite:
             ]
             self.recipe_run(f"{alias(model)}/multitask/{sampler}/{seed}", "multitask.py", argv)
 
-    def multitask_tasks(self) -> Path:
-        """The two tasks, on exactly the single-task runs' data, as a YAML layered on the multitask preset."""
+    def multitask_tasks(self, sampler: str, weights: dict[str, float]) -> Path:
+        """The two tasks, on exactly the single-task runs' data and learning rates, as a YAML layered on the
+        multitask preset."""
         import yaml
 
         tasks = []
@@ -265,8 +274,17 @@ class Suite:
             data.update({"validation_size": 0.1, "test_size": 0.1, "split_seed": 0})
             if "max_train_samples" in self.setting.hyper[task]:
                 data["max_train_samples"] = self.setting.hyper[task]["max_train_samples"]
-            tasks.append({"name": task, "task": kind, "data": data, "metric": METRIC[task]})
-        path = self.work / "multitask-tasks.yaml"
+            tasks.append(
+                {
+                    "name": task,
+                    "task": kind,
+                    "data": data,
+                    "metric": METRIC[task],
+                    "lr": self.setting.hyper[task]["lr"],
+                    "sampling_weight": weights[task],
+                }
+            )
+        path = self.work / f"multitask-tasks-{sampler}.yaml"
         path.write_text(yaml.safe_dump({"tasks": tasks}, sort_keys=False))
         return path
 

@@ -159,12 +159,24 @@ def strategies_section(groups: dict, targets: list[str]) -> list[str]:
     return [*lines, ""]
 
 
+def steps(values) -> str:
+    """Step counts of the seeds: one number when they agree, else their mean."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return str(values[0]) if len(set(values)) == 1 else f"{sum(values) / len(values):.0f}"
+
+
 def multitask_section(groups: dict, targets: list[str]) -> list[str]:
     lines = [
         "## Multitask (one shared encoder) vs two single-task runs, same optimizer steps",
         "",
-        "| model | runs | ner test F1 | sentiment test accuracy | train s (both tasks) | wall s (both tasks) | seeds |",
-        "|---|---|---|---|---|---|---|",
+        "Each task keeps its single-task learning rate and, through sampling weights, its single-task share of the "
+        "steps (proportional: weight = its epochs; round-robin: weight = its steps, exact).",
+        "",
+        "| model | runs | ner test F1 | sentiment test accuracy | steps ner / sentiment | train s (both tasks) "
+        "| wall s (both tasks) | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model in sorted({m for m, t, _ in groups if t == "multitask"}):
         singles = {t: groups.get((model, t, "full"), []) for t in ("ner", "sentiment")}
@@ -174,7 +186,9 @@ def multitask_section(groups: dict, targets: list[str]) -> list[str]:
             single_wall = [a["wall_seconds"] + b["wall_seconds"] for a, b in zip(*singles.values())]
             lines.append(
                 f"| {model} | two single-task runs | {fmt(r['score'] for r in singles['ner'])} | "
-                f"{fmt(r['score'] for r in singles['sentiment'])} | {fmt(single_train, digits=0)} | "
+                f"{fmt(r['score'] for r in singles['sentiment'])} | "
+                f"{steps(r['steps'] for r in singles['ner'])} / {steps(r['steps'] for r in singles['sentiment'])} | "
+                f"{fmt(single_train, digits=0)} | "
                 f"{fmt(single_wall, digits=0)} | {len(singles['ner'])} |"
             )
         for name in sorted(n for m, t, n in groups if m == model and t == "multitask"):
@@ -195,6 +209,8 @@ def multitask_section(groups: dict, targets: list[str]) -> list[str]:
             lines.append(
                 f"| {model} | multitask, {name} sampler | {fmt(r['score']['ner'] for r in runs)} | "
                 f"{fmt(r['score']['sentiment'] for r in runs)} | "
+                f"{steps((r.get('steps_per_task') or {}).get('ner') for r in runs)} / "
+                f"{steps((r.get('steps_per_task') or {}).get('sentiment') for r in runs)} | "
                 f"{fmt((r['train_seconds'] for r in runs), digits=0)} | "
                 f"{fmt((r['wall_seconds'] for r in runs), digits=0)} | {len(runs)} |"
             )

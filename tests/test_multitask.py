@@ -43,7 +43,7 @@ def task_files(tmp_path) -> dict[str, dict[str, Path]]:
     }
 
 
-def _tasks_yaml(tmp_path: Path, files: dict, names=("ner", "cls")) -> Path:
+def _tasks_yaml(tmp_path: Path, files: dict, names=("ner", "cls"), **task_fields: dict) -> Path:
     kinds = {"ner": "token-classification", "cls": "sequence-classification"}
     lines = ["tasks:"]
     for name in names:
@@ -56,14 +56,15 @@ def _tasks_yaml(tmp_path: Path, files: dict, names=("ner", "cls")) -> Path:
             f"      validation_file: {files[kind]['validation']}",
             "      test_size: 0",
         ]
+        lines += [f"    {key}: {value}" for key, value in task_fields.get(name, {}).items()]
     path = tmp_path / "tasks.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _argv(tiny_model_dir, tmp_path, files, run_dir, *extra):
+def _argv(tiny_model_dir, tmp_path, files, run_dir, *extra, task_fields=None):
     return [
-        "--config", str(_tasks_yaml(tmp_path, files)), f"model.name_or_path={tiny_model_dir}", f"output_dir={run_dir}",
+        "--config", str(_tasks_yaml(tmp_path, files, **(task_fields or {}))), f"model.name_or_path={tiny_model_dir}", f"output_dir={run_dir}",
         "train.batch_size=8", "train.trackers=[]", "train.lr=3e-3", "train.warmup_ratio=0", *extra,
     ]  # fmt: skip
 
@@ -85,6 +86,65 @@ def test_sampler_probabilities_and_draws_match_their_definitions():
     assert schedule.epoch(2) == TaskSchedule(sizes, "proportional", 50, seed=3).epoch(2)  # deterministic
     assert schedule.epoch(1) != schedule.epoch(2)
     assert schedule.consumed(1, 10) == Counter(schedule.epoch(0)) + Counter(schedule.epoch(1)[:10])
+
+
+def test_sampling_weights_scale_the_probabilities_and_round_robin_keeps_exact_shares():
+    sizes = [120, 125]  # batches of WNUT-16 and of 2000 Rotten Tomatoes reviews at batch 16
+    # epochs of the single-task runs (5 and 3) as weights: the single-task step budgets, 600 : 375
+    assert task_probabilities(sizes, "proportional", weights=[5, 3]) == pytest.approx([600 / 975, 375 / 975])
+    assert task_probabilities(sizes, "uniform", weights=[3, 1]) == pytest.approx([0.75, 0.25])
+    draws = TaskSchedule(sizes, "proportional", 4000, seed=1, weights=[5, 3]).epoch(0)
+    assert abs(draws.count(0) / 4000 - 600 / 975) < 0.031  # 4 binomial sigmas
+    with pytest.raises(ValueError, match="one positive number per task"):
+        task_probabilities(sizes, "proportional", weights=[1, 0])
+
+    # Weighted round-robin: exact shares in every window of sum(weights) steps, interleaved, across epochs.
+    schedule = TaskSchedule(sizes, "round_robin", steps_per_epoch=7, seed=0, weights=[600, 375])
+    order = [task for epoch in range(5 * 39) for task in schedule.epoch(epoch)]  # 1365 = 7 x 195 steps
+    for start in range(0, 1365 - 975, 97):
+        assert order[start : start + 975].count(0) in (599, 600, 601)
+    assert max(len(run) for run in "".join(map(str, order)).split("1")) <= 2  # never more than 2 in a row
+    fresh = TaskSchedule(sizes, "round_robin", steps_per_epoch=7, seed=0, weights=[600, 375])
+    assert fresh.epoch(40) == schedule.epoch(40)  # a pure function of the epoch, whatever was asked before
+    assert schedule.consumed(3, 2) == Counter(order[: 3 * 7 + 2])
+
+
+def test_task_learning_rate_scales_every_group_on_that_tasks_steps_only(
+    tiny_model_dir, task_files, tmp_path, monkeypatch
+):
+    seen: list[list[float]] = []
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    run_dir = tmp_path / "run"
+    metrics = multitask.main(
+        _argv(
+            tiny_model_dir,
+            tmp_path,
+            task_files,
+            run_dir,
+            "train.max_steps=6",
+            "sampler.name=round_robin",
+            "strategy.head_lr=6e-3",
+            task_fields={"cls": {"lr": "7.5e-4"}, "ner": {"sampling_weight": 2}},
+        )  # fmt: skip
+    )
+    assert metrics["sampler"]["lr_scales"] == {"ner": 1.0, "cls": 0.25}
+    assert metrics["train"]["steps_per_task"] == {"ner": 4, "cls": 2}  # weights 2 : 1
+    tasks = ["ner", "cls", "ner", "ner", "cls", "ner"]  # smooth weighted round-robin of 2 : 1
+    assert len(seen) == 6
+    for step, (task, lrs) in enumerate(zip(tasks, seen)):
+        decay = 1 - step / 6  # linear schedule without warm-up
+        scale = 0.25 if task == "cls" else 1.0
+        # every group (encoder groups at train.lr, head groups at head_lr) scaled alike
+        assert lrs == pytest.approx([peak * decay * scale for peak in seen[0]])
+    assert set(seen[0]) == {3e-3, 6e-3}
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["lr"] == pytest.approx(3e-3 * (1 - r["step"] / 6)) for r in logged if r["split"] == "train")
 
 
 def test_shared_encoder_is_one_module_and_both_tasks_train_it(tiny_model_dir):
@@ -187,6 +247,9 @@ def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, 
         parse_multitask_config(
             ["--config", str(_tasks_yaml(tmp_path, task_files)), "train.metric_for_best=f1"]
         )
+    for field, value in (("lr", 0), ("sampling_weight", -1)):
+        with pytest.raises(ConfigError, match=f"tasks.cls.{field} must be > 0"):
+            parse_multitask_config(["--config", str(_tasks_yaml(tmp_path, task_files, cls={field: value}))])
     bad = tmp_path / "nodata.yaml"
     bad.write_text("tasks:\n  - name: x\n    task: token-classification\n    data: {}\n")
     with pytest.raises(ConfigError, match="data"):

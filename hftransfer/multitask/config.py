@@ -31,15 +31,26 @@ class TaskSpec:
     data: DataConfig
     """Where the task's data comes from (any format the single-task recipes read)."""
     loss_weight: float = 1.0
-    """Multiplier of this task's loss."""
+    """Multiplier of this task's loss (with AdamW this mostly changes the balance within mixed steps; to change
+    how fast a task moves the shared encoder, set ``lr`` or ``sampling_weight``)."""
+    lr: float | None = None
+    """Learning rate on this task's steps; default ``train.lr``. Every parameter group (encoder layers, this
+    head) is scaled by ``lr / train.lr`` on the steps that train this task, so LLRD and ``head_lr`` keep their
+    ratios and warm-up and decay still follow the one shared schedule."""
+    sampling_weight: float = 1.0
+    """Multiplier of this task's probability under the sampler (``p ∝ sampling_weight × n`` for proportional);
+    with ``round_robin`` the task's exact share of the steps is ``sampling_weight / sum``. Setting it to the epochs
+    a single-task run would train reproduces that run's step budget (proportional)."""
     metric: str | None = None
     """Metric of this task in the average that selects the best model; default ``f1`` (token) / ``accuracy``."""
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-" for c in self.name):
             raise ConfigError(f"tasks: name {self.name!r} must be letters, digits, '_' or '-'")
-        if self.loss_weight <= 0:
-            raise ConfigError(f"tasks.{self.name}.loss_weight must be > 0, got {self.loss_weight}")
+        for name in ("loss_weight", "lr", "sampling_weight"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"tasks.{self.name}.{name} must be > 0, got {value}")
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(f"tasks.{self.name}: data.text_pair_column is for sequence-classification")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,15 @@ class WeightedObjective:
         return loss * self.weights[batch["task"]], penalties
 
 
+def task_lr_scale(scales: dict[str, float]) -> Callable[[list[dict]], float]:
+    """The learning-rate factor of a step: its task's (the mean when accumulation mixes tasks in one step)."""
+
+    def scale(window: list[dict]) -> float:
+        return sum(scales[batch["task"]] for batch in window) / len(window)
+
+    return scale
+
+
 def _apply_strategy(model: MultitaskModel, config: MultitaskConfig) -> tuple[list[dict], Any, dict[str, Any]]:
     strategy = config.strategy
     report: dict[str, Any] = {"name": strategy.name}
@@ -160,13 +170,19 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
 
     sizes = [len(loader) for loader in train_loaders.values()]
     steps = config.sampler.steps_per_epoch or default_steps_per_epoch(sizes)
-    schedule = TaskSchedule(sizes, config.sampler.name, steps, config.train.seed, config.sampler.temperature)
+    weights = [spec.sampling_weight for spec in specs.values()]
+    schedule = TaskSchedule(
+        sizes, config.sampler.name, steps, config.train.seed, config.sampler.temperature, weights
+    )
     batches = MultitaskBatches(train_loaders, schedule, accelerator)
+    lr_scales = {name: (spec.lr or config.train.lr) / config.train.lr for name, spec in specs.items()}
     report["sampler"] = {
         "name": config.sampler.name,
         "steps_per_epoch": steps,
         "batches_per_task": dict(zip(specs, sizes)),
+        "sampling_weights": dict(zip(specs, weights)),
         "probabilities": dict(zip(specs, schedule.probabilities)),
+        "lr_scales": lr_scales,
     }
 
     def evaluate(trained: torch.nn.Module, loaders: dict[str, DataLoader], split: str = "validation") -> dict:
@@ -201,6 +217,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
         loss_fn=WeightedObjective(TaskObjective(penalties), {n: s.loss_weight for n, s in specs.items()}),
         param_groups=groups,
         on_step_start=on_step_start,
+        lr_scale=task_lr_scale(lr_scales) if any(v != 1.0 for v in lr_scales.values()) else None,
     )
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

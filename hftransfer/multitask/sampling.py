@@ -12,6 +12,11 @@ Samplers, for task sizes ``n_i``:
 * ``uniform``: ``p_i = 1 / #tasks``;
 * ``round_robin``: tasks in turn, in the order they are declared.
 
+Per-task sampling weights ``w_i`` (default 1) multiply those probabilities: ``p_i ∝ w_i n_i`` for proportional, so
+``w_i`` = the epochs a single-task run would spend on task ``i`` reproduces its step budget. ``round_robin`` with
+unequal weights is deterministic: a smooth weighted round-robin gives task ``i`` exactly its share ``w_i / sum(w)``
+of every window of ``sum(w)`` steps (integer weights), interleaved rather than in blocks.
+
 An epoch is ``steps_per_epoch`` steps, by default the number of batches of all tasks together (``sum_i
 ceil(n_i / batch_size)``): with the proportional sampler every example is then seen once per epoch on average. A task
 whose loader runs out starts its next pass (reshuffled) and continues; task loaders never stop an epoch early.
@@ -28,18 +33,24 @@ import torch
 SAMPLERS = ("proportional", "temperature", "uniform", "round_robin")
 
 
-def task_probabilities(sizes: Sequence[int], kind: str, temperature: float = 1.0) -> list[float]:
-    """Probability of drawing each task at a step."""
+def task_probabilities(
+    sizes: Sequence[int], kind: str, temperature: float = 1.0, weights: Sequence[float] | None = None
+) -> list[float]:
+    """Probability of drawing each task at a step (for ``round_robin``: its share of the steps)."""
     if kind == "proportional":
-        weights = [float(n) for n in sizes]
+        base = [float(n) for n in sizes]
     elif kind == "temperature":
-        weights = [float(n) ** (1.0 / temperature) for n in sizes]
+        base = [float(n) ** (1.0 / temperature) for n in sizes]
     elif kind in ("uniform", "round_robin"):
-        weights = [1.0] * len(sizes)
+        base = [1.0] * len(sizes)
     else:
         raise ValueError(f"unknown task sampler {kind!r}; choose one of {', '.join(SAMPLERS)}")
-    total = sum(weights)
-    return [w / total for w in weights]
+    if weights is not None:
+        if len(weights) != len(sizes) or any(w <= 0 for w in weights):
+            raise ValueError(f"sampling weights must be one positive number per task, got {list(weights)}")
+        base = [b * w for b, w in zip(base, weights)]
+    total = sum(base)
+    return [b / total for b in base]
 
 
 class TaskSchedule:
@@ -51,21 +62,31 @@ class TaskSchedule:
         steps_per_epoch: optimizer steps in an epoch.
         seed: base seed; epoch ``e`` draws with ``seed + e``.
         temperature: for ``kind="temperature"``.
+        weights: per-task sampling weights (multiply the probabilities), default all 1.
     """
 
     def __init__(
-        self, sizes: Sequence[int], kind: str, steps_per_epoch: int, seed: int, temperature: float = 1.0
+        self,
+        sizes: Sequence[int],
+        kind: str,
+        steps_per_epoch: int,
+        seed: int,
+        temperature: float = 1.0,
+        weights: Sequence[float] | None = None,
     ) -> None:
         if steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.kind, self.steps_per_epoch, self.seed = kind, steps_per_epoch, seed
-        self.probabilities = task_probabilities(sizes, kind, temperature)
+        self.probabilities = task_probabilities(sizes, kind, temperature, weights)
+        # The round-robin order from step 0 on, extended on demand, and each task's credit at its end.
+        self._round_robin: list[int] = []
+        self._credit = [0.0] * len(self.probabilities)
 
     def epoch(self, epoch: int) -> list[int]:
         """Task indices of the steps of ``epoch``."""
         if self.kind == "round_robin":
-            n = len(self.probabilities)
-            return [(epoch * self.steps_per_epoch + step) % n for step in range(self.steps_per_epoch)]
+            start = epoch * self.steps_per_epoch
+            return self._round_robin_steps(start + self.steps_per_epoch)[start:]
         generator = torch.Generator().manual_seed(self.seed + epoch)
         draws = torch.multinomial(
             torch.tensor(self.probabilities, dtype=torch.float64),
@@ -74,6 +95,23 @@ class TaskSchedule:
             generator=generator,
         )
         return draws.tolist()
+
+    def _round_robin_steps(self, count: int) -> list[int]:
+        """The first ``count`` steps of a smooth weighted round-robin (plain turns when the weights are equal).
+
+        Every step each task earns its share of credit and the richest task (the first declared on a tie) trains
+        and pays one step; over any run of steps each task's count stays within one step of ``share × steps``.
+        """
+        order, credit = self._round_robin, self._credit
+        while len(order) < count:
+            for i, share in enumerate(self.probabilities):
+                credit[i] += share
+            # A tolerance keeps float rounding from breaking ties against the declared order.
+            best = max(credit) - 1e-9
+            index = next(i for i, c in enumerate(credit) if c >= best)
+            credit[index] -= 1.0
+            order.append(index)
+        return order[:count]
 
     def consumed(self, epoch: int, steps_in_epoch: int) -> Counter:
         """Batches each task has consumed before step ``steps_in_epoch`` of ``epoch`` (over all earlier epochs)."""

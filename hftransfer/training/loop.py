@@ -94,6 +94,8 @@ class TrainingLoop:
         loss_fn: summed loss of a batch (default: task cross-entropy), optionally with weighted penalties.
         param_groups: optimizer parameter groups (default: decay / no-decay over trainable parameters).
         on_step_start: called with the loop state before every optimizer step (e.g. gradual unfreezing).
+        lr_scale: ``lr_scale(micro_batches) -> factor`` multiplies every group's learning rate for that one
+            optimizer step (e.g. a multitask run's per-task learning rate); the schedule itself is unchanged.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class TrainingLoop:
         loss_fn: LossFn = task_loss,
         param_groups: list[dict] | None = None,
         on_step_start: Callable[[LoopState], None] | None = None,
+        lr_scale: Callable[[list[dict]], float] | None = None,
     ) -> None:
         self.accelerator = accelerator
         self.config = config
@@ -119,6 +122,7 @@ class TrainingLoop:
         self.save_model_fn = save_model
         self.loss_fn = loss_fn
         self.on_step_start = on_step_start
+        self.lr_scale = lr_scale
         self.metric_name = config.metric_for_best()
         self.greater_is_better = config.greater_is_better()
         self.log = MetricsLog(accelerator, self.run_dir)
@@ -273,7 +277,15 @@ class TrainingLoop:
             self._grad_norm = accelerator.clip_grad_norm_(
                 self.model.parameters(), self.train_config.max_grad_norm
             )
+        factor = self.lr_scale(window) if self.lr_scale is not None else 1.0
+        if factor != 1.0:
+            scheduled = [group["lr"] for group in self.optimizer.param_groups]
+            for group in self.optimizer.param_groups:
+                group["lr"] *= factor
         self.optimizer.step()
+        if factor != 1.0:  # back to the schedule's values, also when the step was skipped (fp16 overflow)
+            for group, lr in zip(self.optimizer.param_groups, scheduled):
+                group["lr"] = lr
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
