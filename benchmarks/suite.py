@@ -139,15 +139,30 @@ class Suite:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
         tmp.replace(self.path)
 
+    def peak(self) -> float:
+        """This machine's matmul peak right now. A shared VM drifts: this 2-core one ran the same training 20%
+        faster one evening than that afternoon, and 1-second peaks taken a minute apart ranged 121-161 GFLOP/s. So
+        every timed run carries the mean of peaks taken just before and just after it (``matmul_peak_flops``) and
+        both ends (``matmul_peaks``)."""
+        return matmul_peak_flops(size=self.setting.peak_size, min_seconds=self.setting.peak_seconds)
+
+    def peaks_around(self, record: dict, before: float) -> None:
+        after = self.peak()
+        record["matmul_peaks"] = [before, after]
+        record["matmul_peak_flops"] = (before + after) / 2
+
     # ---------------------------------------------------------------------------------------------- runs
     def recipe_run(self, key: str, recipe: str, argv: list[str], extra: dict | None = None) -> dict:
         """Run a recipe once (or take its saved record): the record of its metrics.json and timings."""
         if key in self.records:
             return self.records[key]
         run_dir = self.work / key.replace("/", "-")
+        peak = self.peak()
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
         metrics, wall = run_recipe(recipe, [*argv, *self.setting.scale], run_dir)
-        record = {"run_dir": str(run_dir), "wall_seconds": round(wall, 1), **(extra or {})}
+        record = {"run_dir": str(run_dir), "wall_seconds": round(wall, 1)}
+        self.peaks_around(record, peak)
+        record.update(extra or {})
         record.update(summarise(metrics, run_dir))
         self.records[key] = record
         self.save()
@@ -171,6 +186,7 @@ class Suite:
         ]
         if "max_train_samples" in hyper:
             command.append(f"--max-train-samples={hyper['max_train_samples']}")
+        peak = self.peak()
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
         stdout, wall = run_logged(command, self.work / f"{key.replace('/', '-')}.log", capture_stdout=True)
         output = json.loads(stdout.strip().splitlines()[-1])
@@ -187,6 +203,7 @@ class Suite:
             "peak_rss_mb": output["peak_rss_mb"],
             "inference_samples_per_second": output["test"]["test_samples_per_second"],
         }
+        self.peaks_around(record, peak)
         if "test_f1_conlleval" in output["test"]:
             record["score_conlleval"] = output["test"]["test_f1_conlleval"]
         self.records[key] = record
@@ -241,7 +258,7 @@ class Suite:
         share of them (sampling weights) and its own learning rate."""
         singles = {task: self.ours_full(model, task, seed) for task in METRIC}
         budget = sum(record["steps"] for record in singles.values())
-        for sampler in self.args.samplers:
+        for sampler, state in ((s, o) for s in self.args.samplers for o in self.args.optimizer_states):
             if sampler == "proportional":  # p ∝ weight × batches: the epochs give each task its own steps
                 weights = {task: self.setting.hyper[task]["epochs"] for task in METRIC}
             elif sampler in ("uniform", "round_robin"):  # p ∝ weight
@@ -257,8 +274,10 @@ class Suite:
                 "train.epochs=1000",
                 f"train.lr={self.setting.hyper['ner']['lr']}",
                 f"train.batch_size={self.setting.hyper['ner']['batch_size']}",
+                f"optimizer_state={state}",
             ]
-            self.recipe_run(f"{alias(model)}/multitask/{sampler}/{seed}", "multitask.py", argv)
+            name = sampler if state == "shared" else f"{sampler}+{state}"
+            self.recipe_run(f"{alias(model)}/multitask/{name}/{seed}", "multitask.py", argv)
 
     def multitask_tasks(self, sampler: str, weights: dict[str, float]) -> Path:
         """The two tasks, on exactly the single-task runs' data and learning rates, as a YAML layered on the
@@ -407,6 +426,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
+    parser.add_argument(
+        "--optimizer-states",
+        nargs="+",
+        choices=["shared", "per_task"],
+        default=["shared"],
+        help="multitask AdamW state: one shared, or one per task (runs named <sampler>+per_task)",
+    )
     parser.add_argument(
         "--output-dir", type=Path, default=None, help="default: benchmarks/ (quick: a temp dir)"
     )

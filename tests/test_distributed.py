@@ -154,7 +154,7 @@ def test_two_process_multitask_run(tiny_model_dir, tmp_path, gloo_works):
     tasks.write_text(
         "tasks:\n"
         f"  - {{name: ner, task: token-classification, data: {{train_file: {ner_train}, validation_file: {ner_dev}, test_size: 0}}}}\n"
-        f"  - {{name: cls, task: sequence-classification, data: {{train_file: {cls_train}, validation_file: {cls_dev}, test_size: 0}}}}\n"
+        f"  - {{name: cls, task: sequence-classification, data: {{train_file: {cls_train}, validation_file: {cls_dev}, test_size: 0}}, lr: 1.5e-3, sampling_weight: 2}}\n"
     )
     run_dir = tmp_path / "run"
     command = [
@@ -163,12 +163,16 @@ def test_two_process_multitask_run(tiny_model_dir, tmp_path, gloo_works):
         "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "recipes" / "multitask.py"), "--config", str(tasks),
         f"model.name_or_path={tiny_model_dir}", f"output_dir={run_dir}", "train.epochs=2", "train.batch_size=4",
-        "train.eval_batch_size=4", "train.trackers=[]", "train.lr=3e-3",
+        "train.eval_batch_size=4", "train.trackers=[]", "train.lr=3e-3", "sampler.name=round_robin",
     ]  # fmt: skip
     returncode, output = run_launch(command, hermetic_env(tmp_path), tmp_path / "launch.log", timeout=240)
     assert returncode == 0, output[-4000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["num_processes"] == 2
+    # per-task learning rate and weighted round-robin (cls twice as often) under DDP
+    assert metrics["sampler"]["lr_scales"] == {"ner": 1.0, "cls": 0.5}
+    steps = metrics["train"]["steps_per_task"]
+    assert abs(steps["cls"] - 2 * steps["ner"]) <= 2 and sum(steps.values()) == metrics["train"]["steps"]
     assert metrics["validation"]["tasks"]["ner"]["num_examples"] == 9
     assert metrics["validation"]["tasks"]["cls"]["num_examples"] == 7  # gathered rows, no duplicates
 

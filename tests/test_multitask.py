@@ -147,6 +147,54 @@ def test_task_learning_rate_scales_every_group_on_that_tasks_steps_only(
     assert all(r["lr"] == pytest.approx(3e-3 * (1 - r["step"] / 6)) for r in logged if r["split"] == "train")
 
 
+def test_per_task_optimizer_keeps_each_tasks_moments_apart(tiny_model_dir):
+    from hftransfer.config import StrategyConfig, TrainConfig
+    from hftransfer.multitask.optim import PerTaskAdamW, groups_per_task
+    from hftransfer.strategies.transfer import param_groups
+    from hftransfer.training.optim import build_scheduler
+
+    torch.manual_seed(0)
+    token = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=5)
+    sequence = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    model = MultitaskModel({"ner": token, "cls": sequence})
+    train = TrainConfig(lr=1e-3, warmup_ratio=0.0)
+    groups = groups_per_task(param_groups(model, train, StrategyConfig()), model.encoder, model.task_models)
+    ner_params = {id(p) for group in groups["ner"] for p in group["params"]}
+    assert {id(p) for p in model.encoder.parameters()} <= ner_params  # the shared encoder ...
+    assert not ner_params & {id(p) for p in sequence.classifier.parameters()}  # ... but not the other head
+    optimizer = PerTaskAdamW(groups, train)
+    scheduler = build_scheduler(optimizer, train, total_steps=4)
+    weight = model.encoder.encoder.layer[0].attention.self.query.weight
+    ids = torch.randint(5, 40, (2, 7))
+    batches = {"ner": torch.randint(0, 5, (2, 7)), "cls": torch.tensor([0, 1])}
+
+    def step(task: str) -> None:
+        model(task=task, input_ids=ids, labels=batches[task]).loss.backward()
+        optimizer.active = task
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+
+    step("ner")
+    assert weight not in optimizer.optimizers["cls"].state  # the cls moments have not seen the ner gradient
+    ner_momentum = optimizer.optimizers["ner"].state[weight]["exp_avg"].clone()
+    step("cls")
+    step("cls")
+    # the cls steps moved the shared weight but left the ner moments as they were
+    torch.testing.assert_close(optimizer.optimizers["ner"].state[weight]["exp_avg"], ner_momentum)
+    assert float(optimizer.optimizers["ner"].state[weight]["step"]) == 1
+    assert float(optimizer.optimizers["cls"].state[weight]["step"]) == 2
+    # one schedule drives every task's learning rate (linear decay, step 3 of 4)
+    lrs = [g["lr"] for opt in optimizer.optimizers.values() for g in opt.param_groups]
+    assert lrs == pytest.approx([2.5e-4] * len(lrs))
+    restored = PerTaskAdamW(groups, train)
+    restored.load_state_dict(optimizer.state_dict())
+    torch.testing.assert_close(restored.optimizers["cls"].state[weight]["exp_avg_sq"], optimizer.optimizers["cls"].state[weight]["exp_avg_sq"])  # fmt: skip
+    optimizer.active = None
+    with pytest.raises(RuntimeError, match="no task selected"):
+        optimizer.step()
+
+
 def test_shared_encoder_is_one_module_and_both_tasks_train_it(tiny_model_dir):
     token = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=5)
     sequence = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
@@ -199,7 +247,10 @@ def test_multitask_recipe_exports_each_task_as_a_plain_model(tiny_model_dir, tas
     assert classify("a great film")[0]["label"] in saved["label_names"]["cls"]
 
 
-def test_resumed_multitask_run_continues_with_the_same_sampler_state(tiny_model_dir, task_files, tmp_path):
+@pytest.mark.parametrize("optimizer_state", ["shared", "per_task"])
+def test_resumed_multitask_run_continues_with_the_same_sampler_state(
+    tiny_model_dir, task_files, tmp_path, optimizer_state
+):
     from safetensors.torch import load_file
 
     common = [
@@ -208,6 +259,7 @@ def test_resumed_multitask_run_continues_with_the_same_sampler_state(tiny_model_
         "train.log_every_steps=2",
         "train.keep_checkpoints=5",
         "sampler.name=uniform",
+        f"optimizer_state={optimizer_state}",
     ]
     multitask.main(_argv(tiny_model_dir, tmp_path, task_files, tmp_path / "a", *common))
     checkpoint = tmp_path / "a" / "checkpoints" / "step-00000004"
@@ -233,6 +285,21 @@ def test_resumed_multitask_run_continues_with_the_same_sampler_state(tiny_model_
     assert losses(tmp_path / "b")[-1] == pytest.approx(losses(tmp_path / "a")[-1], rel=1e-5)
 
 
+def test_tasks_of_a_config_file_replace_the_presets_tasks_whole(task_files, tmp_path):
+    # The default preset's tasks carry sampling weights, a learning rate and a training-data limit; none of them may
+    # leak into the user's tasks at the same positions.
+    preset = parse_multitask_config([], default_config=multitask.DEFAULT_CONFIG)
+    assert preset.tasks[0].sampling_weight != 1.0 and preset.tasks[1].data.max_train_samples is not None
+    config = parse_multitask_config(
+        ["--config", str(_tasks_yaml(tmp_path, task_files))], default_config=multitask.DEFAULT_CONFIG
+    )
+    assert [t.name for t in config.tasks] == ["ner", "cls"]
+    assert [(t.sampling_weight, t.lr, t.data.max_train_samples) for t in config.tasks] == [
+        (1.0, None, None)
+    ] * 2
+    assert config.sampler.name == preset.sampler.name  # the rest of the preset still applies
+
+
 def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, tmp_path):
     yaml_path = _tasks_yaml(tmp_path, task_files, names=("ner", "ner"))
     with pytest.raises(ConfigError, match="two tasks are named 'ner'"):
@@ -246,6 +313,15 @@ def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, 
     with pytest.raises(ConfigError, match="selects by 'average'"):
         parse_multitask_config(
             ["--config", str(_tasks_yaml(tmp_path, task_files)), "train.metric_for_best=f1"]
+        )
+    with pytest.raises(ConfigError, match="grad_accum_steps=1"):
+        parse_multitask_config(
+            [
+                "--config",
+                str(_tasks_yaml(tmp_path, task_files)),
+                "optimizer_state=per_task",
+                "train.grad_accum_steps=2",
+            ]
         )
     for field, value in (("lr", 0), ("sampling_weight", -1)):
         with pytest.raises(ConfigError, match=f"tasks.cls.{field} must be > 0"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +65,8 @@ class SamplerConfig:
     """Which task each step trains (see ``hftransfer/multitask/sampling.py``)."""
 
     name: Literal["proportional", "temperature", "uniform", "round_robin"] = "proportional"
-    """``proportional`` (p ∝ n), ``temperature`` (p ∝ n^(1/T)), ``uniform``, ``round_robin``."""
+    """``proportional`` (p ∝ n), ``temperature`` (p ∝ n^(1/T)), ``uniform``, ``round_robin``; each task's
+    ``sampling_weight`` multiplies its probability (round-robin: its exact share of the steps)."""
     temperature: float = 2.0
     """T of the temperature sampler."""
     steps_per_epoch: int | None = None
@@ -90,6 +93,10 @@ class MultitaskConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    optimizer_state: Literal["shared", "per_task"] = "shared"
+    """``shared``: one AdamW over everything; ``per_task``: each task keeps its own AdamW moments for the shared
+    encoder, so a task's steps are the steps its single-task run would take (``hftransfer/multitask/optim.py``).
+    Needs single-task optimizer steps (``train.grad_accum_steps: 1``) and no fp16 gradient scaler."""
     output_dir: str | None = None
     """Run directory. Default: ``runs/multitask-<timestamp>``."""
     overwrite_output_dir: bool = False
@@ -129,6 +136,16 @@ class MultitaskConfig:
                     "strategy.name=frozen in a multitask run trains each task's own transformers head on the last "
                     "layer; strategy.head/feature_layer/feature_layers/pooling are single-task options"
                 )
+        if self.optimizer_state == "per_task" and self.train.grad_accum_steps != 1:
+            raise ConfigError(
+                "optimizer_state=per_task needs train.grad_accum_steps=1: an accumulated step could mix tasks, "
+                "and there is no single task whose optimizer state it should use"
+            )
+        if self.optimizer_state == "per_task" and self.train.mixed_precision == "fp16":
+            raise ConfigError(
+                "optimizer_state=per_task does not work with train.mixed_precision=fp16 (the gradient scaler would "
+                "unscale the shared encoder's gradients once per task); use bf16 or no"
+            )
         if self.train.metric_for_best not in (None, "average"):
             raise ConfigError(
                 "train.metric_for_best: a multitask run selects by 'average' (the mean of each task's metric, "
@@ -151,7 +168,41 @@ def parse_multitask_config(
 ) -> MultitaskConfig:
     """Parse a multitask config from a preset, ``--config`` files and ``key=value`` overrides.
 
+    A ``tasks`` list given in a ``--config`` file or an override replaces the preset's tasks as a whole.
+
     Raises:
         ConfigError: an unknown key, a wrong value or a failed check; the message names it.
     """
-    return parse_config(argv, default_config, schema=MultitaskConfig)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if default_config is None or not _declares_tasks(argv):
+        return parse_config(argv, default_config, schema=MultitaskConfig)
+    # jsonargparse parses a list of dataclasses element by element on top of the list it already holds, so the
+    # preset's first task would lend its sampling weight, learning rate or data limits to the user's first task.
+    import yaml
+
+    preset = yaml.safe_load(Path(default_config).read_text(encoding="utf-8")) or {}
+    preset.pop("tasks", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        without_tasks = Path(tmp) / Path(default_config).name
+        without_tasks.write_text(yaml.safe_dump(preset, sort_keys=False), encoding="utf-8")
+        return parse_config(argv, without_tasks, schema=MultitaskConfig)
+
+
+def _declares_tasks(argv: Sequence[str]) -> bool:
+    """Whether a ``--config`` file or a ``tasks=`` override among ``argv`` sets the task list."""
+    import yaml
+
+    for index, arg in enumerate(argv):
+        name = arg.lstrip("-")
+        if name.startswith("tasks=") or name.startswith("tasks."):
+            return True
+        path = None
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg == "--config" and index + 1 < len(argv):
+            path = argv[index + 1]
+        if path and Path(path).is_file():
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            if isinstance(loaded, dict) and "tasks" in loaded:
+                return True
+    return False

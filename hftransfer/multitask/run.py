@@ -50,6 +50,7 @@ from hftransfer.multitask.lora import (
     merged_encoder,
 )
 from hftransfer.multitask.model import MultitaskModel, TaskView
+from hftransfer.multitask.optim import PerTaskAdamW, groups_per_task
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
 from hftransfer.objectives.task import TaskObjective
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
@@ -85,12 +86,19 @@ class MultitaskRun:
 
 
 class WeightedObjective:
-    """The task objective with each task's loss multiplied by its ``loss_weight``."""
+    """The task objective with each task's loss multiplied by its ``loss_weight``.
 
-    def __init__(self, objective: TaskObjective, weights: dict[str, float]) -> None:
-        self.objective, self.weights = objective, weights
+    With per-task optimizer states it also tells the optimizer whose step follows (steps are single-task then).
+    """
+
+    def __init__(
+        self, objective: TaskObjective, weights: dict[str, float], optimizer: PerTaskAdamW | None = None
+    ) -> None:
+        self.objective, self.weights, self.optimizer = objective, weights, optimizer
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.optimizer is not None:
+            self.optimizer.active = batch["task"]
         loss, penalties = self.objective(model, batch)
         return loss * self.weights[batch["task"]], penalties
 
@@ -204,6 +212,13 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
         )
         return metrics
 
+    optimizer = None
+    if config.optimizer_state == "per_task":
+        if accelerator.mixed_precision == "fp16":
+            raise ConfigError(
+                "optimizer_state=per_task does not work with fp16 mixed precision; use bf16 or no"
+            )
+        optimizer = PerTaskAdamW(groups_per_task(groups, model.encoder, model.task_models), config.train)
     model_dir = run_dir / "model"
     loop = TrainingLoop(
         accelerator,
@@ -214,8 +229,11 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
         save_model=lambda trained: save_multitask(accelerator, trained, tokenizer, model_dir, specs, data),
         config=config,
         run_dir=run_dir,
-        loss_fn=WeightedObjective(TaskObjective(penalties), {n: s.loss_weight for n, s in specs.items()}),
+        loss_fn=WeightedObjective(
+            TaskObjective(penalties), {n: s.loss_weight for n, s in specs.items()}, optimizer
+        ),
         param_groups=groups,
+        optimizer=optimizer,
         on_step_start=on_step_start,
         lr_scale=task_lr_scale(lr_scales) if any(v != 1.0 for v in lr_scales.values()) else None,
     )

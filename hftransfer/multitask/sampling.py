@@ -15,7 +15,7 @@ Samplers, for task sizes ``n_i``:
 Per-task sampling weights ``w_i`` (default 1) multiply those probabilities: ``p_i ∝ w_i n_i`` for proportional, so
 ``w_i`` = the epochs a single-task run would spend on task ``i`` reproduces its step budget. ``round_robin`` with
 unequal weights is deterministic: a smooth weighted round-robin gives task ``i`` exactly its share ``w_i / sum(w)``
-of every window of ``sum(w)`` steps (integer weights), interleaved rather than in blocks.
+of every period of ``sum(w)`` steps (integer weights), interleaved rather than in blocks.
 
 An epoch is ``steps_per_epoch`` steps, by default the number of batches of all tasks together (``sum_i
 ceil(n_i / batch_size)``): with the proportional sampler every example is then seen once per epoch on average. A task

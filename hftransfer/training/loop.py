@@ -96,6 +96,7 @@ class TrainingLoop:
         on_step_start: called with the loop state before every optimizer step (e.g. gradual unfreezing).
         lr_scale: ``lr_scale(micro_batches) -> factor`` multiplies every group's learning rate for that one
             optimizer step (e.g. a multitask run's per-task learning rate); the schedule itself is unchanged.
+        optimizer: a ready optimizer over ``model``'s parameters (default: AdamW over ``param_groups``).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class TrainingLoop:
         param_groups: list[dict] | None = None,
         on_step_start: Callable[[LoopState], None] | None = None,
         lr_scale: Callable[[list[dict]], float] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         self.accelerator = accelerator
         self.config = config
@@ -130,11 +132,12 @@ class TrainingLoop:
         # Unpadded tokens not yet in the state, kept on the device so that counting them never waits for it.
         self._tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
 
-        optimizer = (
-            adamw(param_groups, self.train_config)
-            if param_groups is not None
-            else build_optimizer(model, self.train_config)
-        )
+        if optimizer is None:
+            optimizer = (
+                adamw(param_groups, self.train_config)
+                if param_groups is not None
+                else build_optimizer(model, self.train_config)
+            )
         if eval_loader is not None:
             self.model, self.optimizer, self.train_loader, self.eval_loader = accelerator.prepare(
                 model, optimizer, train_loader, eval_loader
