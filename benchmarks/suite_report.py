@@ -148,7 +148,7 @@ def baseline_section(groups: dict, machine: dict, targets: list[str]) -> list[st
     lines += [
         "",
         "FLOP/s counts matrix products only (`benchmarks/flops.py`: torch's FlopCounterMode on the model's real",
-        "shapes, padded tokens included), as a fraction of the `torch.matmul` peak measured just before each run.",
+        "shapes, padded tokens included), as a fraction of the `torch.matmul` peaks measured around each run.",
         "hftransfer's rate is over its optimizer steps (evaluation and saving",
         "excluded); the Trainer reports only its whole `train_runtime`, evaluations included. Inference: the test",
         "split scored by each runner's own evaluation (metrics included).",

@@ -141,11 +141,6 @@ class MultitaskConfig:
                 "optimizer_state=per_task needs train.grad_accum_steps=1: an accumulated step could mix tasks, "
                 "and there is no single task whose optimizer state it should use"
             )
-        if self.optimizer_state == "per_task" and self.train.mixed_precision == "fp16":
-            raise ConfigError(
-                "optimizer_state=per_task does not work with train.mixed_precision=fp16 (the gradient scaler would "
-                "unscale the shared encoder's gradients once per task); use bf16 or no"
-            )
         if self.train.metric_for_best not in (None, "average"):
             raise ConfigError(
                 "train.metric_for_best: a multitask run selects by 'average' (the mean of each task's metric, "

@@ -86,30 +86,31 @@ class MultitaskRun:
 
 
 class WeightedObjective:
-    """The task objective with each task's loss multiplied by its ``loss_weight``.
+    """The task objective with each task's loss multiplied by its ``loss_weight``."""
 
-    With per-task optimizer states it also tells the optimizer whose step follows (steps are single-task then).
-    """
-
-    def __init__(
-        self, objective: TaskObjective, weights: dict[str, float], optimizer: PerTaskAdamW | None = None
-    ) -> None:
-        self.objective, self.weights, self.optimizer = objective, weights, optimizer
+    def __init__(self, objective: TaskObjective, weights: dict[str, float]) -> None:
+        self.objective, self.weights = objective, weights
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.optimizer is not None:
-            self.optimizer.active = batch["task"]
         loss, penalties = self.objective(model, batch)
         return loss * self.weights[batch["task"]], penalties
 
 
-def task_lr_scale(scales: dict[str, float]) -> Callable[[list[dict]], float]:
-    """The learning-rate factor of a step: its task's (the mean when accumulation mixes tasks in one step)."""
+def task_step(
+    scales: dict[str, float], optimizer: PerTaskAdamW | None
+) -> Callable[[list[dict]], float] | None:
+    """The loop's ``before_update``: selects the step's task in a per-task optimizer and returns the step's
+    learning-rate factor (its task's; the mean when accumulation mixes tasks in one step). None when neither
+    applies, so the loop does nothing extra per step."""
+    if optimizer is None and all(scale == 1.0 for scale in scales.values()):
+        return None
 
-    def scale(window: list[dict]) -> float:
+    def before_update(window: list[dict]) -> float:
+        if optimizer is not None:  # per-task state needs single-task steps (grad_accum_steps=1, checked)
+            optimizer.active = window[0]["task"]
         return sum(scales[batch["task"]] for batch in window) / len(window)
 
-    return scale
+    return before_update
 
 
 def _apply_strategy(model: MultitaskModel, config: MultitaskConfig) -> tuple[list[dict], Any, dict[str, Any]]:
@@ -216,7 +217,8 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
     if config.optimizer_state == "per_task":
         if accelerator.mixed_precision == "fp16":
             raise ConfigError(
-                "optimizer_state=per_task does not work with fp16 mixed precision; use bf16 or no"
+                "optimizer_state=per_task does not work with fp16 mixed precision (the gradient scaler would "
+                "unscale the shared encoder's gradients once per task); set train.mixed_precision to bf16 or no"
             )
         optimizer = PerTaskAdamW(groups_per_task(groups, model.encoder, model.task_models), config.train)
     model_dir = run_dir / "model"
@@ -229,13 +231,11 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
         save_model=lambda trained: save_multitask(accelerator, trained, tokenizer, model_dir, specs, data),
         config=config,
         run_dir=run_dir,
-        loss_fn=WeightedObjective(
-            TaskObjective(penalties), {n: s.loss_weight for n, s in specs.items()}, optimizer
-        ),
+        loss_fn=WeightedObjective(TaskObjective(penalties), {n: s.loss_weight for n, s in specs.items()}),
         param_groups=groups,
         optimizer=optimizer,
         on_step_start=on_step_start,
-        lr_scale=task_lr_scale(lr_scales) if any(v != 1.0 for v in lr_scales.values()) else None,
+        before_update=task_step(lr_scales, optimizer),
     )
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

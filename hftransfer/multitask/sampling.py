@@ -86,7 +86,8 @@ class TaskSchedule:
         """Task indices of the steps of ``epoch``."""
         if self.kind == "round_robin":
             start = epoch * self.steps_per_epoch
-            return self._round_robin_steps(start + self.steps_per_epoch)[start:]
+            self._extend_round_robin(start + self.steps_per_epoch)
+            return self._round_robin[start : start + self.steps_per_epoch]
         generator = torch.Generator().manual_seed(self.seed + epoch)
         draws = torch.multinomial(
             torch.tensor(self.probabilities, dtype=torch.float64),
@@ -96,8 +97,8 @@ class TaskSchedule:
         )
         return draws.tolist()
 
-    def _round_robin_steps(self, count: int) -> list[int]:
-        """The first ``count`` steps of a smooth weighted round-robin (plain turns when the weights are equal).
+    def _extend_round_robin(self, count: int) -> None:
+        """Extend the smooth weighted round-robin order (plain turns when the weights are equal) to ``count`` steps.
 
         Every step each task earns its share of credit and the richest task (the first declared on a tie) trains
         and pays one step; over any run of steps each task's count stays within one step of ``share × steps``.
@@ -111,7 +112,6 @@ class TaskSchedule:
             index = next(i for i, c in enumerate(credit) if c >= best)
             credit[index] -= 1.0
             order.append(index)
-        return order[:count]
 
     def consumed(self, epoch: int, steps_in_epoch: int) -> Counter:
         """Batches each task has consumed before step ``steps_in_epoch`` of ``epoch`` (over all earlier epochs)."""

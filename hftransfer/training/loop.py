@@ -94,8 +94,9 @@ class TrainingLoop:
         loss_fn: summed loss of a batch (default: task cross-entropy), optionally with weighted penalties.
         param_groups: optimizer parameter groups (default: decay / no-decay over trainable parameters).
         on_step_start: called with the loop state before every optimizer step (e.g. gradual unfreezing).
-        lr_scale: ``lr_scale(micro_batches) -> factor`` multiplies every group's learning rate for that one
-            optimizer step (e.g. a multitask run's per-task learning rate); the schedule itself is unchanged.
+        before_update: ``before_update(micro_batches) -> factor``, called just before each optimizer update;
+            the factor multiplies every group's learning rate for that one update (e.g. a multitask run's per-task
+            learning rate; the schedule itself is unchanged), and the call may set up the optimizer for the step.
         optimizer: a ready optimizer over ``model``'s parameters (default: AdamW over ``param_groups``).
     """
 
@@ -113,7 +114,7 @@ class TrainingLoop:
         loss_fn: LossFn = task_loss,
         param_groups: list[dict] | None = None,
         on_step_start: Callable[[LoopState], None] | None = None,
-        lr_scale: Callable[[list[dict]], float] | None = None,
+        before_update: Callable[[list[dict]], float] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         self.accelerator = accelerator
@@ -124,7 +125,7 @@ class TrainingLoop:
         self.save_model_fn = save_model
         self.loss_fn = loss_fn
         self.on_step_start = on_step_start
-        self.lr_scale = lr_scale
+        self.before_update = before_update
         self.metric_name = config.metric_for_best()
         self.greater_is_better = config.greater_is_better()
         self.log = MetricsLog(accelerator, self.run_dir)
@@ -280,7 +281,7 @@ class TrainingLoop:
             self._grad_norm = accelerator.clip_grad_norm_(
                 self.model.parameters(), self.train_config.max_grad_norm
             )
-        factor = self.lr_scale(window) if self.lr_scale is not None else 1.0
+        factor = self.before_update(window) if self.before_update is not None else 1.0
         if factor != 1.0:
             scheduled = [group["lr"] for group in self.optimizer.param_groups]
             for group in self.optimizer.param_groups:
