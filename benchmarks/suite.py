@@ -368,6 +368,8 @@ def summarise(metrics: dict, run_dir: Path) -> dict:
         "padded_tokens": train.get("padded_tokens"),
         "peak_rss_mb": metrics["peak_memory_mb"]["rss"],
         "peak_gpu_mb": metrics["peak_memory_mb"].get("gpu"),
+        # Resident memory that training steps added over what the process held before training (model, data).
+        "train_rss_growth_mb": (train.get("rss_mb") or {}).get("growth_in_steps"),
         "trainable_fraction": metrics.get("parameters", {}).get("trainable_fraction"),
         "history": history,
     }

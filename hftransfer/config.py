@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import tempfile
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -468,18 +470,84 @@ def parse_config(
     from jsonargparse import ArgumentError
 
     argv = normalise_overrides(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(default_config, prog=Path(sys.argv[0]).name, schema=schema)
-    try:
-        namespace = parser.parse_args(argv)
-        init = parser.instantiate(namespace)
-    except ArgumentError as err:
-        raise ConfigError(f"config: {' '.join(str(err).split())}") from None
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"config: {err}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        argv, default_config = _replace_lists_whole(argv, default_config, schema, Path(tmp))
+        parser = build_parser(default_config, prog=Path(sys.argv[0]).name, schema=schema)
+        try:
+            namespace = parser.parse_args(argv)
+            init = parser.instantiate(namespace)
+        except ArgumentError as err:
+            raise ConfigError(f"config: {' '.join(str(err).split())}") from None
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"config: {err}") from None
     values = {f.name: getattr(init, f.name) for f in dataclasses.fields(schema)}
     return schema(**values)
+
+
+def _dataclass_list_fields(schema: type) -> list[str]:
+    """Top-level fields of ``schema`` typed as a list of dataclasses (a multitask run's ``tasks``)."""
+    hints = typing.get_type_hints(schema)
+    names = []
+    for item in dataclasses.fields(schema):
+        hint = hints[item.name]
+        if typing.get_origin(hint) is list and all(
+            dataclasses.is_dataclass(a) for a in typing.get_args(hint)
+        ):
+            names.append(item.name)
+    return names
+
+
+def _replace_lists_whole(
+    argv: list[str], default_config: str | Path | None, schema: type, tmp: Path
+) -> tuple[list[str], str | Path | None]:
+    """Make a list of dataclasses set by a later source replace the one of an earlier source as a whole.
+
+    jsonargparse parses such a list element by element on top of the list it already holds, so a preset's first
+    task would lend its unset fields (a learning rate, a sampling weight, a data limit) to the first task of a
+    ``--config`` file or of a ``tasks=[...]`` override. Earlier YAML sources that set a list a later source also
+    sets are given to the parser as copies without it. ``tasks+=...`` (append) keeps the earlier list.
+    """
+    fields = _dataclass_list_fields(schema)
+    if not fields:
+        return argv, default_config
+    # Sources in the order jsonargparse applies them: (position in argv or None for the preset, YAML path).
+    sources: list[tuple[int | None, Path | None]] = [(None, Path(default_config) if default_config else None)]
+    overrides: list[tuple[int, str]] = []
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            sources.append((index, Path(arg.split("=", 1)[1])))
+        elif arg == "--config" and index + 1 < len(argv):
+            sources.append((index + 1, Path(argv[index + 1])))
+        else:
+            overrides.append((index, arg))
+    loaded = {}
+    for position, path in sources:
+        if path is not None and path.is_file():
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded[position] = content if isinstance(content, dict) else {}
+    argv = list(argv)
+    for name in fields:
+        set_at = [position for position, content in loaded.items() if name in content]
+        set_at += [i for i, arg in overrides if arg.startswith((f"--{name}=", f"--{name}."))]
+        if not set_at:
+            continue
+        last = max(set_at, key=lambda position: -1 if position is None else position)
+        for position in set_at:
+            if position == last or position not in loaded:
+                continue
+            loaded[position].pop(name)
+            path = dict(sources)[position]
+            copy = tmp / f"{len(list(tmp.iterdir()))}-{path.name}"
+            copy.write_text(yaml.safe_dump(loaded[position], sort_keys=False), encoding="utf-8")
+            if position is None:
+                default_config = copy
+            elif argv[position].startswith("--config="):
+                argv[position] = f"--config={copy}"
+            else:
+                argv[position] = str(copy)
+    return argv, default_config
 
 
 def load_config_file(path: str | Path) -> RunConfig:

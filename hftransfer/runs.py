@@ -177,6 +177,19 @@ def publish_if_asked(
     atomic_write_json(run_dir / "metrics.json", final_metrics)
 
 
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now, in MiB (Linux ``/proc/self/statm``; None where it is not available).
+
+    Cheap enough to read every step (one small file read, no device synchronisation).
+    """
+    try:
+        with open("/proc/self/statm", "rb") as handle:
+            resident_pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process (and peak GPU memory when on CUDA), in MiB."""
     import resource

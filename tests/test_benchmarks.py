@@ -90,6 +90,7 @@ def test_quick_suite_runs_every_section_and_writes_the_report(tmp_path):
     full = runs[f"{model}/ner/full/1"]
     assert full["training_flops"] > 0 and full["tokens"] <= full["padded_tokens"]
     assert full["history"] and full["step_seconds"] <= full["train_seconds"]
+    assert full["train_rss_growth_mb"] is not None
     # every timed run carries the matmul peak measured just before it
     assert full["matmul_peak_flops"] > 0 and runs[f"{model}/ner/trainer/1"]["matmul_peak_flops"] > 0
     multitask_run = runs[f"{model}/multitask/proportional/1"]

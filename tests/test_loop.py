@@ -157,6 +157,10 @@ def test_summary_counts_real_and_padded_tokens(tiny_model_dir, tmp_path):
     assert summary["tokens"] == expected_tokens < summary["padded_tokens"] == expected_padded
     assert summary["samples"] == 64
     assert 0 < summary["step_seconds"] <= summary["runtime_seconds"]
+    rss = summary["rss_mb"]  # resident memory sampled before training and inside the steps
+    assert 0 < rss["before_training"] <= rss["max_in_steps"]
+    assert rss["growth_in_steps"] == pytest.approx(rss["max_in_steps"] - rss["before_training"], abs=0.11)
+    assert summary["peak_memory_mb"]["rss"] >= rss["max_in_steps"] - 1
     validation = [
         json.loads(line)
         for line in (tmp_path / "metrics.jsonl").read_text().splitlines()

@@ -299,6 +299,30 @@ def test_tasks_of_a_config_file_replace_the_presets_tasks_whole(task_files, tmp_
     ] * 2
     assert config.sampler.name == preset.sampler.name  # the rest of the preset still applies
 
+    # The same between two --config files, with --config=FILE spelling: the later list wins as a whole.
+    (tmp_path / "w").mkdir()
+    weighted = _tasks_yaml(tmp_path / "w", task_files, ner={"sampling_weight": 4, "lr": 1e-3})
+    plain = _tasks_yaml(tmp_path, task_files, names=("ner",))
+    config = parse_multitask_config([f"--config={weighted}", "--config", str(plain)])
+    assert [(t.name, t.sampling_weight, t.lr) for t in config.tasks] == [("ner", 1.0, None)]
+    config = parse_multitask_config(["--config", str(plain), f"--config={weighted}"])
+    assert [(t.name, t.sampling_weight, t.lr) for t in config.tasks] == [
+        ("ner", 4.0, 1e-3),
+        ("cls", 1.0, None),
+    ]
+    # ...and a tasks= override replaces a config file's list, while tasks+= appends to it.
+    extra = json.dumps(
+        {
+            "name": "more",
+            "task": "sequence-classification",
+            "data": {"train_file": str(task_files["cls"]["train"])},
+        }
+    )
+    config = parse_multitask_config([f"--config={weighted}", f"tasks=[{extra}]"])
+    assert [(t.name, t.sampling_weight) for t in config.tasks] == [("more", 1.0)]
+    config = parse_multitask_config([f"--config={weighted}", f"tasks+={extra}"])
+    assert [(t.name, t.sampling_weight) for t in config.tasks] == [("ner", 4.0), ("cls", 1.0), ("more", 1.0)]
+
 
 def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, tmp_path):
     yaml_path = _tasks_yaml(tmp_path, task_files, names=("ner", "ner"))

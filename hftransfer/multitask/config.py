@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,41 +161,10 @@ def parse_multitask_config(
 ) -> MultitaskConfig:
     """Parse a multitask config from a preset, ``--config`` files and ``key=value`` overrides.
 
-    A ``tasks`` list given in a ``--config`` file or an override replaces the preset's tasks as a whole.
+    A ``tasks`` list given in a ``--config`` file or an override replaces the preset's tasks as a whole
+    (``tasks+=...`` appends to them).
 
     Raises:
         ConfigError: an unknown key, a wrong value or a failed check; the message names it.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if default_config is None or not _declares_tasks(argv):
-        return parse_config(argv, default_config, schema=MultitaskConfig)
-    # jsonargparse parses a list of dataclasses element by element on top of the list it already holds, so the
-    # preset's first task would lend its sampling weight, learning rate or data limits to the user's first task.
-    import yaml
-
-    preset = yaml.safe_load(Path(default_config).read_text(encoding="utf-8")) or {}
-    preset.pop("tasks", None)
-    with tempfile.TemporaryDirectory() as tmp:
-        without_tasks = Path(tmp) / Path(default_config).name
-        without_tasks.write_text(yaml.safe_dump(preset, sort_keys=False), encoding="utf-8")
-        return parse_config(argv, without_tasks, schema=MultitaskConfig)
-
-
-def _declares_tasks(argv: Sequence[str]) -> bool:
-    """Whether a ``--config`` file or a ``tasks=`` override among ``argv`` sets the task list."""
-    import yaml
-
-    for index, arg in enumerate(argv):
-        name = arg.lstrip("-")
-        if name.startswith("tasks=") or name.startswith("tasks."):
-            return True
-        path = None
-        if arg.startswith("--config="):
-            path = arg.split("=", 1)[1]
-        elif arg == "--config" and index + 1 < len(argv):
-            path = argv[index + 1]
-        if path and Path(path).is_file():
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-            if isinstance(loaded, dict) and "tasks" in loaded:
-                return True
-    return False
+    return parse_config(argv, default_config, schema=MultitaskConfig)

@@ -30,6 +30,7 @@ from hftransfer.config import RunConfig
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
 from hftransfer.objectives.task import summed_cross_entropy
+from hftransfer.runs import current_rss_mb, peak_memory_mb
 from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
 from hftransfer.training.optim import adamw, build_optimizer, build_scheduler
 from hftransfer.training.tracking import MetricsLog
@@ -47,6 +48,10 @@ LossFn = Callable[
 def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy *summed* over labelled items (tokens or examples); the loop normalises it."""
     return summed_cross_entropy(model(**model_inputs(batch)).logits, batch["labels"])
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def count_items(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -132,6 +137,12 @@ class TrainingLoop:
         self.state = LoopState()
         # Unpadded tokens not yet in the state, kept on the device so that counting them never waits for it.
         self._tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
+        self.training_peak_memory: dict[str, float] | None = None  # set when fit() ends
+        # Resident memory sampled when it is highest within a step (activations alive after the forward passes,
+        # optimizer state after the update), and before training: their difference is what training itself needs,
+        # which the process peak hides when loading the model and data peaked higher.
+        self._rss_before_training: float | None = None
+        self._rss_max_in_steps: float | None = None
 
         if optimizer is None:
             optimizer = (
@@ -202,6 +213,7 @@ class TrainingLoop:
         best_model_saved = False
         started = time.perf_counter()
         seconds_before = state.train_seconds
+        self._rss_before_training = current_rss_mb()
         while state.step < self.total_steps and not state.stopped_early and state.epoch < self.num_epochs:
             self.train_loader.set_epoch(state.epoch)
             if hasattr(self.train_loader, "iterate"):
@@ -245,6 +257,8 @@ class TrainingLoop:
             best_model_saved |= self._evaluate_and_select()
         progress.close()
         state.train_seconds = seconds_before + time.perf_counter() - started
+        # The process peak up to here (loading and evaluations included), before a final export adds its own.
+        self.training_peak_memory = peak_memory_mb()
         if not best_model_saved and state.best_step is None:
             # No validation split: the exported model is the final one.
             self.save_model_fn(self.model)
@@ -269,6 +283,8 @@ class TrainingLoop:
                     share = value / len(window)
                     loss = loss + share
                     self._penalties[name] = self._penalties.get(name, 0.0) + share.detach().float()
+                if last:
+                    self._sample_rss()
                 accelerator.backward(loss)
             self._running[0] += loss_sum.detach().float()
             self.state.samples_seen += batch["labels"].shape[0] * accelerator.num_processes
@@ -292,7 +308,13 @@ class TrainingLoop:
                 group["lr"] = lr
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
+        self._sample_rss()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def _sample_rss(self) -> None:
+        rss = current_rss_mb()
+        if rss is not None:
+            self._rss_max_in_steps = max(rss, self._rss_max_in_steps or 0.0)
 
     def _log_train(self, progress: tqdm) -> None:
         running = (
@@ -331,7 +353,9 @@ class TrainingLoop:
 
         ``runtime_seconds`` is the wall time of training including evaluations and saves; ``step_seconds`` only the
         optimizer steps (forward, backward, update). Tokens are real (unpadded) ones; ``padded_tokens`` is what the
-        model computed on (the basis of achieved FLOP/s).
+        model computed on (the basis of achieved FLOP/s). ``peak_memory_mb`` is the process peak up to the end of
+        training; ``rss_mb`` the resident memory before training and the most sampled inside the steps, whose
+        difference (``growth_in_steps``) is what training adds: gradients, optimizer state, activations.
         """
         self._sync_tokens()
         state, epochs = self.state, self.epoch_progress()
@@ -348,6 +372,16 @@ class TrainingLoop:
             "seconds_per_epoch": round(state.train_seconds / epochs, 3) if epochs else None,
             "stopped_early": state.stopped_early,
             "num_processes": self.accelerator.num_processes,
+            "peak_memory_mb": self.training_peak_memory,
+            "rss_mb": {
+                "before_training": _round(self._rss_before_training),
+                "max_in_steps": _round(self._rss_max_in_steps),
+                "growth_in_steps": _round(
+                    self._rss_max_in_steps - self._rss_before_training
+                    if self._rss_max_in_steps is not None and self._rss_before_training is not None
+                    else None
+                ),
+            },
         }
 
     def epoch_progress(self) -> float:
