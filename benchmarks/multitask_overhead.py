@@ -40,7 +40,7 @@ from hftransfer.multitask.config import parse_multitask_config  # noqa: E402
 from hftransfer.multitask.run import setup  # noqa: E402
 from hftransfer.objectives.task import summed_cross_entropy  # noqa: E402
 from hftransfer.training.loop import count_items  # noqa: E402
-from hftransfer.training.optim import adamw, parameter_groups  # noqa: E402
+from hftransfer.training.optim import adamw, parameter_groups, scaled_learning_rate  # noqa: E402
 
 PRESET = (
     Path(__file__).resolve().parents[1] / "recipes" / "configs" / "minilm" / "multitask_ner_sentiment.yaml"
@@ -53,14 +53,8 @@ def train_step(model, optimizer, batch, task: str | None = None, lr_factor: floa
     loss = summed_cross_entropy(logits, batch["labels"]) / count_items(batch).clamp(min=1)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    if lr_factor != 1.0:
-        scheduled = [group["lr"] for group in optimizer.param_groups]
-        for group in optimizer.param_groups:
-            group["lr"] *= lr_factor
-    optimizer.step()
-    if lr_factor != 1.0:
-        for group, lr in zip(optimizer.param_groups, scheduled):
-            group["lr"] = lr
+    with scaled_learning_rate(optimizer, lr_factor):
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 

@@ -138,9 +138,10 @@ def baseline_section(groups: dict, machine: dict, targets: list[str]) -> list[st
             f"{'met' if met else 'missed'} |"
         )
         # Against the highest and the lowest peak measured around each run: the verdict only when both agree.
-        low = mean_std(flops_per_second(r, "step_seconds") / max(record_peaks(r, machine)) for r in ours)[0]
-        high = mean_std(flops_per_second(r, "step_seconds") / min(record_peaks(r, machine)) for r in ours)[0]
-        rate = mean_std(flops_per_second(r, "step_seconds") for r in ours)[0]
+        step_rates = [(flops_per_second(r, "step_seconds"), record_peaks(r, machine)) for r in ours]
+        low = mean_std(rate / max(peaks) for rate, peaks in step_rates)[0]
+        high = mean_std(rate / min(peaks) for rate, peaks in step_rates)[0]
+        rate = mean_std(rate for rate, _ in step_rates)[0]
         share = f"{100 * low:.0f}%" if abs(high - low) < 0.005 else f"{100 * low:.0f}–{100 * high:.0f}%"
         verdict = "met" if low >= 0.6 else "missed" if high < 0.6 else "uncertain (the peak drifted)"
         targets.append(

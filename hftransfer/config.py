@@ -512,6 +512,34 @@ def _replace_lists_whole(
     fields = _dataclass_list_fields(schema)
     if not fields:
         return argv, default_config
+    # YAML sources in the order jsonargparse applies them, keyed by their argv index (-1: the preset).
+    paths = {-1: Path(default_config)} if default_config else {}
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            paths[index] = Path(arg.split("=", 1)[1])
+        elif arg == "--config" and index + 1 < len(argv):
+            paths[index + 1] = Path(argv[index + 1])
+    contents = {}
+    for position, path in paths.items():
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        contents[position] = content if isinstance(content, dict) else {}
+    argv = list(argv)
+    for name in fields:
+        overridden = [i for i, arg in enumerate(argv) if arg.startswith((f"--{name}=", f"--{name}."))]
+        set_at = [position for position, content in contents.items() if name in content] + overridden
+        for position in set_at:
+            if position == max(set_at) or position not in contents:
+                continue
+            contents[position].pop(name)
+            copy = tmp / f"{position + 1}-{paths[position].name}"
+            copy.write_text(yaml.safe_dump(contents[position], sort_keys=False), encoding="utf-8")
+            if position == -1:
+                default_config = copy
+            elif argv[position].startswith("--config="):
+                argv[position] = f"--config={copy}"
+            else:
+                argv[position] = str(copy)
+    return argv, default_config
     # Sources in the order jsonargparse applies them: (position in argv or None for the preset, YAML path).
     sources: list[tuple[int | None, Path | None]] = [(None, Path(default_config) if default_config else None)]
     overrides: list[tuple[int, str]] = []

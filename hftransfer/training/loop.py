@@ -32,7 +32,7 @@ from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
 from hftransfer.objectives.task import summed_cross_entropy
 from hftransfer.runs import current_rss_mb, peak_memory_mb
 from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
-from hftransfer.training.optim import adamw, build_optimizer, build_scheduler
+from hftransfer.training.optim import adamw, build_optimizer, build_scheduler, scaled_learning_rate
 from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
@@ -298,14 +298,10 @@ class TrainingLoop:
                 self.model.parameters(), self.train_config.max_grad_norm
             )
         factor = self.before_update(window) if self.before_update is not None else 1.0
-        if factor != 1.0:
-            scheduled = [group["lr"] for group in self.optimizer.param_groups]
-            for group in self.optimizer.param_groups:
-                group["lr"] *= factor
-        self.optimizer.step()
-        if factor != 1.0:  # back to the schedule's values, also when the step was skipped (fp16 overflow)
-            for group, lr in zip(self.optimizer.param_groups, scheduled):
-                group["lr"] = lr
+        with scaled_learning_rate(
+            self.optimizer, factor
+        ):  # the schedule's values return even if skipped (fp16)
+            self.optimizer.step()
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
         self._sample_rss()
