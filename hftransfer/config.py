@@ -540,42 +540,6 @@ def _replace_lists_whole(
             else:
                 argv[position] = str(copy)
     return argv, default_config
-    # Sources in the order jsonargparse applies them: (position in argv or None for the preset, YAML path).
-    sources: list[tuple[int | None, Path | None]] = [(None, Path(default_config) if default_config else None)]
-    overrides: list[tuple[int, str]] = []
-    for index, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            sources.append((index, Path(arg.split("=", 1)[1])))
-        elif arg == "--config" and index + 1 < len(argv):
-            sources.append((index + 1, Path(argv[index + 1])))
-        else:
-            overrides.append((index, arg))
-    loaded = {}
-    for position, path in sources:
-        if path is not None and path.is_file():
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
-            loaded[position] = content if isinstance(content, dict) else {}
-    argv = list(argv)
-    for name in fields:
-        set_at = [position for position, content in loaded.items() if name in content]
-        set_at += [i for i, arg in overrides if arg.startswith((f"--{name}=", f"--{name}."))]
-        if not set_at:
-            continue
-        last = max(set_at, key=lambda position: -1 if position is None else position)
-        for position in set_at:
-            if position == last or position not in loaded:
-                continue
-            loaded[position].pop(name)
-            path = dict(sources)[position]
-            copy = tmp / f"{len(list(tmp.iterdir()))}-{path.name}"
-            copy.write_text(yaml.safe_dump(loaded[position], sort_keys=False), encoding="utf-8")
-            if position is None:
-                default_config = copy
-            elif argv[position].startswith("--config="):
-                argv[position] = f"--config={copy}"
-            else:
-                argv[position] = str(copy)
-    return argv, default_config
 
 
 def load_config_file(path: str | Path) -> RunConfig:
