@@ -72,6 +72,27 @@ def test_length_grouped_sampler_is_a_seeded_permutation_grouping_lengths():
     assert spread_grouped < spread_plain / 3
 
 
+def test_length_grouped_sampler_starts_with_the_longest_sequence():
+    # Whichever mega-batch the shuffle puts the longest sequence in, it opens the epoch, and every mega-batch stays
+    # sorted (grouping intact).
+    lengths = [(i * 37) % 101 + 1 for i in range(400)]
+    lengths[393] = 500
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, mega_batch_factor=5)
+    shuffled = LengthGroupedSampler(lengths, batch_size=8, seed=3, mega_batch_factor=5, group_by_length=False)
+    later_mega_batch = 0  # epochs where the shuffle alone left it outside the first mega-batch
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        shuffled.set_epoch(epoch)
+        order = list(sampler)
+        assert order[0] == 393 and sorted(order) == list(range(400))
+        for start in range(0, 400, 40):
+            mega = [lengths[i] for i in order[start : start + 40]]
+            assert mega == sorted(mega, reverse=True)
+        later_mega_batch += list(shuffled).index(393) >= 40
+    assert later_mega_batch > 0  # the check above covered a moved mega-batch
+    assert list(LengthGroupedSampler([], batch_size=8, seed=1)) == []
+
+
 def test_sampler_does_not_touch_the_global_rng():
     torch.manual_seed(0)
     expected = torch.rand(1)

@@ -58,7 +58,9 @@ class LengthGroupedSampler(Sampler[int]):
     """Random order in which consecutive ``batch_size`` indices have similar lengths.
 
     The data is shuffled, cut into mega-batches of ``batch_size * mega_batch_factor`` and each mega-batch is sorted by
-    length (longest first), as in ``transformers``' sampler of the same name. The order depends only on
+    length (longest first), as in ``transformers``' sampler of the same name. The mega-batch holding the longest
+    sequence goes first, so the first step meets the largest padded batch: a batch size that does not fit in
+    memory fails at once, not an hour into the epoch. The order depends only on
     ``seed + epoch`` (never on the global RNG), so a resumed run sees the same batches as an uninterrupted one, and
     every process of a multi-process run computes the same order before Accelerate shards it.
     """
@@ -91,11 +93,14 @@ class LengthGroupedSampler(Sampler[int]):
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         if not self.group_by_length:
             return iter(order)
-        grouped: list[int] = []
-        for start in range(0, len(order), self.mega_batch_size):
-            mega = order[start : start + self.mega_batch_size]
-            grouped.extend(sorted(mega, key=lambda index: -self.lengths[index]))
-        return iter(grouped)
+        megas = [
+            sorted(order[start : start + self.mega_batch_size], key=lambda index: -self.lengths[index])
+            for start in range(0, len(order), self.mega_batch_size)
+        ]
+        longest = max(range(len(megas)), key=lambda m: self.lengths[megas[m][0]], default=0)
+        if megas:  # swap whole mega-batches: every one stays sorted, so batches keep similar lengths
+            megas[0], megas[longest] = megas[longest], megas[0]
+        return iter([index for mega in megas for index in mega])
 
 
 class LengthSortedSampler(Sampler[int]):
