@@ -61,11 +61,15 @@ STRATEGIES = {
     },
     "lora": {
         "ner": ["strategy.name=lora", "strategy.r=8", "strategy.target_modules=[all-linear]", "train.lr=1e-3"]
-        + ["train.epochs=8"],
+        + ["train.epochs=8", "strategy.lora_dropout=0.1"],
         "sentiment": ["strategy.name=lora", "strategy.r=8", "strategy.target_modules=[query,value,dense]"]
-        + ["train.lr=1e-3"],
+        + ["train.lr=1e-3", "strategy.lora_dropout=0.1"],
     },
     "l2sp": {task: ["strategy.l2sp_weight=1e-4"] for task in METRIC},
+}
+# Without adapter-input dropout, peft keeps no dropped copy of each adapted layer's input for backward.
+STRATEGIES["lora_dropout0"] = {
+    task: [*overrides[:-1], "strategy.lora_dropout=0"] for task, overrides in STRATEGIES["lora"].items()
 }
 SAMPLERS = ("proportional", "round_robin")
 STUDENTS = {
@@ -368,6 +372,8 @@ def summarise(metrics: dict, run_dir: Path) -> dict:
         "padded_tokens": train.get("padded_tokens"),
         "peak_rss_mb": metrics["peak_memory_mb"]["rss"],
         "peak_gpu_mb": metrics["peak_memory_mb"].get("gpu"),
+        # The process peak when training ended: before the export (a LoRA merge copies the model) and the test.
+        "train_peak_rss_mb": (train.get("peak_memory_mb") or {}).get("rss"),
         # Resident memory that training steps added over what the process held before training (model, data).
         "train_rss_growth_mb": (train.get("rss_mb") or {}).get("growth_in_steps"),
         "trainable_fraction": metrics.get("parameters", {}).get("trainable_fraction"),

@@ -264,7 +264,7 @@ class StrategyConfig:
     """lora: scaling numerator (the update is scaled by alpha / r). Default 2 * r."""
     lora_dropout: float | None = None
     """lora: dropout on the adapter input. Default 0, as in peft: on MiniLM-L6 NER, 0.1 scored the same within
-    noise (3 seeds) and cost a quarter more time per epoch and ~150 MiB more memory (benchmarks/RESULTS.md)."""
+    noise (3 seeds) and cost a third more time per epoch and ~150 MiB more memory (benchmarks/RESULTS.md)."""
     target_modules: list[str] | None = None
     """lora: module names to adapt; default per architecture (BERT ``query``/``value``, MPNet ``q``/``v``);
     ``[all-linear]`` adapts every linear layer of the encoder (the head is trained in full, not adapted)."""

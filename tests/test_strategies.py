@@ -245,7 +245,9 @@ def test_invalid_strategy_combinations_fail_at_config_time():
     # LoRA's defaults: r=8, alpha=2r, and no adapter-input dropout (peft's default; the benchmark's choice)
     lora = parse_config(["strategy.name=lora"], PRESET).strategy
     assert (lora.r, lora.alpha, lora.lora_dropout, lora.lora_export) == (8, 16.0, 0.0, "both")
-    assert parse_config(["strategy.name=lora", "strategy.lora_dropout=0.1"], PRESET).strategy.lora_dropout == 0.1
+    assert (
+        parse_config(["strategy.name=lora", "strategy.lora_dropout=0.1"], PRESET).strategy.lora_dropout == 0.1
+    )
 
 
 def test_recipe_with_freeze_and_l2sp_logs_the_penalty_and_exports(
