@@ -69,7 +69,8 @@ STRATEGIES = {
 }
 # Without adapter-input dropout, peft keeps no dropped copy of each adapted layer's input for backward.
 STRATEGIES["lora_dropout0"] = {
-    task: [*overrides[:-1], "strategy.lora_dropout=0"] for task, overrides in STRATEGIES["lora"].items()
+    task: [o for o in overrides if not o.startswith("strategy.lora_dropout=")] + ["strategy.lora_dropout=0"]
+    for task, overrides in STRATEGIES["lora"].items()
 }
 SAMPLERS = ("proportional", "round_robin")
 STUDENTS = {

@@ -186,12 +186,12 @@ def strategies_section(groups: dict, targets: list[str]) -> list[str]:
             key: (mean_std(r.get(key) for r in runs)[0], mean_std(r.get(key) for r in full)[0])
             for key in ("train_peak_rss_mb", "train_rss_growth_mb", "peak_rss_mb")
         }
-        cells = {key: _against_full(*values) for key, values in memory.items()}
+        cells = {key: _against_full(*memory[key]) for key in ("train_peak_rss_mb", "train_rss_growth_mb")}
         lines.append(
             f"| {model} | {task} | {STRATEGY_LABELS[name]} | {fmt(r['score'] for r in runs)} | "
             f"{100 * mean_std(r['trainable_fraction'] for r in runs)[0]:.3g}% | {epoch:.2f} | "
             f"{full_epoch / epoch:.1f}× | {cells['train_peak_rss_mb']} | {cells['train_rss_growth_mb']} | "
-            f"{cells['peak_rss_mb'].split(' | ')[0]} | {len(runs)} |"
+            f"{memory['peak_rss_mb'][0]:.0f} | {len(runs)} |"
         )
         if name == "frozen_linear":
             targets.append(

@@ -27,7 +27,7 @@ VARIANTS = {"full": None, "lora0.1": 0.1, "lora0": 0.0}  # name -> LoRA adapter 
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in (
+        for name in [
             "arena",
             "ordblks",
             "smblks",
@@ -37,15 +37,18 @@ class _MallInfo2(ctypes.Structure):
             "fsmblks",
             "uordblks",
             "fordblks",
-        )
-        + ("keepcost",)
+            "keepcost",
+        ]
     ]
 
 
+_LIBC = ctypes.CDLL("libc.so.6")
+_LIBC.mallinfo2.restype = _MallInfo2
+
+
 def _allocated_mb() -> float:
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
+    """Bytes glibc's malloc has handed out and not had back: in its arenas plus its separately mapped blocks."""
+    info = _LIBC.mallinfo2()
     return (info.uordblks + info.hblkhd) / 2**20
 
 
