@@ -72,12 +72,18 @@ def _sequence_flops(config_json: str, task: str, seq_len: int) -> float:
     return float(counter.get_total_flops())
 
 
-def training_flops(model_dir: str, task: str, sequences: int, padded_tokens: int) -> float:
-    """Matmul FLOPs of training on ``sequences`` sequences padded to ``padded_tokens`` tokens in all."""
+def flops_coefficients(model_dir: str, task: str) -> tuple[float, float, float]:
+    """``(c0, c1, c2)`` with one training sequence of length S costing c0 + c1*S + c2*S^2 matmul FLOPs."""
     lengths = (16, 32, 64)
     c2, c1, c0 = torch.linalg.solve(
         torch.tensor([[s * s, s, 1.0] for s in lengths], dtype=torch.float64),
         torch.tensor([sequence_flops(model_dir, task, s) for s in lengths], dtype=torch.float64),
     ).tolist()
+    return c0, c1, c2
+
+
+def training_flops(model_dir: str, task: str, sequences: int, padded_tokens: int) -> float:
+    """Matmul FLOPs of training on ``sequences`` sequences padded to ``padded_tokens`` tokens in all."""
+    c0, c1, c2 = flops_coefficients(model_dir, task)
     mean_length = padded_tokens / sequences
     return sequences * (c0 + c1 * mean_length + c2 * mean_length**2)

@@ -89,9 +89,15 @@ class Setting:
     hyper: dict[
         str, dict[str, float]
     ]  # task -> epochs, lr, batch_size (shared by hftransfer and the Trainer)
+    # model -> task -> the hyper-parameters that differ for that model (e.g. a larger encoder's learning rate)
+    model_hyper: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     scale: list[str] = field(default_factory=list)  # overrides every recipe run gets (quick mode: tiny runs)
     peak_size: int = 2048
     peak_seconds: float = 1.0
+
+    def task_hyper(self, model: str, task: str) -> dict[str, float]:
+        """Epochs, lr, batch size (and any training-set cap) of ``task`` on ``model``."""
+        return {**self.hyper[task], **self.model_hyper.get(model, {}).get(task, {})}
 
 
 def real_setting(models: list[str]) -> Setting:
@@ -102,6 +108,9 @@ def real_setting(models: list[str]) -> Setting:
         data={"ner": ["data.dataset=wnut16"], "sentiment": ["data.dataset=rotten_tomatoes"]},
         trainer_data={"ner": [], "sentiment": []},
         hyper={"ner": {"epochs": 5, "lr": 2e-4, "batch_size": 16}, "sentiment": sentiment},
+        # MiniLM-L6 is small and wants a high learning rate; the 12-layer, 768-wide MPNet gets the rates usual for
+        # fine-tuning BERT-base-sized encoders (not tuned here).
+        model_hyper={"mpnet-base": {"ner": {"lr": 5e-5}, "sentiment": {"lr": 3e-5}}},
     )
 
 
@@ -176,7 +185,7 @@ class Suite:
     def trainer_run(self, key: str, model: str, task: str, seed: int) -> dict:
         if key in self.records:
             return self.records[key]
-        hyper = self.setting.hyper[task]
+        hyper = self.setting.task_hyper(model, task)
         command = [
             sys.executable,
             str(ROOT / "benchmarks" / "trainer_baseline.py"),
@@ -216,7 +225,7 @@ class Suite:
         return record
 
     def full_argv(self, task: str, seed: int, model: str) -> list[str]:
-        hyper = self.setting.hyper[task]
+        hyper = self.setting.task_hyper(model, task)
         argv = [f"model.name_or_path={model}", *self.setting.data[task], f"train.seed={seed}"]
         argv += [f"train.epochs={hyper['epochs']}", f"train.lr={hyper['lr']}"]
         argv += [f"train.batch_size={hyper['batch_size']}"]
@@ -265,26 +274,26 @@ class Suite:
         budget = sum(record["steps"] for record in singles.values())
         for sampler, state in ((s, o) for s in self.args.samplers for o in self.args.optimizer_states):
             if sampler == "proportional":  # p ∝ weight × batches: the epochs give each task its own steps
-                weights = {task: self.setting.hyper[task]["epochs"] for task in METRIC}
+                weights = {task: self.setting.task_hyper(model, task)["epochs"] for task in METRIC}
             elif sampler in ("uniform", "round_robin"):  # p ∝ weight
                 weights = {task: singles[task]["steps"] for task in METRIC}
             else:  # temperature: its own flattening of the sizes is the point, so no budget matching
                 weights = {task: 1 for task in METRIC}
             argv = [
-                f"--config={self.multitask_tasks(sampler, weights)}",
+                f"--config={self.multitask_tasks(model, sampler, weights)}",
                 f"model.name_or_path={model}",
                 f"sampler.name={sampler}",
                 f"train.seed={seed}",
                 f"train.max_steps={budget}",
                 "train.epochs=1000",
-                f"train.lr={self.setting.hyper['ner']['lr']}",
-                f"train.batch_size={self.setting.hyper['ner']['batch_size']}",
+                f"train.lr={self.setting.task_hyper(model, 'ner')['lr']}",
+                f"train.batch_size={self.setting.task_hyper(model, 'ner')['batch_size']}",
                 f"optimizer_state={state}",
             ]
             name = sampler if state == "shared" else f"{sampler}+{state}"
             self.recipe_run(f"{alias(model)}/multitask/{name}/{seed}", "multitask.py", argv)
 
-    def multitask_tasks(self, sampler: str, weights: dict[str, float]) -> Path:
+    def multitask_tasks(self, model: str, sampler: str, weights: dict[str, float]) -> Path:
         """The two tasks, on exactly the single-task runs' data and learning rates, as a YAML layered on the
         multitask preset."""
         import yaml
@@ -296,19 +305,20 @@ class Suite:
                 name, value = override.removeprefix("data.").split("=", 1)
                 data[name] = None if value == "null" else value
             data.update({"validation_size": 0.1, "test_size": 0.1, "split_seed": 0})
-            if "max_train_samples" in self.setting.hyper[task]:
-                data["max_train_samples"] = self.setting.hyper[task]["max_train_samples"]
+            hyper = self.setting.task_hyper(model, task)
+            if "max_train_samples" in hyper:
+                data["max_train_samples"] = hyper["max_train_samples"]
             tasks.append(
                 {
                     "name": task,
                     "task": kind,
                     "data": data,
                     "metric": METRIC[task],
-                    "lr": self.setting.hyper[task]["lr"],
+                    "lr": hyper["lr"],
                     "sampling_weight": weights[task],
                 }
             )
-        path = self.work / f"multitask-tasks-{sampler}.yaml"
+        path = self.work / f"multitask-tasks-{alias(model)}-{sampler}.yaml"
         path.write_text(yaml.safe_dump({"tasks": tasks}, sort_keys=False))
         return path
 

@@ -220,6 +220,46 @@ def allocator_paragraph(results: list[dict]) -> list[str]:
     ]
 
 
+def step_flops_section(result: dict, targets: list[str]) -> list[str]:
+    """``benchmarks/step_flops.py``'s measurement: blocks of training steps alternating with matmul peaks."""
+    blocks = result["blocks"]
+    steady = blocks[1:]
+    low, high = result["fraction_min"], result["fraction_max"]
+    mean = result["fraction_mean"]
+    if low >= 0.6 or high < 0.6:
+        verdict = "met" if low >= 0.6 else "missed"
+    else:
+        verdict = (
+            "met on average, not in every block" if mean >= 0.6 else "missed on average, met in some blocks"
+        )
+    targets.append(
+        f"| {result['model']} ner: training matmul FLOP/s ≥ 60% of the peak measured seconds from the steps "
+        f"(batch {result['batch_size']}) | {100 * mean:.1f}% ± {100 * result['fraction_std']:.1f}% over "
+        f"{len(steady)} blocks of {result['block_steps']} steps ({100 * low:.1f}–{100 * high:.1f}%) | {verdict} |"
+    )
+    rows = [
+        f"| {index} | {b['seconds']:.1f} | {b['gflops']:.1f} | {b['peaks_gflops'][0]:.1f} / "
+        f"{b['peaks_gflops'][1]:.1f} | {100 * b['fraction']:.1f}%{' (warm-up, left out)' if index == 0 else ''} |"
+        for index, b in enumerate(blocks)
+    ]
+    overrides = " ".join(result["overrides"]) or "none"
+    return [
+        "### Training FLOP/s against a peak measured seconds away",
+        "",
+        "The machine's matmul peak drifts within minutes, so the whole-run fraction above is bracketed by peaks "
+        "taken minutes apart. `benchmarks/step_flops.py` alternates, in one process, blocks of the recipe's own "
+        "training steps (`finetune_ner.py`'s preset, full fine-tuning) with 1-second peak measurements, and "
+        "divides each block's matmul FLOP/s (counted per batch from its shape) by the mean of the peaks just "
+        f"before and after it. Measured {result['measured']}, {result['threads']} threads, torch "
+        f"{result['torch']}, batch {result['batch_size']}, overrides: {overrides}.",
+        "",
+        "| block | step seconds | GFLOP/s | peaks before / after | fraction |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def _against_full(value: float, full: float) -> str:
     """Two table cells: a memory figure and its ratio to full fine-tuning's ('–' where either is unknown)."""
     if math.isnan(value):
@@ -256,17 +296,40 @@ def multitask_label(name: str) -> str:
     return f"multitask, {sampler} sampler" + (", per-task AdamW" if state == "per_task" else "")
 
 
+def paired_differences(records: dict[str, dict]) -> tuple[list[int], dict[str, dict[str, list[float]]]]:
+    """The seeds with all three runs (two single-task, one multitask per sampler), and per sampler and task the
+    multitask score minus the single-task score of each of those seeds, in points."""
+    by_key = {tuple(key.split("/")): record for key, record in records.items()}
+    seeds = sorted({int(key[3]) for key in by_key if key[1] == "multitask"})
+    differences: dict[str, dict[str, list[float]]] = {}
+    for key, record in by_key.items():
+        if key[1] != "multitask":
+            continue
+        model, _, name, seed = key
+        singles = {task: by_key.get((model, task, "full", seed)) for task in ("ner", "sentiment")}
+        if all(singles.values()):
+            for task, single in singles.items():
+                per_task = differences.setdefault(name, {}).setdefault(task, [])
+                per_task.append(100 * (record["score"][task] - single["score"]))
+    return seeds, differences
+
+
 def multitask_section(
-    groups: dict, targets: list[str], overhead: dict | None = None, paired: bool = False
+    groups: dict,
+    targets: list[str],
+    overhead: dict | None = None,
+    paired: tuple[list[int], dict[str, dict[str, list[float]]]] | None = None,
 ) -> list[str]:
-    """The multitask table; ``paired``: the extra runs made back to back (singles, then multitask, per seed)."""
+    """The multitask table; ``paired`` (:func:`paired_differences`): the extra runs made back to back (singles, then
+    multitask, per seed)."""
     if paired:
+        seeds = " ".join(str(seed) for seed in paired[0])
         lines = [
             "### Back-to-back pairs",
             "",
             "The same comparison with each seed's three runs made one right after the other (two single-task runs, "
             "then the multitask run), so that each pair of wall times shares the machine's speed of the moment "
-            "(`python benchmarks/suite.py --sections multitask --samplers proportional --seeds 4 5 "
+            f"(`python benchmarks/suite.py --sections multitask --samplers proportional --seeds {seeds} "
             "--output-dir D`, records in `results/multitask_paired.json`).",
             "",
         ]
@@ -339,6 +402,19 @@ def multitask_section(
                 f"{steps((r.get('steps_per_task') or {}).get('sentiment') for r in runs)} | "
                 f"{fmt((r['train_seconds'] for r in runs), digits=0)} | "
                 f"{fmt((r['wall_seconds'] for r in runs), digits=0)} | {len(runs)} |"
+            )
+    if paired:
+        lines.append("")
+        for name, tasks in sorted(paired[1].items()):
+            cells = []
+            for task, values in tasks.items():
+                mean, std, n = mean_std(values)
+                error = f" ± {std / n**0.5:.1f} (standard error)" if n > 1 else ""
+                cells.append(f"{task} {', '.join(f'{v:+.1f}' for v in values)}: mean {mean:+.1f}{error}")
+            lines.append(
+                f"Per seed, {multitask_label(name)} minus the same seed's single-task run, in points: "
+                + "; ".join(cells)
+                + "."
             )
     return [*lines, ""]
 
@@ -417,6 +493,9 @@ def write_report(machine: dict, records: dict[str, dict], out: Path, quick: bool
     figures.mkdir(parents=True, exist_ok=True)
     targets: list[str] = []
     body = baseline_section(groups, machine, targets)
+    step_flops_file = figures / "step_flops.json"
+    if step_flops_file.exists() and not quick:
+        body += step_flops_section(json.loads(step_flops_file.read_text()), targets)
     body += strategies_section(groups, targets)
     memory_file = figures / "training_memory.json"
     if memory_file.exists() and not quick:
@@ -426,7 +505,8 @@ def write_report(machine: dict, records: dict[str, dict], out: Path, quick: bool
     body += multitask_section(groups, targets, overhead)
     paired_file = figures / "multitask_paired.json"
     if paired_file.exists() and not quick:
-        body += multitask_section(group(json.loads(paired_file.read_text())["runs"]), targets, paired=True)
+        paired_records = json.loads(paired_file.read_text())["runs"]
+        body += multitask_section(group(paired_records), targets, paired=paired_differences(paired_records))
     body += distill_section(groups)
     pictures = plot(groups, figures)
     header = [

@@ -14,8 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from flops import sequence_flops, training_flops  # noqa: E402 - benchmarks/ is not a package
-from suite_report import first_reaching, group, mean_std  # noqa: E402
+from flops import flops_coefficients, sequence_flops, training_flops  # noqa: E402 - benchmarks/ is not a package
+from suite_report import (  # noqa: E402
+    first_reaching,
+    group,
+    mean_std,
+    paired_differences,
+    step_flops_section,
+)
+
+from hftransfer.toy import make_toy_assets  # noqa: E402
 
 
 def forward_matmul_flops(hidden: int, intermediate: int, layers: int, labels: int, length: int) -> int:
@@ -41,6 +49,58 @@ def test_run_flops_follow_the_mean_padded_length(tiny_model_dir):
     assert training_flops(str(tiny_model_dir), "token-classification", 10, 120) == pytest.approx(expected)
 
 
+def test_a_sequences_flops_are_exactly_quadratic_in_its_length(tiny_model_dir):
+    # Fitted on lengths 16, 32 and 64; exact at any other length (step_flops.py counts every batch this way).
+    c0, c1, c2 = flops_coefficients(str(tiny_model_dir), "token-classification")
+    for length in (7, 45, 128):
+        exact = sequence_flops(str(tiny_model_dir), "token-classification", length)
+        assert c0 + c1 * length + c2 * length**2 == pytest.approx(exact, rel=1e-9)
+
+
+def test_step_flops_divides_each_block_by_the_peaks_around_it(tmp_path):
+    toy = make_toy_assets(tmp_path / "toy", ner_sizes=(64, 16, 16), sentiment_sizes=(8, 8, 8))
+    out = tmp_path / "step_flops.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "step_flops.py"), "--blocks=3", "--block-steps=3"]
+    command += ["--peak-size=64", "--peak-seconds=0.01", f"--output={out}"]
+    command += [f"model.name_or_path={toy.model_dir}", "data.dataset=null", "train.batch_size=8"]
+    command += [f"data.{split}_file={path}" for split, path in toy.ner_files.items()]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    assert len(saved["blocks"]) == 3 and saved["batch_size"] == 8
+    for block in saved["blocks"]:
+        assert block["seconds"] > 0 and block["gflops"] > 0
+        assert block["fraction"] == pytest.approx(
+            block["gflops"] / (sum(block["peaks_gflops"]) / 2), rel=0.02
+        )
+    steady = [block["fraction"] for block in saved["blocks"][1:]]  # the first block is warm-up
+    assert saved["fraction_mean"] == pytest.approx(sum(steady) / 2, abs=1e-4)
+    assert "training matmul FLOP/s / peak" in result.stdout
+
+
+def test_step_flops_verdict_uses_every_steady_block():
+    def verdict(fractions: list[float]) -> str:
+        blocks = [
+            {"gflops": 1.0, "peaks_gflops": [2.0, 2.0], "fraction": f, "seconds": 1.0} for f in fractions
+        ]
+        steady = fractions[1:]
+        result = {
+            "model": "m", "batch_size": 16, "block_steps": 10, "blocks": blocks, "overrides": [],
+            "fraction_mean": sum(steady) / len(steady), "fraction_std": 0.0, "fraction_min": min(steady),
+            "fraction_max": max(steady), "measured": "now", "threads": 2, "torch": "2",
+        }  # fmt: skip
+        targets: list[str] = []
+        step_flops_section(result, targets)
+        return targets[0].rsplit("|", 2)[1].strip()
+
+    assert verdict([0.1, 0.61, 0.65]) == "met"  # the warm-up block does not count
+    assert verdict([0.9, 0.55, 0.58]) == "missed"
+    assert verdict([0.5, 0.58, 0.66]) == "met on average, not in every block"
+    assert verdict([0.5, 0.52, 0.61]) == "missed on average, met in some blocks"
+
+
 def test_mean_std_and_time_to_target():
     assert mean_std([1.0, 3.0, None]) == (2.0, pytest.approx(2**0.5), 2)
     assert mean_std([0.5]) == (0.5, 0.0, 1)
@@ -60,6 +120,22 @@ def test_records_group_by_model_task_and_name_across_seeds():
     assert [r["score"] for r in groups[("m", "ner", "full")]] == [0.5, 0.7]
     assert ("m", "ner", "frozen_linear/encode") in groups
     assert ("m", "multitask", "proportional") in groups
+
+
+def test_paired_differences_match_each_multitask_run_with_its_own_seeds_singles():
+    records = {
+        "m/ner/full/4": {"score": 0.50},
+        "m/sentiment/full/4": {"score": 0.80},
+        "m/multitask/proportional/4": {"score": {"ner": 0.52, "sentiment": 0.79}},
+        "m/ner/full/5": {"score": 0.40},
+        "m/sentiment/full/5": {"score": 0.90},
+        "m/multitask/proportional/5": {"score": {"ner": 0.41, "sentiment": 0.87}},
+        "m/multitask/proportional/6": {"score": {"ner": 0.1, "sentiment": 0.1}},  # no singles: left out
+    }
+    seeds, differences = paired_differences(records)
+    assert seeds == [4, 5, 6]
+    assert differences["proportional"]["ner"] == pytest.approx([2.0, 1.0])
+    assert differences["proportional"]["sentiment"] == pytest.approx([-1.0, -3.0])
 
 
 def test_quick_suite_runs_every_section_and_writes_the_report(tmp_path):
