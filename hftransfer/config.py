@@ -36,8 +36,10 @@ class ModelConfig:
     """Hub revision (branch, tag or commit); ignored for local directories."""
     trust_remote_code: bool = False
     """Allow custom modelling code from the model repository. Off unless you trust the repository."""
-    attn_implementation: str | None = "sdpa"
-    """Attention kernel passed to ``from_pretrained`` (``sdpa``, ``eager``); None lets transformers choose."""
+    attn_implementation: str | None = None
+    """Attention kernel passed to ``from_pretrained`` (``sdpa``, ``eager``, ...). None (the default) lets
+    transformers choose: PyTorch's fused ``scaled_dot_product_attention`` (SDPA) where the architecture has it (BERT,
+    RoBERTa, ...), eager attention where it does not (MPNet). Naming one the architecture lacks is an error."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,7 +83,19 @@ def build_model(config: ModelConfig, task: str, label_names: Sequence[str]) -> P
             ignore_mismatched_sizes=True,
             **kwargs,
         )
-    except (OSError, ValueError) as err:
+    except ValueError as err:
+        message = " ".join(str(err).split())
+        if config.attn_implementation and (
+            "attn_implementation" in message or "attention implementation" in message
+        ):
+            reason = re.split(r"\.\s", message)[0]  # transformers' first sentence; the rest is a how-to
+            raise ConfigError(
+                f"model.attn_implementation={config.attn_implementation!r} is not available for "
+                f"{config.name_or_path!r} ({reason}). Set model.attn_implementation=null (transformers picks SDPA "
+                "where the architecture has it, else eager) or =eager."
+            ) from None
+        raise _not_found(config.name_or_path, err) from None
+    except OSError as err:
         raise _not_found(config.name_or_path, err) from None
 
 
