@@ -73,6 +73,12 @@ STRATEGIES["lora_dropout0"] = {
     for task, overrides in STRATEGIES["lora"].items()
 }
 SAMPLERS = ("proportional", "round_robin")
+# Multitask configurations beyond the sampler and the optimizer state (runs named <sampler>+<variant>).
+MULTITASK_VARIANTS = {
+    "plain": [],
+    # New heads learn 5x faster than the pretrained encoder (the single-task runs use one rate for both).
+    "head_lr": ["strategy.head_lr=1e-3"],
+}
 STUDENTS = {
     "undistilled": ["distill.hard_weight=1", "distill.soft_weight=0", "distill.transfer_data=null"],
     "distilled": [],
@@ -272,7 +278,13 @@ class Suite:
         share of them (sampling weights) and its own learning rate."""
         singles = {task: self.ours_full(model, task, seed) for task in METRIC}
         budget = sum(record["steps"] for record in singles.values())
-        for sampler, state in ((s, o) for s in self.args.samplers for o in self.args.optimizer_states):
+        configurations = [
+            (sampler, state, variant)
+            for sampler in self.args.samplers
+            for state in self.args.optimizer_states
+            for variant in self.args.multitask_variants
+        ]
+        for sampler, state, variant in configurations:
             if sampler == "proportional":  # p ∝ weight × batches: the epochs give each task its own steps
                 weights = {task: self.setting.task_hyper(model, task)["epochs"] for task in METRIC}
             elif sampler in ("uniform", "round_robin"):  # p ∝ weight
@@ -289,8 +301,11 @@ class Suite:
                 f"train.lr={self.setting.task_hyper(model, 'ner')['lr']}",
                 f"train.batch_size={self.setting.task_hyper(model, 'ner')['batch_size']}",
                 f"optimizer_state={state}",
+                *MULTITASK_VARIANTS[variant],
             ]
-            name = sampler if state == "shared" else f"{sampler}+{state}"
+            name = "+".join(
+                [sampler, *([state] if state != "shared" else []), *([variant] if variant != "plain" else [])]
+            )
             self.recipe_run(f"{alias(model)}/multitask/{name}/{seed}", "multitask.py", argv)
 
     def multitask_tasks(self, model: str, sampler: str, weights: dict[str, float]) -> Path:
@@ -451,6 +466,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["shared", "per_task"],
         default=["shared"],
         help="multitask AdamW state: one shared, or one per task (runs named <sampler>+per_task)",
+    )
+    parser.add_argument(
+        "--multitask-variants",
+        nargs="+",
+        choices=list(MULTITASK_VARIANTS),
+        default=["plain"],
+        help="multitask configurations (runs named <sampler>+<variant>): "
+        + "; ".join(
+            f"{name}: {' '.join(overrides) or 'as the single-task runs'}"
+            for name, overrides in MULTITASK_VARIANTS.items()
+        ),
     )
     parser.add_argument(
         "--output-dir", type=Path, default=None, help="default: benchmarks/ (quick: a temp dir)"

@@ -290,10 +290,13 @@ def steps(values) -> str:
     return str(values[0]) if len(set(values)) == 1 else f"{sum(values) / len(values):.0f}"
 
 
+MULTITASK_PARTS = {"per_task": "per-task AdamW", "head_lr": "heads at 5x the encoder's learning rate"}
+
+
 def multitask_label(name: str) -> str:
     """``round_robin+per_task`` -> ``multitask, round_robin sampler, per-task AdamW``."""
-    sampler, _, state = name.partition("+")
-    return f"multitask, {sampler} sampler" + (", per-task AdamW" if state == "per_task" else "")
+    sampler, *parts = name.split("+")
+    return ", ".join([f"multitask, {sampler} sampler", *(MULTITASK_PARTS.get(part, part) for part in parts)])
 
 
 def paired_differences(records: dict[str, dict]) -> tuple[list[int], dict[str, dict[str, list[float]]]]:
