@@ -11,6 +11,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 STRATEGY_LABELS = {
@@ -299,41 +300,75 @@ def multitask_label(name: str) -> str:
     return ", ".join([f"multitask, {sampler} sampler", *(MULTITASK_PARTS.get(part, part) for part in parts)])
 
 
-def paired_differences(records: dict[str, dict]) -> tuple[list[int], dict[str, dict[str, list[float]]]]:
-    """The seeds with all three runs (two single-task, one multitask per sampler), and per sampler and task the
-    multitask score minus the single-task score of each of those seeds, in points."""
+@dataclass
+class Pairs:
+    """Multitask runs matched with their own seed's two single-task runs (:func:`paired_differences`)."""
+
+    seeds: dict[str, list[int]] = field(default_factory=dict)  # configuration -> seeds with all three runs
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # -> task -> points, per seed
+    # configuration -> (multitask wall, the two single-task walls) of the seeds whose three runs shared a sitting
+    walls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+
+def paired_differences(records: dict[str, dict]) -> Pairs:
+    """Per multitask configuration, the seeds that have both single-task runs, and for each of them the multitask
+    score minus the single-task score (points) and, unless the record says its runs were made in different
+    sittings (``wall_unpaired``), the two wall times."""
     by_key = {tuple(key.split("/")): record for key, record in records.items()}
-    seeds = sorted({int(key[3]) for key in by_key if key[1] == "multitask"})
-    differences: dict[str, dict[str, list[float]]] = {}
-    for key, record in by_key.items():
-        if key[1] != "multitask":
+    pairs = Pairs()
+    for key, record in sorted(by_key.items(), key=lambda item: (item[0][2], int(item[0][3]))):
+        model, kind, name, seed = key
+        if kind != "multitask":
             continue
-        model, _, name, seed = key
         singles = {task: by_key.get((model, task, "full", seed)) for task in ("ner", "sentiment")}
-        if all(singles.values()):
-            for task, single in singles.items():
-                per_task = differences.setdefault(name, {}).setdefault(task, [])
-                per_task.append(100 * (record["score"][task] - single["score"]))
-    return seeds, differences
+        if not all(singles.values()):
+            continue
+        pairs.seeds.setdefault(name, []).append(int(seed))
+        for task, single in singles.items():
+            pairs.scores.setdefault(name, {}).setdefault(task, []).append(
+                100 * (record["score"][task] - single["score"])
+            )
+        if not record.get("wall_unpaired"):
+            single_wall = sum(single["wall_seconds"] for single in singles.values())
+            pairs.walls.setdefault(name, []).append((record["wall_seconds"], single_wall))
+    return pairs
+
+
+def _paired_target(model: str, name: str, pairs: Pairs) -> str:
+    """The target row of one configuration from its per-seed differences (each seed against its own runs)."""
+    deltas = {task: mean_std(values)[0] for task, values in pairs.scores[name].items()}
+    walls = pairs.walls.get(name, [])
+    if walls:
+        multitask_wall = sum(w for w, _ in walls) / len(walls)
+        single_wall = sum(s for _, s in walls) / len(walls)
+        timing = f"wall {multitask_wall:.0f} vs {single_wall:.0f} s ({len(walls)} seeds made in one sitting)"
+        faster = multitask_wall < single_wall
+    else:
+        timing, faster = "no wall times made in one sitting", False
+    met = min(deltas.values()) >= -1 and faster
+    seeds = ", ".join(map(str, pairs.seeds[name]))
+    return (
+        f"| {model} {multitask_label(name)}, back-to-back pairs (seeds {seeds}): no task > 1 point below "
+        "single-task, less total time | "
+        + ", ".join(f"{task} {delta:+.1f} pt" for task, delta in deltas.items())
+        + f" (mean of per-seed differences); {timing} | {'met' if met else 'missed'} |"
+    )
 
 
 def multitask_section(
-    groups: dict,
-    targets: list[str],
-    overhead: dict | None = None,
-    paired: tuple[list[int], dict[str, dict[str, list[float]]]] | None = None,
+    groups: dict, targets: list[str], overhead: dict | None = None, paired: Pairs | None = None
 ) -> list[str]:
-    """The multitask table; ``paired`` (:func:`paired_differences`): the extra runs made back to back (singles, then
-    multitask, per seed)."""
+    """The multitask table; ``paired``: the extra runs made back to back (singles, then multitask, per seed)."""
     if paired:
-        seeds = " ".join(str(seed) for seed in paired[0])
         lines = [
             "### Back-to-back pairs",
             "",
             "The same comparison with each seed's three runs made one right after the other (two single-task runs, "
             "then the multitask run), so that each pair of wall times shares the machine's speed of the moment "
-            f"(`python benchmarks/suite.py --sections multitask --samplers proportional --seeds {seeds} "
-            "--output-dir D`, records in `results/multitask_paired.json`).",
+            "(`python benchmarks/suite.py --sections multitask --samplers proportional --seeds 4 5 "
+            "--output-dir D`, records in `results/multitask_paired.json`). Later configurations reuse the same "
+            "single-task runs (see the notes at the top for when each was made); each multitask run is compared "
+            "with its own seed's single-task runs, and wall times only where all three ran in one sitting.",
             "",
         ]
     else:
@@ -376,27 +411,21 @@ def multitask_section(
             )
         for name in sorted(n for m, t, n in groups if m == model and t == "multitask"):
             runs = groups[(model, "multitask", name)]
-            if have_singles:
+            if have_singles and paired:
+                if name in paired.scores:
+                    targets.append(_paired_target(model, name, paired))
+            elif have_singles:
                 deltas = {
                     t: 100
                     * (mean_std(r["score"][t] for r in runs)[0] - mean_std(r["score"] for r in singles[t])[0])
                     for t in singles
                 }
-                wall, single = mean_std(r["wall_seconds"] for r in runs)[0], mean_std(single_wall)[0]
-                scores_met = min(deltas.values()) >= -1
-                if paired:
-                    timing, verdict = f"wall {wall:.0f} vs {single:.0f} s", scores_met and wall < single
-                else:
-                    # The shared single-task runs may be re-run in another sitting (a new baseline), and this VM's
-                    # speed drifts by 10-30% between sittings: only the back-to-back pairs compare wall times.
-                    timing, verdict = "wall times: see the back-to-back pairs", scores_met
+                # The shared single-task runs may be re-run in another sitting (a new baseline), and this VM's
+                # speed drifts by 10-30% between sittings: only the back-to-back pairs compare wall times.
                 targets.append(
-                    f"| {model} {multitask_label(name)}{', back-to-back pairs' if paired else ''}: no task > 1 "
-                    "point below single-task"
-                    + (", less total time" if paired else "")
-                    + " | "
+                    f"| {model} {multitask_label(name)}: no task > 1 point below single-task | "
                     + ", ".join(f"{t} {d:+.1f} pt" for t, d in deltas.items())
-                    + f"; {timing} | {'met' if verdict else 'missed'} |"
+                    + f"; wall times: see the back-to-back pairs | {'met' if min(deltas.values()) >= -1 else 'missed'} |"
                 )
             lines.append(
                 f"| {model} | {multitask_label(name)} | {fmt(r['score']['ner'] for r in runs)} | "
@@ -407,18 +436,19 @@ def multitask_section(
                 f"{fmt((r['wall_seconds'] for r in runs), digits=0)} | {len(runs)} |"
             )
     if paired:
-        lines.append("")
-        for name, tasks in sorted(paired[1].items()):
+        lines += [
+            "",
+            "Per seed, each multitask configuration minus the same seed's single-task runs, in points:",
+            "",
+        ]
+        for name, tasks in sorted(paired.scores.items()):
             cells = []
             for task, values in tasks.items():
                 mean, std, n = mean_std(values)
                 error = f" ± {std / n**0.5:.1f} (standard error)" if n > 1 else ""
                 cells.append(f"{task} {', '.join(f'{v:+.1f}' for v in values)}: mean {mean:+.1f}{error}")
-            lines.append(
-                f"Per seed, {multitask_label(name)} minus the same seed's single-task run, in points: "
-                + "; ".join(cells)
-                + "."
-            )
+            seeds = ", ".join(map(str, paired.seeds[name]))
+            lines.append(f"- {multitask_label(name)} (seeds {seeds}): " + "; ".join(cells) + ".")
     return [*lines, ""]
 
 
