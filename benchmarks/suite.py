@@ -75,8 +75,9 @@ STRATEGIES["lora_dropout0"] = {
 SAMPLERS = ("proportional", "round_robin")
 # Multitask configurations beyond the sampler and the optimizer state (runs named <sampler>+<variant>).
 MULTITASK_VARIANTS = {
-    "plain": [],
-    # New heads learn 5x faster than the pretrained encoder (the single-task runs use one rate for both).
+    # Heads at the encoder's learning rate, as in the single-task runs (the multitask preset sets a head rate).
+    "plain": ["strategy.head_lr=null"],
+    # New heads learn 5x faster than the pretrained encoder (the multitask preset's setting).
     "head_lr": ["strategy.head_lr=1e-3"],
 }
 STUDENTS = {
@@ -180,7 +181,12 @@ class Suite:
         peak = self.peak()
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
         metrics, wall = run_recipe(recipe, [*argv, *self.setting.scale], run_dir)
-        record = {"run_dir": str(run_dir), "wall_seconds": round(wall, 1)}
+        # When it ended: which runs shared a sitting (the machine's speed drifts between sittings).
+        record = {
+            "run_dir": str(run_dir),
+            "wall_seconds": round(wall, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M"),
+        }
         self.peaks_around(record, peak)
         record.update(extra or {})
         record.update(summarise(metrics, run_dir))
@@ -213,6 +219,7 @@ class Suite:
         metric = METRIC[task]
         record = {
             "wall_seconds": round(wall, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M"),
             "score": output["test"][f"test_{metric}"],
             "validation_score": output["validation"][f"validation_{metric}"],
             "train_seconds": output["train_runtime"],

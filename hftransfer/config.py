@@ -281,7 +281,8 @@ class StrategyConfig:
 
     # -- learning rates (every strategy that trains encoder weights)
     head_lr: float | None = None
-    """LR of the new head; default ``train.lr``. Discriminative fine-tuning: a head LR above the encoder's."""
+    """LR of the new head(s); default ``train.lr``. Discriminative fine-tuning: a head LR above the encoder's.
+    With ``name=frozen`` it is the LR of the head, the only thing that trains."""
     layer_lr_decay: float = 1.0
     """Layer-wise LR decay: the top encoder layer gets ``train.lr``, each layer below ``decay`` times the one
     above, the embeddings ``decay^(L)`` times it. 1.0 disables."""
@@ -316,7 +317,6 @@ class StrategyConfig:
             trains_encoder = [
                 name
                 for name, value in (
-                    ("head_lr", self.head_lr),
                     ("layer_lr_decay", self.layer_lr_decay != 1.0 or None),
                     ("l2sp_weight", self.l2sp_weight or None),
                     ("drift_weight", self.drift_weight or None),
@@ -326,7 +326,7 @@ class StrategyConfig:
             if trains_encoder:
                 raise ConfigError(
                     f"strategy.{trains_encoder[0]} needs encoder weights that train, but strategy.name=frozen "
-                    "keeps the encoder fixed (the head's LR is train.lr)"
+                    "keeps the encoder fixed (the head's LR is strategy.head_lr, default train.lr)"
                 )
         if self.name == "freeze" and self.freeze_layers is None:
             raise ConfigError(

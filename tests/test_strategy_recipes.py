@@ -77,9 +77,11 @@ def test_frozen_classifier_mean_pooling_exports_encoder_and_head(
             "strategy.pooling=mean",
             f"strategy.cache_dir={tmp_path / 'cache'}",
             "train.epochs=10",
-            "train.lr=5e-2",
+            "train.lr=1e-4",
+            "strategy.head_lr=5e-2",  # the head is all that trains: its rate is the one that counts
         )
     )
+    assert set(metrics["strategy"]["lr_groups"].values()) == {5e-2}
     assert metrics["export"]["kind"] == "encoder+head" and not metrics["export"]["pipeline"]
     predicted = predict_file(
         str(run_dir / "model"), str(classification_files["test"]), str(tmp_path / "pred.jsonl"), cpu=True

@@ -140,7 +140,7 @@ def plan_frozen(
     groups = parameter_groups(head.named_parameters(), config.train.weight_decay)
     for group in groups:
         group["name"] = f"head/{group['name']}"
-        group["lr"] = config.train.lr
+        group["lr"] = strategy.head_lr or config.train.lr
     report["lr_groups"] = {group["name"]: group["lr"] for group in groups}
     plan = StrategyPlan(
         head,
