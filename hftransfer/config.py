@@ -279,7 +279,7 @@ class StrategyConfig:
     """lora: what ``model/`` holds: the adapter alone (``adapter``), a plain merged model (``merged``), or the
     merged model in ``model/`` plus the adapter in ``adapter/`` (``both``, default)."""
 
-    # -- learning rates (every strategy that trains encoder weights)
+    # -- learning rates (head_lr: every strategy; the others: strategies that train encoder weights)
     head_lr: float | None = None
     """LR of the new head(s); default ``train.lr``. Discriminative fine-tuning: a head LR above the encoder's.
     With ``name=frozen`` it is the LR of the head, the only thing that trains."""
