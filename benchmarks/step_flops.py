@@ -18,7 +18,6 @@ products only: ``flops.sequence_flops``). Arguments after the options are recipe
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from flops import flops_coefficients, matmul_peak_flops  # noqa: E402
 
 from hftransfer.config import parse_config  # noqa: E402
 from hftransfer.finetune import setup  # noqa: E402
+from hftransfer.utils import atomic_write_json  # noqa: E402
 
 PRESET = HERE.parent / "recipes" / "configs" / "minilm" / "ner_full.yaml"
 
@@ -75,7 +75,6 @@ def measure(args: argparse.Namespace, overrides: list[str], work: Path) -> dict:
                 "peak": matmul_peak_flops(size=args.peak_size, min_seconds=args.peak_seconds),
                 "step_seconds": state.step_seconds,
                 "flops": flops[0],
-                "at": time.perf_counter(),
             }
         )
 
@@ -149,10 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"training matmul FLOP/s / peak: {result['fraction_mean']:.1%} ± {result['fraction_std']:.1%} "
         f"(blocks 1-{len(result['blocks']) - 1}: {result['fraction_min']:.1%}-{result['fraction_max']:.1%})"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(args.output)
+    atomic_write_json(args.output, result)
     return result
 
 

@@ -285,6 +285,7 @@ class Suite:
         share of them (sampling weights) and its own learning rate."""
         singles = {task: self.ours_full(model, task, seed) for task in METRIC}
         budget = sum(record["steps"] for record in singles.values())
+        ner = self.setting.task_hyper(model, "ner")  # the shared schedule's rate and batch size
         configurations = [
             (sampler, state, variant)
             for sampler in self.args.samplers
@@ -305,8 +306,8 @@ class Suite:
                 f"train.seed={seed}",
                 f"train.max_steps={budget}",
                 "train.epochs=1000",
-                f"train.lr={self.setting.task_hyper(model, 'ner')['lr']}",
-                f"train.batch_size={self.setting.task_hyper(model, 'ner')['batch_size']}",
+                f"train.lr={ner['lr']}",
+                f"train.batch_size={ner['batch_size']}",
                 f"optimizer_state={state}",
                 *MULTITASK_VARIANTS[variant],
             ]

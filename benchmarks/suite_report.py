@@ -12,6 +12,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 STRATEGY_LABELS = {
@@ -310,16 +311,29 @@ class Pairs:
     walls: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
+SITTING = timedelta(hours=3)  # runs that finished further apart met different machine speeds
+
+
+def one_sitting(records: Iterable[dict]) -> bool:
+    """Whether the runs finished within one sitting of each other (False when one does not say when)."""
+    stamps = [record.get("finished") for record in records]
+    if None in stamps:
+        return False
+    times = [datetime.strptime(stamp, "%Y-%m-%d %H:%M") for stamp in stamps]
+    return max(times) - min(times) <= SITTING
+
+
 def paired_differences(records: dict[str, dict]) -> Pairs:
     """Per multitask configuration, the seeds that have both single-task runs, and for each of them the multitask
-    score minus the single-task score (points) and, unless the record says its runs were made in different
-    sittings (``wall_unpaired``), the two wall times."""
+    score minus the single-task score (points) and, where all three runs finished in one sitting, the wall times."""
     by_key = {tuple(key.split("/")): record for key, record in records.items()}
+    multitask = sorted(
+        (key for key in by_key if key[1] == "multitask"), key=lambda key: (key[2], int(key[3]))
+    )
     pairs = Pairs()
-    for key, record in sorted(by_key.items(), key=lambda item: (item[0][2], int(item[0][3]))):
-        model, kind, name, seed = key
-        if kind != "multitask":
-            continue
+    for key in multitask:
+        model, _, name, seed = key
+        record = by_key[key]
         singles = {task: by_key.get((model, task, "full", seed)) for task in ("ner", "sentiment")}
         if not all(singles.values()):
             continue
@@ -328,7 +342,7 @@ def paired_differences(records: dict[str, dict]) -> Pairs:
             pairs.scores.setdefault(name, {}).setdefault(task, []).append(
                 100 * (record["score"][task] - single["score"])
             )
-        if not record.get("wall_unpaired"):
+        if one_sitting([record, *singles.values()]):
             single_wall = sum(single["wall_seconds"] for single in singles.values())
             pairs.walls.setdefault(name, []).append((record["wall_seconds"], single_wall))
     return pairs
@@ -411,7 +425,7 @@ def multitask_section(
             )
         for name in sorted(n for m, t, n in groups if m == model and t == "multitask"):
             runs = groups[(model, "multitask", name)]
-            if have_singles and paired:
+            if paired:
                 if name in paired.scores:
                     targets.append(_paired_target(model, name, paired))
             elif have_singles:

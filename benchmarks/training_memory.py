@@ -21,6 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hftransfer.utils import atomic_write_json  # noqa: E402 - light: no torch
+
 VARIANTS = {"full": None, "lora0.1": 0.1, "lora0": 0.0}  # name -> LoRA adapter dropout (None: no LoRA)
 
 
@@ -56,7 +60,6 @@ def measure(variant: str, steps: int) -> dict:
     import torch
     from transformers import AutoModelForTokenClassification
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from hftransfer.assets import resolve_model_name
     from hftransfer.config import TrainConfig
     from hftransfer.runs import current_rss_mb
@@ -121,9 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         results.append(json.loads(output.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     out = Path(__file__).resolve().parent / "results" / "training_memory.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out)
+    atomic_write_json(out, results)
     full = next((r for r in results if r["variant"] == "full"), None)
     if full:
         for r in results:

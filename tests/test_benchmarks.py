@@ -123,30 +123,27 @@ def test_records_group_by_model_task_and_name_across_seeds():
 
 
 def test_paired_differences_match_each_multitask_run_with_its_own_seeds_singles():
+    def run(score, wall: float, finished: str | None = "2026-11-26 10:00") -> dict:
+        return {"score": score, "wall_seconds": wall, "finished": finished}
+
     records = {
-        "m/ner/full/4": {"score": 0.50, "wall_seconds": 300},
-        "m/sentiment/full/4": {"score": 0.80, "wall_seconds": 200},
-        "m/multitask/proportional/4": {"score": {"ner": 0.52, "sentiment": 0.79}, "wall_seconds": 450},
-        "m/ner/full/5": {"score": 0.40, "wall_seconds": 310},
-        "m/sentiment/full/5": {"score": 0.90, "wall_seconds": 210},
+        "m/ner/full/4": run(0.50, 300),
+        "m/sentiment/full/4": run(0.80, 200),
+        "m/multitask/proportional/4": run({"ner": 0.52, "sentiment": 0.79}, 450, "2026-11-26 11:30"),
+        "m/ner/full/5": run(0.40, 310),
+        "m/sentiment/full/5": run(0.90, 210),
         # made a day after its single-task runs: its scores pair, its wall time does not
-        "m/multitask/proportional/5": {
-            "score": {"ner": 0.41, "sentiment": 0.87},
-            "wall_seconds": 900,
-            "wall_unpaired": True,
-        },
-        "m/multitask/proportional/6": {
-            "score": {"ner": 0.1, "sentiment": 0.1},
-            "wall_seconds": 1,
-        },  # no singles
-        "m/multitask/temperature/5": {"score": {"ner": 0.30, "sentiment": 0.90}, "wall_seconds": 500},
+        "m/multitask/proportional/5": run({"ner": 0.41, "sentiment": 0.87}, 900, "2026-11-27 10:00"),
+        "m/multitask/proportional/6": run({"ner": 0.1, "sentiment": 0.1}, 1),  # no singles
+        "m/multitask/temperature/5": run({"ner": 0.30, "sentiment": 0.90}, 500),
+        "m/multitask/uniform/4": run({"ner": 0.50, "sentiment": 0.80}, 400, None),  # when: unknown
     }
     pairs = paired_differences(records)
-    assert pairs.seeds == {"proportional": [4, 5], "temperature": [5]}
+    assert pairs.seeds == {"proportional": [4, 5], "temperature": [5], "uniform": [4]}
     assert pairs.scores["proportional"]["ner"] == pytest.approx([2.0, 1.0])
     assert pairs.scores["proportional"]["sentiment"] == pytest.approx([-1.0, -3.0])
     assert pairs.scores["temperature"]["ner"] == pytest.approx([-10.0])  # against seed 5's runs, not the mean
-    assert pairs.walls == {"proportional": [(450, 500)], "temperature": [(500, 520)]}
+    assert pairs.walls == {"proportional": [(450, 500)], "temperature": [(500, 520)]}  # not uniform's
 
 
 def test_quick_suite_runs_every_section_and_writes_the_report(tmp_path):

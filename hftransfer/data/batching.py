@@ -97,8 +97,8 @@ class LengthGroupedSampler(Sampler[int]):
             sorted(order[start : start + self.mega_batch_size], key=lambda index: -self.lengths[index])
             for start in range(0, len(order), self.mega_batch_size)
         ]
-        longest = max(range(len(megas)), key=lambda m: self.lengths[megas[m][0]], default=0)
         if megas:  # swap whole mega-batches: every one stays sorted, so batches keep similar lengths
+            longest = max(range(len(megas)), key=lambda m: self.lengths[megas[m][0]])
             megas[0], megas[longest] = megas[longest], megas[0]
         return iter([index for mega in megas for index in mega])
 
