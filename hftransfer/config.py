@@ -144,6 +144,10 @@ class TrainConfig:
     """``torch.compile`` backend (``inductor``; ``eager`` only traces, to check a model compiles)."""
     fused_optimizer: bool = True
     """Use torch's fused AdamW kernel where it exists for the device (CPU, CUDA): same update, far less overhead."""
+    reuse_host_memory: bool = True
+    """On CPU under glibc (Linux), keep freed blocks up to 1 GiB in the process for the next step instead of
+    returning them to the system: autograd re-allocates the word-embedding gradient every step, and a fresh mapping
+    costs a page fault per 4 KiB (~20 ms a step on MiniLM-L6). Memory freed during the run stays with the process."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this value; None disables clipping."""
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"

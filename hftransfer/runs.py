@@ -26,6 +26,7 @@ from accelerate.utils import (
 from hftransfer.config import RunConfig
 from hftransfer.errors import ConfigError
 from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
+from hftransfer.training.host_memory import reuse_freed_host_memory
 from hftransfer.utils import atomic_write_json, flatten_dict
 
 logger = logging.getLogger("hftransfer")
@@ -123,6 +124,8 @@ def start_run(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
     setup_logging(accelerator)
+    if config.train.reuse_host_memory and accelerator.device.type == "cpu":
+        reuse_freed_host_memory()
     _check_run_dir(run_dir, config, accelerator)
     resume_from = resolve_resume(config.train.resume_from_checkpoint, run_dir)
     set_seed(config.train.seed)
