@@ -40,6 +40,11 @@ class ModelConfig:
     """Attention kernel passed to ``from_pretrained`` (``sdpa``, ``eager``, ...). None (the default) lets
     transformers choose: PyTorch's fused ``scaled_dot_product_attention`` (SDPA) where the architecture has it (BERT,
     RoBERTa, ...), eager attention where it does not (MPNet). Naming one the architecture lacks is an error."""
+    head_bias_init: Literal["default", "prior"] = "default"
+    """``default``: a new head's bias starts at zero (transformers' initialisation). ``prior``: at the log frequencies
+    of the training labels, so the head predicts the label prior from the first step and the encoder is not pushed
+    to learn it. Use it when a fine-tuned NER model predicts ``O`` for every token: sentence-embedding encoders such
+    as ``mpnet-base`` (all-mpnet-base-v2) collapse that way on WNUT-16 at the default start."""
 
 
 @dataclass

@@ -36,6 +36,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
 from hftransfer.strategies.frozen_plan import plan_frozen
@@ -90,6 +91,8 @@ def setup(config: RunConfig, recipe: str) -> Run:
         )
 
     features, report = tokenize_splits(data, tokenizer, config)
+    if config.model.head_bias_init == "prior" and "train" in features:
+        report["label_prior"] = init_head_bias_to_prior(model, features["train"]["labels"])
 
     base_name = resolve_model_name(config.model.name_or_path)
     if config.strategy.name == "frozen":

@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from flops import flops_coefficients, sequence_flops, training_flops  # noqa: E402 - benchmarks/ is not a package
 from suite_report import (  # noqa: E402
+    baseline_section,
     first_reaching,
     group,
     mean_std,
@@ -120,6 +121,44 @@ def test_records_group_by_model_task_and_name_across_seeds():
     assert [r["score"] for r in groups[("m", "ner", "full")]] == [0.5, 0.7]
     assert ("m", "ner", "frozen_linear/encode") in groups
     assert ("m", "multitask", "proportional") in groups
+
+
+def _baseline_record(score: float, wall: float) -> dict:
+    return {
+        "score": score,
+        "wall_seconds": wall,
+        "history": [{"train_seconds": wall / 2, "score": score}],
+        "samples": 100,
+        "tokens": 3000,
+        "train_seconds": wall / 2,
+        "step_seconds": wall / 3,
+        "training_flops": 1e12,
+        "peak_rss_mb": 1000,
+        "matmul_peaks": [1e11, 1e11],
+    }
+
+
+@pytest.mark.parametrize(
+    ("ours", "trainer", "verdict"),
+    [
+        ([0.50, 0.52, 0.48], [0.51, 0.53, 0.49], "| met |"),  # 1 point below, within the seeds' spread
+        ([0.40, 0.41, 0.39], [0.51, 0.53, 0.49], "| missed |"),
+        (
+            [0.50],
+            [0.51],
+            "| met on wall time; score not judged (1 seed) |",
+        ),  # one seed: no spread to judge by
+    ],
+)
+def test_baseline_target_judges_the_score_only_with_a_spread(ours, trainer, verdict):
+    groups = {
+        ("m", "ner", "full"): [_baseline_record(score, 60) for score in ours],
+        ("m", "ner", "trainer"): [_baseline_record(score, 100) for score in trainer],
+    }
+    targets: list[str] = []
+    lines = baseline_section(groups, {"matmul_peak_flops": 1e11}, targets)
+    assert any(line.startswith("| m | ner | hftransfer |") for line in lines)
+    assert targets[0].endswith(verdict) and "wall ratio 0.60" in targets[0]
 
 
 def test_paired_differences_match_each_multitask_run_with_its_own_seeds_singles():
