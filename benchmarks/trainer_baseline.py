@@ -18,6 +18,7 @@ import json
 import time
 
 import numpy as np
+import torch
 from seqeval.metrics import f1_score
 from transformers import (
     AutoModelForSequenceClassification,
@@ -58,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--max-train-samples", type=int)
+    parser.add_argument(
+        "--head-bias-init",
+        choices=["default", "prior"],
+        default="default",
+        help="prior: the new head's bias starts at the training labels' log frequencies (hftransfer's "
+        "model.head_bias_init=prior, written here by hand)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output-dir", default="/tmp/hftransfer-trainer-baseline")
     return parser.parse_args(argv)
@@ -90,6 +98,16 @@ def count_tokens(loader) -> tuple[int, int, int]:  # noqa: ANN001 - a DataLoader
         mask = batch["attention_mask"]
         sequences, tokens, padded = sequences + mask.shape[0], tokens + int(mask.sum()), padded + mask.numel()
     return sequences, tokens, padded
+
+
+def set_head_bias_to_label_prior(model, train_labels, num_labels: int) -> None:  # noqa: ANN001
+    """The head's bias at the add-one smoothed log frequencies of the training labels (-100: no label)."""
+    flat = np.concatenate([np.asarray(row).reshape(-1) for row in train_labels])
+    counts = np.bincount(flat[flat >= 0], minlength=num_labels) + 1
+    log_prior = np.log(counts / counts.sum())
+    head = model.classifier if isinstance(model.classifier, torch.nn.Linear) else model.classifier.out_proj
+    with torch.no_grad():
+        head.bias.copy_(torch.as_tensor(log_prior - log_prior.mean(), dtype=head.bias.dtype))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -154,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = auto.from_pretrained(
         model_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
     )
+    if args.head_bias_init == "prior":
+        set_head_bias_to_label_prior(model, splits["train"]["labels"], len(labels))
     metric = "f1" if token_task else "accuracy"
     training_args = TrainingArguments(
         output_dir=args.output_dir,
