@@ -210,6 +210,15 @@ def test_bad_distillation_configs_fail_before_training(ner_teacher, other_model_
         distill.main(
             [*base, f"distill.teacher={teacher_run}", "distill.student=teacher_layers", "strategy.name=lora"]
         )
+    with pytest.raises(ConfigError, match="keeps the teacher's trained head"):
+        distill.main(
+            [
+                *base,
+                f"distill.teacher={teacher_run}",
+                "distill.student=teacher_layers",
+                "model.head_bias_init=prior",
+            ]
+        )
     with pytest.raises(ConfigError, match="layer_map"):
         distill.main(
             [*base, f"distill.teacher={teacher_run}", "distill.student=teacher_layers", "distill.student_layers=[0]",

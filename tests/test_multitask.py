@@ -20,6 +20,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.multitask.config import parse_multitask_config
 from hftransfer.multitask.model import MultitaskModel
 from hftransfer.multitask.run import load_multitask
+from hftransfer.multitask.run import setup as multitask_setup
 from hftransfer.multitask.sampling import TaskSchedule, task_probabilities
 from tests.conftest import make_classification_examples, make_ner_examples, write_conll, write_jsonl
 
@@ -193,6 +194,21 @@ def test_per_task_optimizer_keeps_each_tasks_moments_apart(tiny_model_dir):
     optimizer.active = None
     with pytest.raises(RuntimeError, match="no task selected"):
         optimizer.step()
+
+
+def test_prior_start_sets_each_tasks_head_from_its_own_labels(tiny_model_dir, task_files, tmp_path):
+    argv = _argv(tiny_model_dir, tmp_path, task_files, tmp_path / "run", "model.head_bias_init=prior")
+    run = multitask_setup(parse_multitask_config(argv))
+    model = run.loop.accelerator.unwrap_model(run.loop.model)
+    for task in ("ner", "cls"):
+        frequencies = run.report["label_prior"][task]
+        task_model = model.task_models[task]
+        head = task_model.classifier
+        predicted = torch.softmax(head.bias.detach(), 0)
+        assert set(frequencies) == set(task_model.config.id2label.values())
+        for index, label in task_model.config.id2label.items():
+            assert float(predicted[index]) == pytest.approx(frequencies[label], abs=0.03), (task, label)
+    assert run.report["label_prior"]["ner"]["O"] > 0.5
 
 
 def test_shared_encoder_is_one_module_and_both_tasks_train_it(tiny_model_dir):

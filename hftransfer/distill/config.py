@@ -103,6 +103,11 @@ class DistillRunConfig(RunConfig):
                 f"model.name_or_path={self.model.name_or_path!r} is not used with distill.student=teacher_layers "
                 "(the student is a copy of the teacher's layers); set distill.student=pretrained to distil into it"
             )
+        if self.distill.student == "teacher_layers" and self.model.head_bias_init != "default":
+            raise ConfigError(
+                f"model.head_bias_init={self.model.head_bias_init} with distill.student=teacher_layers: the student "
+                "keeps the teacher's trained head; the prior start is for a new head (distill.student=pretrained)"
+            )
         if self.distill.student == "teacher_layers" and self.strategy.name == "lora":
             raise ConfigError(
                 "strategy.name=lora with distill.student=teacher_layers: the layer-dropped student has no "

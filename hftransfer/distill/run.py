@@ -29,6 +29,7 @@ from hftransfer.distill.teacher import Teacher, cached_teacher_logits, load_teac
 from hftransfer.errors import ConfigError
 from hftransfer.finetune import Run, assemble_run, token_loaders, tokenize_splits
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.runs import start_run
 from hftransfer.strategies import needs_unused_parameter_search, plan_strategy
 
@@ -62,6 +63,9 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
             )
 
     features, report = tokenize_splits(data, tokenizer, config)
+    # A new head only: a teacher_layers student (the teacher's trained head) is refused at config validation.
+    if config.model.head_bias_init == "prior":
+        report["label_prior"] = init_head_bias_to_prior(student, features["train"]["labels"])
     transfer = _transfer_examples(config, data)
     student_train = _training_features(config, data, tokenizer, transfer, features["train"])
     shared = same_tokenizer(tokenizer, teacher.tokenizer)

@@ -39,6 +39,7 @@ from hftransfer.evaluation.inference import run_inference
 from hftransfer.export.save import save_pretrained_atomic
 from hftransfer.finetune import token_loaders
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
+from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.multitask.batches import MultitaskBatches
 from hftransfer.multitask.config import MultitaskConfig, TaskSpec
 from hftransfer.multitask.lora import (
@@ -171,6 +172,9 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
                 "features": len(features[split]),
                 **counts,
             }
+        if config.model.head_bias_init == "prior" and "train" in features:
+            priors = report.setdefault("label_prior", {})
+            priors[name] = init_head_bias_to_prior(task_models[name], features["train"]["labels"])
         train_loader, task_eval = token_loaders(features, tokenizer, config, accelerator)
         train_loaders[name] = accelerator.prepare(train_loader)
         for split, loader in task_eval.items():

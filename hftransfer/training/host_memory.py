@@ -2,7 +2,7 @@
 
 glibc's ``malloc`` serves allocations above its mmap threshold (at most 32 MiB by default) with a fresh ``mmap`` and
 gives them back with ``munmap`` when freed. A BERT-style model's word-embedding gradient is bigger than that
-(MiniLM-L6: 30522 x 384 floats = 45 MiB; XLM-R base: 730 MiB) and autograd allocates it anew every backward pass, so
+(MiniLM-L6: 30522 x 384 floats = 45 MiB; XLM-R base: 732 MiB) and autograd allocates it anew every backward pass, so
 each step the kernel maps, faults in and zeroes every page of it: 11,450 minor page faults and ~20 ms a step on
 MiniLM-L6 (measured: a fresh 45 MiB ``torch.zeros`` takes 22-24 ms, re-zeroing a kept buffer 2-3 ms). Raising the
 mmap and trim thresholds makes glibc keep such blocks in its heap and hand them out again: the faults per training
@@ -62,8 +62,8 @@ def reuse_freed_host_memory() -> bool:
     if libc is None:
         return False
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    # Trim first: with the mmap threshold set by hand glibc stops adjusting the trim threshold, and the default
-    # (128 KiB) would hand a freed gradient at the top of the heap straight back to the kernel.
+    # Both: an mmap threshold set by hand stops glibc adjusting the trim threshold, whose default (128 KiB) would
+    # hand a freed gradient at the top of the heap straight back to the kernel.
     if not (
         libc.mallopt(_M_TRIM_THRESHOLD, REUSE_UP_TO_BYTES)
         and libc.mallopt(_M_MMAP_THRESHOLD, REUSE_UP_TO_BYTES)
