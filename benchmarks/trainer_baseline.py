@@ -18,7 +18,6 @@ import json
 import time
 
 import numpy as np
-import torch
 from seqeval.metrics import f1_score
 from transformers import (
     AutoModelForSequenceClassification,
@@ -35,6 +34,7 @@ from hftransfer.assets import resolve_model_name
 from hftransfer.config import DataConfig
 from hftransfer.data.sources import load_task_data
 from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.runs import peak_memory_mb
 
 TASKS = {
@@ -63,8 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--head-bias-init",
         choices=["default", "prior"],
         default="default",
-        help="prior: the new head's bias starts at the training labels' log frequencies (hftransfer's "
-        "model.head_bias_init=prior, written here by hand)",
+        help="prior: the new head's bias starts at the training labels' log frequencies (the same start as "
+        "hftransfer's model.head_bias_init=prior, so both runners begin from one model)",
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output-dir", default="/tmp/hftransfer-trainer-baseline")
@@ -98,16 +98,6 @@ def count_tokens(loader) -> tuple[int, int, int]:  # noqa: ANN001 - a DataLoader
         mask = batch["attention_mask"]
         sequences, tokens, padded = sequences + mask.shape[0], tokens + int(mask.sum()), padded + mask.numel()
     return sequences, tokens, padded
-
-
-def set_head_bias_to_label_prior(model, train_labels, num_labels: int) -> None:  # noqa: ANN001
-    """The head's bias at the add-one smoothed log frequencies of the training labels (-100: no label)."""
-    flat = np.concatenate([np.asarray(row).reshape(-1) for row in train_labels])
-    counts = np.bincount(flat[flat >= 0], minlength=num_labels) + 1
-    log_prior = np.log(counts / counts.sum())
-    head = model.classifier if isinstance(model.classifier, torch.nn.Linear) else model.classifier.out_proj
-    with torch.no_grad():
-        head.bias.copy_(torch.as_tensor(log_prior - log_prior.mean(), dtype=head.bias.dtype))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -173,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
     )
     if args.head_bias_init == "prior":
-        set_head_bias_to_label_prior(model, splits["train"]["labels"], len(labels))
+        init_head_bias_to_prior(model, splits["train"]["labels"])
     metric = "f1" if token_task else "accuracy"
     training_args = TrainingArguments(
         output_dir=args.output_dir,

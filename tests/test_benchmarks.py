@@ -123,22 +123,6 @@ def test_records_group_by_model_task_and_name_across_seeds():
     assert ("m", "multitask", "proportional") in groups
 
 
-def test_trainer_script_starts_its_head_at_the_same_prior_as_hftransfer(tiny_model_dir):
-    import torch
-    from trainer_baseline import set_head_bias_to_label_prior
-    from transformers import AutoModelForTokenClassification
-
-    from hftransfer.modeling.head_init import init_head_bias_to_prior
-
-    labels = [[-100, 0, 0, 2, -100], [-100, 1, 0, 0, 0, -100]]
-    by_hand = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=4)
-    set_head_bias_to_label_prior(by_hand, labels, 4)
-    ours = AutoModelForTokenClassification.from_pretrained(tiny_model_dir, num_labels=4)
-    init_head_bias_to_prior(ours, labels)
-    assert torch.allclose(by_hand.classifier.bias, ours.classifier.bias, atol=1e-6)
-    assert by_hand.classifier.bias.argmax() == 0  # "O"-like label 0 is the most frequent
-
-
 def _baseline_record(score: float, wall: float) -> dict:
     return {
         "score": score,
