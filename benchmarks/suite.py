@@ -40,6 +40,8 @@ from flops import matmul_peak_flops, training_flops
 from runner import ROOT, run_logged, run_recipe
 from suite_report import write_report
 
+from hftransfer.utils import atomic_write_text
+
 SECTIONS = ("baseline", "strategies", "multitask", "distill")
 METRIC = {"ner": "f1", "sentiment": "accuracy"}
 TASK_TYPE = {"ner": "token-classification", "sentiment": "sequence-classification"}
@@ -158,11 +160,8 @@ class Suite:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"machine": self.machine, "quick": self.args.quick, "runs": self.records}
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n")
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(payload, indent=1) + "\n")
 
     def peak(self) -> float:
         """This machine's matmul peak right now. A shared VM drifts: this 2-core one ran the same training 20%

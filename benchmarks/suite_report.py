@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from hftransfer.utils import atomic_write_text
+
 STRATEGY_LABELS = {
     "full": "full fine-tuning",
     "frozen_linear": "frozen encoder + linear head (feature cache)",
@@ -584,7 +586,5 @@ def write_report(machine: dict, records: dict[str, dict], out: Path, quick: bool
     ]
     images = [f"![{name}](results/{name})" for name in pictures]
     path = out / "RESULTS.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join([*header, *body, *images, ""]))
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join([*header, *body, *images, ""]))
     return path

@@ -10,7 +10,13 @@ import pytest
 
 from hftransfer.errors import ConfigError
 from hftransfer.training.checkpoint import STATE_FILE, list_checkpoints, resolve_resume
-from hftransfer.utils import atomic_directory, atomic_write_text, recover_directory, replace_directory
+from hftransfer.utils import (
+    atomic_directory,
+    atomic_write,
+    atomic_write_text,
+    recover_directory,
+    replace_directory,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +33,22 @@ def test_atomic_write_keeps_old_content_when_interrupted(tmp_path, monkeypatch):
         atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
+
+
+def test_atomic_write_with_a_file_writer_keeps_old_file_when_the_writer_fails(tmp_path):
+    """Writers that take a file name (safetensors' save_file) write a temporary sibling, renamed only on success."""
+    target = tmp_path / "cache" / "features.safetensors"
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(b"v1"))
+    assert target.read_bytes() == b"v1"
+
+    def half_written(tmp: str) -> None:
+        Path(tmp).write_bytes(b"v2 partial")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, half_written)
+    assert target.read_bytes() == b"v1"
+    assert [p.name for p in target.parent.iterdir()] == ["features.safetensors"]
 
 
 def test_atomic_directory_replaces_only_on_success(tmp_path):

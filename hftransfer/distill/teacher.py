@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import model_inputs
 from hftransfer.modeling.build import AUTO_MODELS
+from hftransfer.utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -227,15 +227,8 @@ def _save(logits: TeacherLogits, path: Path, key: str) -> None:
         "offsets": torch.tensor([0] + [len(t) for t in tables], dtype=torch.long).cumsum(0),
         "logits": torch.cat(tables) if tables else torch.zeros(0, logits.num_labels),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"key": key, "task": logits.task})
-        os.replace(tmp, path)  # readers see the old file or the whole new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Readers see the old file or the whole new one.
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": key, "task": logits.task}))
 
 
 def _load(path: Path, key: str) -> TeacherLogits | None:

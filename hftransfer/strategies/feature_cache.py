@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.data.batching import FeatureCollator, LengthSortedSampler, feature_lengths
+from hftransfer.utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -239,17 +239,6 @@ def encode_features(
     )
 
 
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _tensors(store: FeatureStore) -> dict[str, torch.Tensor]:
     names = ("vectors", "offsets", "labels", "example_id", "word_index")
     return {n: getattr(store, n).contiguous() for n in names if getattr(store, n) is not None}
@@ -266,8 +255,8 @@ def save_store(store: FeatureStore, path: str | Path) -> None:
     tensors = _tensors(store)
     meta = {"version": FORMAT_VERSION, "key": store.key, "task": store.task, "info": store.info}
     meta["shapes"] = {name: list(t.shape) for name, t in tensors.items()}
-    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"key": store.key}))
-    _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": store.key}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
 
 
 def load_store(path: str | Path, key: str | None = None) -> FeatureStore | None:
