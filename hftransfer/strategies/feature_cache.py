@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.data.batching import FeatureCollator, LengthSortedSampler, feature_lengths
-from hftransfer.utils import atomic_write
+from hftransfer.utils import atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def save_store(store: FeatureStore, path: str | Path) -> None:
     meta = {"version": FORMAT_VERSION, "key": store.key, "task": store.task, "info": store.info}
     meta["shapes"] = {name: list(t.shape) for name, t in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"key": store.key}))
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write_json(path.with_suffix(".json"), meta)
 
 
 def load_store(path: str | Path, key: str | None = None) -> FeatureStore | None:
