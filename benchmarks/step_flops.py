@@ -37,6 +37,11 @@ from hftransfer.utils import atomic_write_json  # noqa: E402
 PRESET = HERE.parent / "recipes" / "configs" / "minilm" / "ner_full.yaml"
 
 
+def significant(value: float) -> float:
+    """Four significant digits: fixed decimals would round a toy model's milliseconds or MFLOP/s to zero."""
+    return float(f"{value:.4g}")
+
+
 def measure(args: argparse.Namespace, overrides: list[str], work: Path) -> dict:
     import torch
 
@@ -99,10 +104,10 @@ def measure(args: argparse.Namespace, overrides: list[str], work: Path) -> dict:
         peak = (before["peak"] + after["peak"]) / 2
         blocks.append(
             {
-                "gflops": round(rate / 1e9, 2),
-                "peaks_gflops": [round(before["peak"] / 1e9, 2), round(after["peak"] / 1e9, 2)],
-                "fraction": round(rate / peak, 4),
-                "seconds": round(seconds, 2),
+                "gflops": significant(rate / 1e9),
+                "peaks_gflops": [significant(before["peak"] / 1e9), significant(after["peak"] / 1e9)],
+                "fraction": significant(rate / peak),
+                "seconds": significant(seconds),
             }
         )
     fractions = [block["fraction"] for block in blocks]
