@@ -179,3 +179,72 @@ def test_compiled_forward_keeps_parameter_names_and_trains(tiny_model_dir, tmp_p
     loop.fit()
     assert all(not name.startswith("_orig_mod") for name in saved[-1])
     assert any(not torch.equal(value, _weights(loop)[name]) for name, value in before.items())
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_cpu_dropout_is_switched_on_only_while_fitting(tiny_model_dir, tmp_path, fast):
+    loop, _ = _setup(tiny_model_dir, tmp_path, dropout=0.1, batch_size=8, max_steps=2, fast_cpu_dropout=fast)
+    model = loop.accelerator.unwrap_model(loop.model)
+    seen = []
+
+    def record(state):
+        dropouts = {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+        seen.append((dropouts, model.config._attn_implementation))
+
+    loop.on_step_start = record
+    loop.fit()
+    if fast:
+        assert seen == [({"FastDropout"}, "hftransfer_sdpa_fast_dropout")] * 2
+    else:
+        assert seen == [({"Dropout"}, "sdpa")] * 2
+    assert {type(m) for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {torch.nn.Dropout}
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_clipping_inside_the_fused_step_takes_the_same_steps_as_clipping_first(tiny_model_dir, tmp_path, monkeypatch):
+    from hftransfer.training import clipping
+
+    # max_grad_norm 0.05: well under this model's gradient norms, so every step is clipped
+    deferred, _ = _setup(tiny_model_dir, tmp_path / "deferred", batch_size=8, max_steps=4, max_grad_norm=0.05)
+    assert clipping._can_defer(deferred.accelerator, deferred.optimizer)
+    scales = []
+    step = deferred.optimizer.optimizer.step
+
+    def spy(*args, **kwargs):
+        scales.append(float(deferred.optimizer.optimizer.grad_scale))
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(deferred.optimizer.optimizer, "step", spy)
+    deferred.fit()
+    assert len(scales) == 4 and all(scale > 1.0 for scale in scales)
+    assert not hasattr(deferred.optimizer.optimizer, "grad_scale")  # nothing left over for a later step
+    monkeypatch.setattr(clipping, "_can_defer", lambda accelerator, optimizer: False)
+    first, _ = _setup(tiny_model_dir, tmp_path / "first", batch_size=8, max_steps=4, max_grad_norm=0.05)
+    first.fit()
+    for name, value in _weights(first).items():
+        torch.testing.assert_close(_weights(deferred)[name], value, atol=1e-6, rtol=1e-5, msg=name)
+    assert float(deferred._grad_norm) == pytest.approx(float(first._grad_norm), rel=1e-4)
+
+
+def test_gradient_norm_matches_torch():
+    from hftransfer.training.clipping import gradient_norm
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in [(300, 40), (40,), (7, 3, 5)]]
+    for param in params[:2]:
+        param.grad = torch.randn_like(param) * 3
+    # the third has no gradient (a frozen or unused parameter) and is left out
+    expected = torch.nn.utils.get_total_norm([p.grad for p in params[:2]])
+    torch.testing.assert_close(gradient_norm(params), expected, rtol=1e-5, atol=0)
+
+
+def test_unfused_optimizer_is_clipped_before_its_step(tiny_model_dir, tmp_path):
+    from hftransfer.training import clipping
+
+    loop, _ = _setup(tiny_model_dir, tmp_path, batch_size=8, max_steps=1, fused_optimizer=False, max_grad_norm=0.05)
+    assert not clipping._can_defer(loop.accelerator, loop.optimizer)
+    batch = next(iter(loop.train_loader))
+    loop.accelerator.backward(loop.loss_fn(loop.model, batch))
+    norm = clipping.clip_gradients(loop.accelerator, loop.model, loop.optimizer, 0.05)
+    assert float(norm) > 0.05
+    assert float(clipping.gradient_norm(list(loop.model.parameters()))) == pytest.approx(0.05, rel=1e-3)

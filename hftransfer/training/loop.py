@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -32,6 +32,8 @@ from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
 from hftransfer.objectives.task import summed_cross_entropy
 from hftransfer.runs import current_rss_mb, peak_memory_mb
 from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
+from hftransfer.training.clipping import clip_gradients, end_deferred_clip
+from hftransfer.training.fast_dropout import fast_cpu_dropout
 from hftransfer.training.optim import adamw, build_optimizer, build_scheduler, scaled_learning_rate
 from hftransfer.training.tracking import MetricsLog
 
@@ -189,6 +191,16 @@ class TrainingLoop:
     # ------------------------------------------------------------------------------------------------ train
     def fit(self) -> FitResult:
         """Train until ``total_steps`` or early stopping; returns the final loop state."""
+        with self._dropout_masks():
+            return self._fit()
+
+    def _dropout_masks(self) -> AbstractContextManager:
+        train = self.train_config
+        if not train.fast_cpu_dropout or train.torch_compile or self.accelerator.device.type != "cpu":
+            return nullcontext()
+        return fast_cpu_dropout(self.accelerator.unwrap_model(self.model))
+
+    def _fit(self) -> FitResult:
         state, accelerator = self.state, self.accelerator
         logger.info(
             "Training %d optimizer steps (%d per epoch, %d epochs), %d process(es), batch %d x accumulation %d",
@@ -294,14 +306,18 @@ class TrainingLoop:
         self._running[1] += items
         self._steps_since_log += 1
         if self.train_config.max_grad_norm is not None:
-            self._grad_norm = accelerator.clip_grad_norm_(
-                self.model.parameters(), self.train_config.max_grad_norm
+            # On CPU with fused AdamW the rescaling happens inside the optimizer step (see training/clipping.py).
+            self._grad_norm = clip_gradients(
+                accelerator, self.model, self.optimizer, self.train_config.max_grad_norm
             )
         factor = self.before_update(window) if self.before_update is not None else 1.0
-        with scaled_learning_rate(
-            self.optimizer, factor
-        ):  # the schedule's values return even if skipped (fp16)
-            self.optimizer.step()
+        try:
+            with scaled_learning_rate(
+                self.optimizer, factor
+            ):  # the schedule's values return even if skipped (fp16)
+                self.optimizer.step()
+        finally:
+            end_deferred_clip(self.optimizer)
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
         self._sample_rss()
