@@ -13,7 +13,9 @@ from transformers import BertConfig, BertForTokenClassification, BertModel
 from hftransfer.training import fast_dropout as fd
 
 
-def _tiny_bert(hidden_dropout: float = 0.1, attention_dropout: float = 0.1, layers: int = 2) -> BertForTokenClassification:
+def _tiny_bert(
+    hidden_dropout: float = 0.1, attention_dropout: float = 0.1, layers: int = 2
+) -> BertForTokenClassification:
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=37,
@@ -95,9 +97,15 @@ def test_attention_without_dropout_matches_torch_sdpa(mask):
     query, key, value = (torch.randn(2, 4, 7, 8) for _ in range(3))
     attend = torch.ones(2, 1, 7, 7, dtype=torch.bool)
     attend[1, :, :, 5:] = False  # the second sequence's last two keys are padding
-    attention_mask = {"none": None, "bool": attend, "float": torch.zeros(2, 1, 7, 7).masked_fill(~attend, -1e9)}[mask]
+    attention_mask = {
+        "none": None,
+        "bool": attend,
+        "float": torch.zeros(2, 1, 7, 7).masked_fill(~attend, -1e9),
+    }[mask]
     ours, weights = fd.attention_with_dropout(query, key, value, attention_mask, 0.3, lambda probs: probs)
-    expected = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=0.3)
+    expected = nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, scale=0.3
+    )
     assert weights is None
     torch.testing.assert_close(ours, expected.transpose(1, 2), atol=1e-5, rtol=1e-5)
 
@@ -118,7 +126,9 @@ def test_model_gets_its_own_dropout_and_attention_back_and_saves_nothing_new(tmp
         model(**batch).logits.sum().backward()
         model.save_pretrained(tmp_path)
     assert "hftransfer" not in (tmp_path / "config.json").read_text()
-    assert not any(key.endswith("attn_implementation") for key in json.loads((tmp_path / "config.json").read_text()))
+    assert not any(
+        key.endswith("attn_implementation") for key in json.loads((tmp_path / "config.json").read_text())
+    )
     assert sum(type(m) is nn.Dropout for m in model.modules()) == 8
     assert not any(isinstance(m, fd.FastDropout) for m in model.modules())
     assert model.config._attn_implementation == "sdpa"
@@ -130,7 +140,9 @@ def test_attention_probabilities_are_dropped_with_the_fast_masks(monkeypatch):
     model = _tiny_bert(hidden_dropout=0.0, attention_dropout=0.5, layers=3)
     draws = []
     real = fd.dropout_keep_mask
-    monkeypatch.setattr(fd, "dropout_keep_mask", lambda shape, p: draws.append((tuple(shape), p)) or real(shape, p))
+    monkeypatch.setattr(
+        fd, "dropout_keep_mask", lambda shape, p: draws.append((tuple(shape), p)) or real(shape, p)
+    )
     batch = _batch()
     model.train()
     with fd.fast_cpu_dropout(model):

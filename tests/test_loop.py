@@ -201,7 +201,9 @@ def test_fast_cpu_dropout_is_switched_on_only_while_fitting(tiny_model_dir, tmp_
     assert model.config._attn_implementation == "sdpa"
 
 
-def test_clipping_inside_the_fused_step_takes_the_same_steps_as_clipping_first(tiny_model_dir, tmp_path, monkeypatch):
+def test_clipping_inside_the_fused_step_takes_the_same_steps_as_clipping_first(
+    tiny_model_dir, tmp_path, monkeypatch
+):
     from hftransfer.training import clipping
 
     # max_grad_norm 0.05: well under this model's gradient norms, so every step is clipped
@@ -241,7 +243,9 @@ def test_gradient_norm_matches_torch():
 def test_unfused_optimizer_is_clipped_before_its_step(tiny_model_dir, tmp_path):
     from hftransfer.training import clipping
 
-    loop, _ = _setup(tiny_model_dir, tmp_path, batch_size=8, max_steps=1, fused_optimizer=False, max_grad_norm=0.05)
+    loop, _ = _setup(
+        tiny_model_dir, tmp_path, batch_size=8, max_steps=1, fused_optimizer=False, max_grad_norm=0.05
+    )
     assert not clipping._can_defer(loop.accelerator, loop.optimizer)
     batch = next(iter(loop.train_loader))
     loop.accelerator.backward(loop.loss_fn(loop.model, batch))
