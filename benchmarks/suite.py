@@ -154,10 +154,23 @@ class Suite:
     def __init__(self, args: argparse.Namespace, setting: Setting, work: Path, out: Path) -> None:
         self.args, self.setting, self.work = args, setting, work
         self.path = out / "results" / "suite.json"
-        previous = json.loads(self.path.read_text()) if args.resume and self.path.exists() else {}
+        # Records of runs outside this invocation are always kept: running one section or seed must not wipe the
+        # rest of the file. Without --resume the runs this invocation plans are made again and replace their records.
+        previous = json.loads(self.path.read_text()) if self.path.exists() else {}
+        if previous and bool(previous.get("quick")) != bool(args.quick):
+            kind = "smoke-run (--quick)" if previous.get("quick") else "real"
+            raise SystemExit(
+                f"{self.path} holds {kind} results; write {'these' if args.quick else 'real'} ones elsewhere "
+                "(--output-dir) instead of mixing the two"
+            )
         self.records: dict[str, dict] = previous.get("runs", {})
+        self.made: set[str] = set()  # keys run by this invocation (a run shared by two sections is made once)
         self.machine = previous.get("machine") or machine_facts(setting)
         self.save()
+
+    def reuse(self, key: str) -> bool:
+        """Whether ``key``'s saved record stands in for running it now."""
+        return key in self.records and (self.args.resume or key in self.made)
 
     def save(self) -> None:
         payload = {"machine": self.machine, "quick": self.args.quick, "runs": self.records}
@@ -178,7 +191,7 @@ class Suite:
     # ---------------------------------------------------------------------------------------------- runs
     def recipe_run(self, key: str, recipe: str, argv: list[str], extra: dict | None = None) -> dict:
         """Run a recipe once (or take its saved record): the record of its metrics.json and timings."""
-        if key in self.records:
+        if self.reuse(key):
             return self.records[key]
         run_dir = self.work / key.replace("/", "-")
         peak = self.peak()
@@ -194,11 +207,12 @@ class Suite:
         record.update(extra or {})
         record.update(summarise(metrics, run_dir))
         self.records[key] = record
+        self.made.add(key)
         self.save()
         return record
 
     def trainer_run(self, key: str, model: str, task: str, seed: int) -> dict:
-        if key in self.records:
+        if self.reuse(key):
             return self.records[key]
         hyper = self.setting.task_hyper(model, task)
         command = [
@@ -239,6 +253,7 @@ class Suite:
         if "test_f1_conlleval" in output["test"]:
             record["score_conlleval"] = output["test"]["test_f1_conlleval"]
         self.records[key] = record
+        self.made.add(key)
         self.save()
         return record
 

@@ -223,3 +223,30 @@ def test_quick_suite_runs_every_section_and_writes_the_report(tmp_path):
         assert heading in report
     assert (out / "results" / "strategies.png").stat().st_size > 0
     assert (out / "results" / "time_to_score.png").stat().st_size > 0
+
+    # One section again, without --resume: its runs are made afresh, every other record stays.
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick", "--sections=baseline"]
+        + ["--tasks=sentiment", f"--output-dir={out}", f"--work-dir={tmp_path / 'work2'}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    rerun = json.loads((out / "results" / "suite.json").read_text())["runs"]
+    assert set(rerun) == set(runs)
+    assert rerun[f"{model}/ner/lora/1"] == runs[f"{model}/ner/lora/1"]
+    for key in (f"{model}/sentiment/full/1", f"{model}/sentiment/trainer/1"):
+        assert rerun[key]["matmul_peaks"] != runs[key]["matmul_peaks"], key  # measured again
+        assert "work2" in rerun[key].get("run_dir", str(tmp_path / "work2")), key
+
+    # Real results never land in a file of smoke-run ones (nor the other way round).
+    mixed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--sections=baseline", f"--output-dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert mixed.returncode != 0 and "--output-dir" in mixed.stderr
+    assert json.loads((out / "results" / "suite.json").read_text())["runs"] == rerun
