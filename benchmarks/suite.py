@@ -19,8 +19,9 @@ Sections (each over every seed; a run shared by two sections is run once):
 
 Every run is the real recipe (or the Trainer script) in a fresh process, so peak memory is its own; runs go one
 after another, never side by side (on a small CPU, anything running next to a timed run slows it several times).
-Results are saved after every run; ``--resume`` keeps those already in the JSON file and runs only the missing
-ones (an interrupted suite loses at most one run).
+Results are saved after every run, and records of runs outside the invocation's sections, tasks and seeds are
+always kept. Without ``--resume`` the planned runs are made again and replace their records; with it, planned runs
+already in the JSON file are kept and only the missing ones run (an interrupted suite loses at most one run).
 """
 
 from __future__ import annotations
@@ -512,7 +513,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output-dir", type=Path, default=None, help="default: benchmarks/ (quick: a temp dir)"
     )
     parser.add_argument("--work-dir", type=Path, default=None, help="run directories (default: a temp dir)")
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in results/suite.json")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip planned runs already in results/suite.json (others are always kept)",
+    )
     args = parser.parse_args(argv)
     if args.quick and args.strategies == list(STRATEGIES):
         args.strategies = ["full", "frozen_linear", "lora"]
