@@ -173,6 +173,13 @@ class Suite:
         """Whether ``key``'s saved record stands in for running it now."""
         return key in self.records and (self.args.resume or key in self.made)
 
+    def store(self, key: str, record: dict) -> dict:
+        """Keep a run's new record (replacing any saved one) and save the file at once."""
+        self.records[key] = record
+        self.made.add(key)
+        self.save()
+        return record
+
     def save(self) -> None:
         payload = {"machine": self.machine, "quick": self.args.quick, "runs": self.records}
         atomic_write_text(self.path, json.dumps(payload, indent=1) + "\n")
@@ -207,10 +214,7 @@ class Suite:
         self.peaks_around(record, peak)
         record.update(extra or {})
         record.update(summarise(metrics, run_dir))
-        self.records[key] = record
-        self.made.add(key)
-        self.save()
-        return record
+        return self.store(key, record)
 
     def trainer_run(self, key: str, model: str, task: str, seed: int) -> dict:
         if self.reuse(key):
@@ -253,10 +257,7 @@ class Suite:
         self.peaks_around(record, peak)
         if "test_f1_conlleval" in output["test"]:
             record["score_conlleval"] = output["test"]["test_f1_conlleval"]
-        self.records[key] = record
-        self.made.add(key)
-        self.save()
-        return record
+        return self.store(key, record)
 
     def full_argv(self, task: str, seed: int, model: str) -> list[str]:
         hyper = self.setting.task_hyper(model, task)

@@ -18,6 +18,8 @@ Everything else (GPU, FSDP, DeepSpeed, other optimizers) goes through ``accelera
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
@@ -41,8 +43,9 @@ def _can_defer(accelerator: Accelerator, optimizer: torch.optim.Optimizer) -> bo
     )
 
 
-def gradient_norm(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
-    """The L2 norm of all gradients together (a 0-d float32 tensor), from one dot product per gradient."""
+def gradient_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
+    """The L2 norm of all gradients together (a 0-d float32 tensor), from one dot product per gradient; parameters
+    without a gradient (frozen or unused) are left out."""
     squares = [
         torch.dot(flat, flat)
         for flat in (p.grad.reshape(-1).float() for p in parameters if p.grad is not None)
@@ -66,7 +69,7 @@ def clip_gradients(
     """
     if not _can_defer(accelerator, optimizer):
         return accelerator.clip_grad_norm_(model.parameters(), max_norm)
-    norm = gradient_norm([p for p in model.parameters() if p.requires_grad])
+    norm = gradient_norm(model.parameters())
     _inner(optimizer).grad_scale = torch.clamp((norm + _EPS) / max_norm, min=1.0)
     return norm
 

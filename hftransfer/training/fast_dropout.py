@@ -22,14 +22,12 @@ the same way. Both are restored on exit, so the model handed back is the one tha
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
-
-logger = logging.getLogger("hftransfer")
 
 _LEVELS = 1 << 16  # a mask element is a uniform 16-bit number
 #: The attention implementation registered with transformers for CPU training with these masks.
@@ -40,9 +38,7 @@ def dropout_keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> tuple[to
     """A bool mask keeping each element with probability ``1 - round(p * 65536) / 65536``, and the scale that makes
     the masked values unbiased (the inverse of that keep probability)."""
     dropped_levels = round(p * _LEVELS)
-    numel = 1
-    for size in shape:
-        numel *= size
+    numel = math.prod(shape)
     # random_ with from=-2**63 and to=None fills the whole int64 range: four independent uniform int16 per draw.
     draws = torch.empty((numel + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
     uniform16 = draws.view(torch.int16)[:numel].view(shape)
@@ -78,11 +74,9 @@ class FastDropout(nn.Dropout):
     """``nn.Dropout`` drawing its CPU masks with :func:`fast_dropout`; identical in eval mode and off the CPU."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (nn.Dropout's own argument name)
-        if not self.training or self.p == 0.0:
-            return input
-        if self.inplace or input.device.type != "cpu":
+        if not self.training or self.inplace:
             return super().forward(input)
-        return fast_dropout(input, self.p)
+        return fast_dropout(input, self.p)  # which hands other devices and p of 0 or 1 to torch
 
 
 def sdpa_with_fast_dropout(
@@ -132,7 +126,7 @@ def attention_with_dropout(
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
     scaling: float | None,
-    drop: Any,
+    drop: Callable[[torch.Tensor], torch.Tensor],
 ) -> tuple[torch.Tensor, None]:
     """Scaled dot-product attention over ``[batch, heads, length, head_dim]`` tensors with ``drop`` applied to the
     probabilities; returns ``[batch, length, heads, head_dim]`` like transformers' attention functions. A bool mask
