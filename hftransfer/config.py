@@ -215,8 +215,6 @@ class TrainConfig:
             raise ConfigError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
 
 
-StrategyName = Literal["full", "frozen", "freeze", "gradual", "lora"]
-
 # Fields that only one strategy reads: setting them under another strategy is a mistake worth reporting.
 _STRATEGY_FIELDS = {
     "frozen": (
@@ -240,10 +238,11 @@ class StrategyConfig:
     combine with every strategy that trains encoder weights (e.g. ``name=lora head_lr=1e-3``,
     ``name=freeze freeze_layers=3 l2sp_weight=0.01``). Fields that belong to another strategy must stay unset."""
 
-    name: StrategyName = "full"
-    """``full`` (every weight), ``frozen`` (encoder fixed, train a head on its features), ``freeze`` (embeddings
-    and the bottom ``freeze_layers`` encoder layers fixed), ``gradual`` (ULMFiT gradual unfreezing from the top),
-    ``lora`` (low-rank adapters via peft plus the new head)."""
+    name: str = "full"
+    """A registered strategy (``hftransfer.registry.strategy_names()``): ``full`` (every weight), ``frozen`` (encoder
+    fixed, train a head on its features), ``freeze`` (embeddings and the bottom ``freeze_layers`` encoder layers
+    fixed), ``gradual`` (ULMFiT gradual unfreezing from the top), ``lora`` (low-rank adapters via peft plus the new
+    head), ``bitfit`` (bias terms and the head)."""
 
     # -- frozen encoder (fixed feature extractor)
     head: Literal["linear", "mlp"] | None = None
@@ -311,6 +310,9 @@ class StrategyConfig:
     the softmaxes of the two hidden states over the hidden units."""
 
     def __post_init__(self) -> None:
+        from hftransfer.registry import get_strategy
+
+        entry = get_strategy(self.name)  # an unknown name fails here, listing the registered ones
         for strategy, names in _STRATEGY_FIELDS.items():
             if strategy == self.name:
                 continue
@@ -328,6 +330,7 @@ class StrategyConfig:
                 raise ConfigError(f"strategy.feature_layers must be >= 1, got {self.feature_layers}")
             if self.head_hidden_size is not None and (self.head != "mlp" or self.head_hidden_size < 1):
                 raise ConfigError("strategy.head_hidden_size needs strategy.head=mlp and a positive size")
+        if not entry.trains_encoder:
             trains_encoder = [
                 name
                 for name, value in (
@@ -339,7 +342,7 @@ class StrategyConfig:
             ]
             if trains_encoder:
                 raise ConfigError(
-                    f"strategy.{trains_encoder[0]} needs encoder weights that train, but strategy.name=frozen "
+                    f"strategy.{trains_encoder[0]} needs encoder weights that train, but strategy.name={self.name} "
                     "keeps the encoder fixed (the head's LR is strategy.head_lr, default train.lr)"
                 )
         if self.name == "freeze" and self.freeze_layers is None:

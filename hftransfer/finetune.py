@@ -39,7 +39,6 @@ from hftransfer.modeling.build import build_model, load_tokenizer, model_max_len
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
-from hftransfer.strategies.frozen_plan import plan_frozen
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.utils import atomic_write_json
 
@@ -94,21 +93,18 @@ def setup(config: RunConfig, recipe: str) -> Run:
     if config.model.head_bias_init == "prior" and "train" in features:
         report["label_prior"] = init_head_bias_to_prior(model, features["train"]["labels"])
 
-    base_name = resolve_model_name(config.model.name_or_path)
-    if config.strategy.name == "frozen":
-        plan, train_loader, eval_loaders = plan_frozen(
-            model,
-            config,
-            features=features,
-            tokenizer=tokenizer,
-            accelerator=accelerator,
-            run_dir=run_dir,
-            base_model_name_or_path=base_name,
-        )
+    plan = plan_strategy(
+        model,
+        config,
+        tokenizer=tokenizer,
+        run_dir=run_dir,
+        base_model_name_or_path=resolve_model_name(config.model.name_or_path),
+        features=features,
+        accelerator=accelerator,
+    )
+    if plan.train_loader is not None:  # the strategy trains on data of its own (e.g. cached encoder features)
+        train_loader, eval_loaders = plan.train_loader, plan.eval_loaders or {}
     else:
-        plan = plan_strategy(
-            model, config, tokenizer=tokenizer, run_dir=run_dir, base_model_name_or_path=base_name
-        )
         train_loader, eval_loaders = token_loaders(features, tokenizer, config, accelerator)
     return assemble_run(
         config,

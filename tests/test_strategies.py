@@ -15,8 +15,8 @@ from hftransfer.errors import ConfigError
 from hftransfer.objectives.conservative import L2SP, OutputDrift
 from hftransfer.objectives.task import TaskObjective
 from hftransfer.strategies import plan_strategy
+from hftransfer.strategies.gradual import GradualUnfreezing
 from hftransfer.strategies.layers import EncoderLayout
-from hftransfer.strategies.transfer import GradualUnfreezing
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from datasets import Dataset
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hftransfer.config import RunConfig
 from hftransfer.objectives.task import TaskObjective
-from hftransfer.strategies import StrategyPlan
+from hftransfer.registry import register_strategy
+from hftransfer.strategies.base import StrategyContext, StrategyPlan
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
 from hftransfer.strategies.feature_data import build_feature_loaders
 from hftransfer.strategies.frozen import build_feature_head
@@ -29,22 +25,16 @@ from hftransfer.utils import atomic_directory
 logger = logging.getLogger("hftransfer")
 
 
-def plan_frozen(
-    model: PreTrainedModel,
-    config: RunConfig,
-    *,
-    features: dict[str, Dataset],
-    tokenizer: PreTrainedTokenizerBase,
-    accelerator: Accelerator,
-    run_dir: Path,
-    base_model_name_or_path: str,
-) -> tuple[StrategyPlan, DataLoader, dict[str, DataLoader]]:
+def build_frozen(context: StrategyContext) -> StrategyPlan:
     """Encode (or load cached) features of every split and build the head, its loaders and its export.
 
     Returns:
-        The plan (its model is the head alone), the training loader and the evaluation loaders, all over cached
-        features rather than token ids.
+        The plan: its model is the head alone, and its training and evaluation loaders run over cached features
+        rather than token ids.
     """
+    model, config, features = context.model, context.config, context.features
+    tokenizer, accelerator, run_dir = context.tokenizer, context.accelerator, context.run_dir
+    base_model_name_or_path = context.base_model_name_or_path
     strategy = config.strategy
     encoder = base_encoder(model).to(accelerator.device)
     cache_report: dict[str, Any] = {}
@@ -150,5 +140,10 @@ def plan_frozen(
         restore_best=restore_best,
         export=export,
         report=report,
+        train_loader=train_loader,
+        eval_loaders=eval_loaders,
     )
-    return plan, train_loader, eval_loaders
+    return plan
+
+
+register_strategy("frozen", build=build_frozen, trains_encoder=False)

@@ -1,0 +1,24 @@
+"""BitFit (Ben Zaken, Goldberg & Ravfogel, 2021): train only the encoder's bias terms and the new head.
+
+Every weight matrix and embedding keeps its pretrained value; the biases (attention, feed-forward and LayerNorm)
+adapt, which is a small fraction of the parameters. The model is saved whole, so the export is an ordinary
+transformers model. Layer-wise LR decay, ``head_lr`` and the conservative penalties combine with it as with any
+strategy that trains encoder weights.
+"""
+
+from __future__ import annotations
+
+from hftransfer.registry import register_strategy
+from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
+from hftransfer.strategies.layers import EncoderLayout
+
+
+def build_bitfit(context: StrategyContext) -> StrategyPlan:
+    plan = encoder_plan(context)
+    layout = EncoderLayout.of(plan.model)
+    for name, param in plan.model.named_parameters():
+        param.requires_grad_(layout.is_head(name) or name.endswith(".bias"))
+    return finish_plan(plan, context)
+
+
+register_strategy("bitfit", build=build_bitfit)

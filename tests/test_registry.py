@@ -1,0 +1,134 @@
+"""The strategy registry: names are looked up in one place, a strategy is one module + one registration, and a
+strategy registered from a module outside the package runs by config through a recipe; BitFit as the worked
+example of a built-in one."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, pipeline
+
+from hftransfer.config import StrategyConfig
+from hftransfer.errors import ConfigError
+from hftransfer.registry import get_strategy, register_strategy, strategy_names
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import finetune_classifier  # noqa: E402
+import finetune_ner  # noqa: E402
+
+# A strategy written by a user, in a module of their own: it trains the head alone, as the simplest thing that is
+# not a built-in strategy. The module records that its builder ran, so the test sees the registry used it.
+OUTSIDE_MODULE = """
+from hftransfer.registry import register_strategy
+from hftransfer.strategies.base import encoder_plan, finish_plan
+from hftransfer.strategies.layers import EncoderLayout
+
+CALLS = []
+
+
+def build_head_only(context):
+    CALLS.append(context.config.task)
+    plan = encoder_plan(context)
+    layout = EncoderLayout.of(plan.model)
+    for name, param in plan.model.named_parameters():
+        param.requires_grad_(layout.is_head(name))
+    plan.report["outside"] = True
+    return finish_plan(plan, context)
+
+
+register_strategy("head_only_outside", build=build_head_only)
+"""
+
+
+def _argv(model_dir: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"model.name_or_path={model_dir}",
+        f"output_dir={run_dir}",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['validation']}",
+        f"data.test_file={files['test']}",
+        "train.batch_size=8",
+        "train.trackers=[]",
+        "train.warmup_ratio=0",
+        "train.lr=1e-2",
+        *extra,
+    ]
+
+
+def test_an_unknown_strategy_is_a_config_error_listing_the_registered_ones():
+    with pytest.raises(ConfigError, match=r"strategy.name='nope'.*'bitfit'.*'lora'"):
+        StrategyConfig(name="nope")
+    assert {"full", "frozen", "freeze", "gradual", "lora", "bitfit"} <= set(strategy_names())
+
+
+def test_a_taken_name_needs_replace_and_malformed_names_are_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_strategy("full", build=lambda context: None)
+    with pytest.raises(ValueError, match="letters, digits"):
+        register_strategy("has space", build=lambda context: None)
+    assert get_strategy("full").module == "hftransfer.strategies.full"
+
+
+def test_traits_reach_the_flow_without_the_name():
+    assert get_strategy("gradual").changes_trainable_set and not get_strategy("full").changes_trainable_set
+    assert not get_strategy("frozen").trains_encoder and get_strategy("bitfit").trains_encoder
+    # a strategy that never trains the encoder refuses encoder-only options, naming the field
+    with pytest.raises(ConfigError, match="strategy.layer_lr_decay needs encoder weights that train"):
+        StrategyConfig(name="frozen", layer_lr_decay=0.8)
+
+
+def test_a_strategy_from_a_module_outside_the_package_runs_through_a_recipe(
+    tiny_model_dir, ner_files, tmp_path, monkeypatch
+):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "my_head_only.py").write_text(OUTSIDE_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    module = importlib.import_module("my_head_only")
+    run_dir = tmp_path / "run"
+    metrics = finetune_ner.main(
+        _argv(tiny_model_dir, ner_files, run_dir, "strategy.name=head_only_outside", "train.max_steps=4")
+    )
+    assert module.CALLS == ["token-classification"]
+    assert metrics["strategy"]["outside"] and metrics["strategy"]["name"] == "head_only_outside"
+    assert set(metrics["strategy"]["lr_groups"]) <= {"head/decay", "head/no_decay"}
+    # the encoder is exactly the pretrained one, the head trained
+    pretrained = load_file(str(tiny_model_dir / "model.safetensors"))
+    exported = load_file(str(run_dir / "model" / "model.safetensors"))
+    compared = [name for name in pretrained if f"bert.{name}" in exported]  # a token model has no pooler
+    assert len(compared) >= len(pretrained) - 2
+    for name in compared:
+        assert torch.equal(exported[f"bert.{name}"], pretrained[name]), name
+    assert any(key.startswith("classifier.") for key in exported)
+
+
+def test_bitfit_trains_biases_and_the_head_and_exports_a_plain_model(
+    tiny_model_dir, classification_files, tmp_path
+):
+    run_dir = tmp_path / "bitfit"
+    metrics = finetune_classifier.main(
+        _argv(tiny_model_dir, classification_files, run_dir, "strategy.name=bitfit", "train.epochs=3")
+    )
+    parameters = metrics["strategy"]["parameters"]
+    assert 0 < parameters["trainable_fraction"] < 0.2
+    pretrained = load_file(str(tiny_model_dir / "model.safetensors"))
+    exported = load_file(str(run_dir / "model" / "model.safetensors"))
+    changed = {
+        name
+        for name, tensor in pretrained.items()
+        if f"bert.{name}" in exported and not torch.equal(exported[f"bert.{name}"], tensor)
+    }
+    assert changed, "no encoder parameter trained"
+    assert all(name.endswith(".bias") for name in changed), sorted(changed)
+    # the bias of every encoder layer moved, not only the top one
+    assert {name.split(".")[2] for name in changed if name.startswith("encoder.layer.")} == {"0", "1"}
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model")
+    assert set(model.config.id2label.values()) == {"positive", "negative"}
+    classify = pipeline("text-classification", model=str(run_dir / "model"), device="cpu")
+    assert classify("this film was very good")[0]["label"] in {"positive", "negative"}
