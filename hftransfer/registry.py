@@ -38,6 +38,9 @@ class StrategyEntry:
     build: Callable[[Any], Any]
     trains_encoder: bool = True
     changes_trainable_set: bool = False
+    describe: Callable[[dict[str, Any], dict[str, Any]], str] | None = None
+    """``describe(strategy_config, report) -> str``: one line for model cards, from the saved ``strategy``
+    section of ``config.yaml`` and the run's ``strategy`` report in ``metrics.json``."""
     module: str = field(default="", compare=False)
 
 
@@ -52,6 +55,7 @@ def register_strategy(
     build: Callable[[Any], Any],
     trains_encoder: bool = True,
     changes_trainable_set: bool = False,
+    describe: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
     replace: bool = False,
 ) -> StrategyEntry:
     """Make ``strategy.name=<name>`` build a plan with ``build``.
@@ -61,6 +65,7 @@ def register_strategy(
         build: ``build(context) -> StrategyPlan``.
         trains_encoder: False when the encoder's pretrained weights never train.
         changes_trainable_set: True when the trainable parameters change during training.
+        describe: ``describe(strategy_config, report) -> str``, the strategy in one line of a model card.
         replace: allow replacing an existing registration (otherwise registering a taken name is an error).
 
     Raises:
@@ -79,6 +84,7 @@ def register_strategy(
         build,
         trains_encoder=trains_encoder,
         changes_trainable_set=changes_trainable_set,
+        describe=describe,
         module=getattr(build, "__module__", ""),
     )
     _STRATEGIES[name] = entry

@@ -132,3 +132,13 @@ def test_bitfit_trains_biases_and_the_head_and_exports_a_plain_model(
     assert set(model.config.id2label.values()) == {"positive", "negative"}
     classify = pipeline("text-classification", model=str(run_dir / "model"), device="cpu")
     assert classify("this film was very good")[0]["label"] in {"positive", "negative"}
+
+
+def test_model_cards_take_the_strategy_line_from_its_registration():
+    from hftransfer.hub.card import describe_strategy
+
+    assert "bias terms" in describe_strategy({"name": "bitfit"}, {})
+    lora = describe_strategy({"name": "lora", "r": 4, "alpha": 8}, {"lora": {"target_modules": ["query"]}})
+    assert lora == "LoRA r=4, alpha=8, targets ['query']"
+    # a run made with a strategy that this process has not registered still gets a card
+    assert describe_strategy({"name": "from_elsewhere"}, {}) == "strategy from_elsewhere"

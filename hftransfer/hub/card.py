@@ -42,7 +42,9 @@ class CardFacts:
     task_name: str | None = None  # multitask: the task's name
     license: str = "apache-2.0"
     distill_report: dict[str, Any] | None = None  # distillation: teacher vs student
-    lora_targets: Any = None  # the modules LoRA adapted (the run's report resolves the defaults)
+    strategy_report: dict[str, Any] = field(
+        default_factory=dict
+    )  # metrics.json "strategy": what the run resolved
     label_names: list[str] = field(default_factory=list)  # in id order: the adapter usage passes them
 
 
@@ -64,22 +66,29 @@ def dataset_name(data: dict[str, Any]) -> str:
     return str(data.get("dataset"))
 
 
+def describe_strategy(strategy: dict[str, Any], report: dict[str, Any]) -> str:
+    """The registered strategy's own one-line description; a strategy this process does not know (registered by a
+    module that is not imported here) or that has no description is named as it is."""
+    from hftransfer.errors import ConfigError
+    from hftransfer.registry import get_strategy
+
+    name = strategy.get("name", "full")
+    try:
+        entry = get_strategy(name)
+    except ConfigError:
+        return f"strategy {name}"
+    return entry.describe(strategy, report) if entry.describe is not None else f"strategy {name}"
+
+
 def _strategy_line(facts: CardFacts) -> str:
     strategy = facts.config.get("strategy", {})
-    name = strategy.get("name", "full")
     fraction = facts.parameters.get("trainable_fraction")
     trainable = (
         f"{facts.parameters['trainable']:,} of {facts.parameters['total']:,} parameters trained ({100 * fraction:.3g}%)"
         if fraction
         else ""
     )
-    details = {
-        "full": "full fine-tuning",
-        "frozen": f"frozen encoder + {strategy.get('head')} head (layer {strategy.get('feature_layer')})",
-        "freeze": f"layer transfer: embeddings and the bottom {strategy.get('freeze_layers')} layers frozen",
-        "gradual": "gradual unfreezing (ULMFiT)",
-        "lora": f"LoRA r={strategy.get('r')}, alpha={strategy.get('alpha')}, targets {facts.lora_targets}",
-    }[name]
+    details = describe_strategy(strategy, facts.strategy_report)
     extras = []
     if strategy.get("layer_lr_decay", 1.0) != 1.0:
         extras.append(f"layer-wise LR decay {strategy['layer_lr_decay']}")

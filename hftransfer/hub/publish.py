@@ -152,6 +152,7 @@ def stage_run(
                 command=command,
                 task_name=name,
                 license=license,
+                strategy_report=metrics.get("strategy", {}),
             )
             _stage_folder(source, staging / facts.repo_id.split("/")[-1], facts, run_dir)
             staged.append(StagedRepo(facts.repo_id, staging / facts.repo_id.split("/")[-1], facts.kind))
@@ -169,7 +170,7 @@ def stage_run(
         command=command,
         license=license,
         distill_report=metrics.get("distill_report"),
-        lora_targets=metrics.get("strategy", {}).get("lora", {}).get("target_modules"),
+        strategy_report=metrics.get("strategy", {}),
         label_names=metrics.get("label_names", []),
     )
     target = staging / repo_id.split("/")[-1]

@@ -21,4 +21,8 @@ def build_bitfit(context: StrategyContext) -> StrategyPlan:
     return finish_plan(plan, context)
 
 
-register_strategy("bitfit", build=build_bitfit)
+register_strategy(
+    "bitfit",
+    build=build_bitfit,
+    describe=lambda strategy, report: "BitFit: only the encoder's bias terms and the head trained",
+)

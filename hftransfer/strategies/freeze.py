@@ -46,4 +46,8 @@ def build_freeze(context: StrategyContext) -> StrategyPlan:
     return finish_plan(plan, context)
 
 
-register_strategy("freeze", build=build_freeze)
+def describe_freeze(strategy: dict, report: dict) -> str:
+    return f"layer transfer: embeddings and the bottom {strategy.get('freeze_layers')} layers frozen"
+
+
+register_strategy("freeze", build=build_freeze, describe=describe_freeze)

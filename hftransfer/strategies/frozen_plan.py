@@ -146,4 +146,8 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
     return plan
 
 
-register_strategy("frozen", build=build_frozen, trains_encoder=False)
+def describe_frozen(strategy: dict, report: dict) -> str:
+    return f"frozen encoder + {strategy.get('head')} head (layer {strategy.get('feature_layer')})"
+
+
+register_strategy("frozen", build=build_frozen, trains_encoder=False, describe=describe_frozen)

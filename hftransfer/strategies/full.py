@@ -10,4 +10,4 @@ def build_full(context: StrategyContext) -> StrategyPlan:
     return finish_plan(encoder_plan(context), context)
 
 
-register_strategy("full", build=build_full)
+register_strategy("full", build=build_full, describe=lambda strategy, report: "full fine-tuning")

@@ -68,4 +68,9 @@ def build_gradual(context: StrategyContext) -> StrategyPlan:
     return plan
 
 
-register_strategy("gradual", build=build_gradual, changes_trainable_set=True)
+register_strategy(
+    "gradual",
+    build=build_gradual,
+    changes_trainable_set=True,
+    describe=lambda strategy, report: "gradual unfreezing (ULMFiT)",
+)

@@ -70,4 +70,10 @@ def build_lora(context: StrategyContext) -> StrategyPlan:
     return finish_plan(plan, context)
 
 
-register_strategy("lora", build=build_lora)
+def describe_lora(strategy: dict, report: dict) -> str:
+    # The report resolves the default target modules the config leaves unset.
+    targets = report.get("lora", {}).get("target_modules")
+    return f"LoRA r={strategy.get('r')}, alpha={strategy.get('alpha')}, targets {targets}"
+
+
+register_strategy("lora", build=build_lora, describe=describe_lora)
