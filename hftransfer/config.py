@@ -152,16 +152,17 @@ class TrainConfig:
     reuse_host_memory: bool = True
     """On CPU under glibc (Linux), keep freed blocks up to 1 GiB in the process for the next step instead of
     returning them to the system: autograd re-allocates the word-embedding gradient every step, and a fresh mapping
-    costs a page fault per 4 KiB (~20 ms a step on MiniLM-L6). Memory freed during the run stays with the process."""
+    costs a page fault per 4 KiB, every step (measured: docs/results.md). Memory freed during the run stays with
+    the process."""
     fast_cpu_dropout: bool = True
     """On CPU, draw dropout masks four to a 64-bit random number (drop probability quantised to 1/65536, outputs
     rescaled exactly) instead of torch's one-element-at-a-time ``bernoulli_``, which runs on a single core off Intel
-    CPUs and took 8% of a MiniLM-L6 training step. Same expected output; masks differ from torch's dropout under the
-    same seed. Off with ``torch_compile`` (the compiler draws its own masks) and on other devices."""
+    CPUs and is a visible part of a MiniLM-L6 training step (measured: docs/results.md). Same expected output; masks
+    differ from torch's dropout under the same seed. Off with ``torch_compile`` (the compiler draws its own masks) and on other devices."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm to this value; None disables clipping."""
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU (bf16 is ~20x slower on AVX2 CPUs)."""
+    """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU (bf16 is much slower on AVX2 CPUs)."""
     seed: int = 42
     """Seed of model initialisation, data order and dropout."""
     eval_every_steps: int | None = None
@@ -279,7 +280,7 @@ class StrategyConfig:
     """lora: scaling numerator (the update is scaled by alpha / r). Default 2 * r."""
     lora_dropout: float | None = None
     """lora: dropout on the adapter input. Default 0, as in peft: on MiniLM-L6 NER, 0.1 scored the same within
-    noise (3 seeds) and cost a third more time per epoch and ~150 MiB more memory (benchmarks/RESULTS.md)."""
+    noise and cost more time per epoch and more memory (measured: docs/results.md)."""
     target_modules: list[str] | None = None
     """lora: module names to adapt; default per architecture (BERT ``query``/``value``, MPNet ``q``/``v``);
     ``[all-linear]`` adapts every linear layer of the encoder (the head is trained in full, not adapted)."""

@@ -6,9 +6,8 @@ larger gradients. Each task keeping its own moments makes a multitask step the s
 take from the same weights (same momentum history, same normalisation), which is what a step budget copied from
 the single-task runs assumes. Costs one extra pair of moment buffers per task for the encoder.
 
-Measured on WNUT-16 + Rotten Tomatoes (benchmarks/RESULTS.md) it did worse than the shared state (sentiment
-accuracy 0.708 against 0.79-0.81, one seed), likely because every task then takes full-size Adam steps on the
-shared encoder; the shared state stays the default.
+On WNUT-16 + Rotten Tomatoes it did worse than the shared state (measured: docs/results.md), likely because every
+task then takes full-size Adam steps on the shared encoder; the shared state stays the default.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def encoder_features(
 
 def hash_state(digest: Any, module: torch.nn.Module) -> None:
     """Feed every weight byte of ``module`` to ``digest``, in sorted name order."""
-    # Exact identity at ~1 GB/s of hashing, far cheaper than the encoding or inference that a key stands for.
+    # Exact identity; hashing the weights is far cheaper than the encoding or inference that a key stands for.
     for name, tensor in sorted(module.state_dict().items()):
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())

@@ -3,13 +3,13 @@
 ``torch.nn.utils.clip_grad_norm_`` reads every gradient once for the norm (a ``vector_norm`` per tensor) and again to
 multiply it by the clip coefficient; the multiply runs even when the norm is under the limit, because the
 coefficient is clamped to 1 without asking the device. A BERT-style model's word-embedding gradient is dense, so on
-MiniLM-L6 (22.7M parameters, half of them word embeddings) clipping took ~17 ms of a ~400 ms training step on a
-2-core CPU: ~11 ms for the norm, ~6 ms for the multiply.
+MiniLM-L6 (22.7M parameters, half of them word embeddings) both passes over the gradients are a visible part of a
+training step on a small CPU (measured: docs/results.md).
 
 torch's fused Adam/AdamW kernels take a ``grad_scale`` tensor and divide every gradient by it as they read it: the
 protocol ``GradScaler`` uses to unscale fp16 gradients inside the step. Handing the clip factor over that way makes
-the multiply free, and the norm is summed from per-tensor BLAS dot products, about twice as fast as ``vector_norm``
-here. The update is the same as clipping then stepping, up to float rounding (a division instead of a multiply).
+the multiply free, and the norm is summed from per-tensor BLAS dot products, faster than ``vector_norm`` here
+(measured: docs/results.md). The update is the same as clipping then stepping, up to float rounding (a division instead of a multiply).
 
 Only where that protocol is unambiguous: a CPU run with one process or DDP (gradients already reduced, so the local
 norm is the global one), no fp16 gradient scaler (which would own ``grad_scale``) and a fused torch Adam/AdamW.

@@ -3,10 +3,11 @@
 On CPUs without Intel's MKL random streams (AMD, ARM), ``torch.nn.functional.dropout`` fills its mask with
 ``bernoulli_``, whose CPU kernel runs serially and spends two Mersenne-Twister draws (one double) per element. A
 BERT-style encoder draws a mask after the embeddings, twice per layer on the hidden states and once per layer on
-the attention probabilities: in the MiniLM-L6 NER recipe (batch 16, 2 threads, AMD EPYC) ``bernoulli_`` took 8% of
-a training step, more than anything but the matrix products. Here one 64-bit draw gives four 16-bit numbers and an
-element is kept when its number clears ``round(p * 65536)``: about 6x less time for the mask, and the mask kept for
-the backward pass is a bool (1 byte an element, torch's own dropout keeps a float).
+the attention probabilities: in the MiniLM-L6 NER recipe on a small AMD CPU ``bernoulli_`` took more of a training
+step than anything but the matrix products (measured: docs/results.md). Here one 64-bit draw gives four 16-bit
+numbers and an element is kept when its number clears ``round(p * 65536)``: far less time for the mask (measured:
+docs/results.md), and the mask kept for the backward pass is a bool (1 byte an element, torch's own dropout keeps a
+float).
 
 The drop probability is therefore quantised to 1/65536 (0.1 becomes 0.100006) and the kept elements are scaled by
 the exact inverse of the quantised keep probability, so the expected output still equals the input. Draws come from

@@ -3,13 +3,13 @@
 glibc's ``malloc`` serves allocations above its mmap threshold (at most 32 MiB by default) with a fresh ``mmap`` and
 gives them back with ``munmap`` when freed. A BERT-style model's word-embedding gradient is bigger than that
 (MiniLM-L6: 30522 x 384 floats = 45 MiB; XLM-R base: 732 MiB) and autograd allocates it anew every backward pass, so
-each step the kernel maps, faults in and zeroes every page of it: 11,450 minor page faults and ~20 ms a step on
-MiniLM-L6 (measured: a fresh 45 MiB ``torch.zeros`` takes 22-24 ms, re-zeroing a kept buffer 2-3 ms). Raising the
-mmap and trim thresholds makes glibc keep such blocks in its heap and hand them out again: the faults per training
-step drop from 11,448 to 0 once glibc has settled (within a few steps) on which free blocks serve the request. The
-price: memory freed during the run stays with the process (for the next step) instead of going back to the system,
-and glibc may hold a few spare blocks of that size. Over 240 steps of the MiniLM-L6 NER recipe the process's peak
-resident memory was 1343 MiB with this and 1366 MiB without (same batches, back to back).
+each step the kernel maps, faults in and zeroes every page of it: thousands of minor page faults a step, and a
+fresh zeroed buffer costs far more than re-zeroing a kept one (measured: docs/results.md). Raising the mmap and
+trim thresholds makes glibc keep such blocks in its heap and hand them out again: the page faults per training step
+drop to none once glibc has settled (within a few steps) on which free blocks serve the request. The price: memory
+freed during the run stays with the process (for the next step) instead of going back to the system, and glibc may
+hold a few spare blocks of that size; the process's peak resident memory did not grow in the NER recipe (measured:
+docs/results.md).
 
 Nothing happens off Linux/glibc (macOS, musl) or when ``train.reuse_host_memory=false``. Thresholds are
 process-wide and are only ever raised here, never lowered.
