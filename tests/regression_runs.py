@@ -106,7 +106,20 @@ def _recipe(name: str):
 
 
 def run_case(name: str, workdir: Path) -> dict[str, Any]:
-    """Run case ``name`` in ``workdir`` (a fresh directory) and return its fingerprint."""
+    """Run case ``name`` in ``workdir`` (a fresh directory) and return its fingerprint.
+
+    Runs on one CPU thread: with two, the order of float reductions (and so the last bits of the weights, and
+    more under L2-SP) depends on the thread count, which is not what this comparison is about.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_case(name, workdir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_case(name: str, workdir: Path) -> dict[str, Any]:
     recipe, extra = CASES[name]
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir = write_tiny_bert(workdir / "tiny-bert", seed=0)
