@@ -143,9 +143,9 @@ def _run_case(name: str, workdir: Path) -> dict[str, Any]:
         ]
     else:
         files = files["ner"] if recipe == "finetune_ner" else files["cls"]
-        argv = [*argv, *_data(files), f"strategy.cache_dir={workdir / 'cache'}", *extra]
-        if "strategy.name=frozen" not in extra:
-            argv.remove(f"strategy.cache_dir={workdir / 'cache'}")
+        argv = [*argv, *_data(files), *extra]
+        if "strategy.name=frozen" in extra:  # the feature cache stays inside the case's directory
+            argv.append(f"strategy.cache_dir={workdir / 'cache'}")
     _recipe(recipe).main(argv)
     return fingerprint(run_dir)
 

@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import finetune_classifier  # noqa: E402
 import finetune_ner  # noqa: E402
 
+from tests.test_strategy_recipes import _argv  # noqa: E402
+
 # A strategy written by a user, in a module of their own: it trains the head alone, as the simplest thing that is
 # not a built-in strategy. The module records that its builder ran, so the test sees the registry used it.
 OUTSIDE_MODULE = """
@@ -45,21 +47,6 @@ def build_head_only(context):
 
 register_strategy("head_only_outside", build=build_head_only)
 """
-
-
-def _argv(model_dir: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
-    return [
-        f"model.name_or_path={model_dir}",
-        f"output_dir={run_dir}",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['validation']}",
-        f"data.test_file={files['test']}",
-        "train.batch_size=8",
-        "train.trackers=[]",
-        "train.warmup_ratio=0",
-        "train.lr=1e-2",
-        *extra,
-    ]
 
 
 def test_an_unknown_strategy_is_a_config_error_listing_the_registered_ones():
@@ -93,7 +80,14 @@ def test_a_strategy_from_a_module_outside_the_package_runs_through_a_recipe(
     module = importlib.import_module("my_head_only")
     run_dir = tmp_path / "run"
     metrics = finetune_ner.main(
-        _argv(tiny_model_dir, ner_files, run_dir, "strategy.name=head_only_outside", "train.max_steps=4")
+        _argv(
+            tiny_model_dir,
+            ner_files,
+            run_dir,
+            "strategy.name=head_only_outside",
+            "train.max_steps=4",
+            "train.lr=1e-2",
+        )
     )
     assert module.CALLS == ["token-classification"]
     assert metrics["strategy"]["outside"] and metrics["strategy"]["name"] == "head_only_outside"
@@ -113,7 +107,14 @@ def test_bitfit_trains_biases_and_the_head_and_exports_a_plain_model(
 ):
     run_dir = tmp_path / "bitfit"
     metrics = finetune_classifier.main(
-        _argv(tiny_model_dir, classification_files, run_dir, "strategy.name=bitfit", "train.epochs=3")
+        _argv(
+            tiny_model_dir,
+            classification_files,
+            run_dir,
+            "strategy.name=bitfit",
+            "train.epochs=3",
+            "train.lr=1e-2",
+        )
     )
     parameters = metrics["strategy"]["parameters"]
     assert 0 < parameters["trainable_fraction"] < 0.2

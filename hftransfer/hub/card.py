@@ -15,6 +15,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hftransfer.assets import ALL_ASSETS, ENCODERS
+from hftransfer.errors import ConfigError
+from hftransfer.registry import get_strategy
 
 PIPELINE_TAGS = {
     "token-classification": "token-classification",
@@ -69,9 +71,6 @@ def dataset_name(data: dict[str, Any]) -> str:
 def describe_strategy(strategy: dict[str, Any], report: dict[str, Any]) -> str:
     """The registered strategy's own one-line description; a strategy this process does not know (registered by a
     module that is not imported here) or that has no description is named as it is."""
-    from hftransfer.errors import ConfigError
-    from hftransfer.registry import get_strategy
-
     name = strategy.get("name", "full")
     try:
         entry = get_strategy(name)

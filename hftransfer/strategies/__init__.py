@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from hftransfer.registry import get_strategy
 from hftransfer.strategies import freeze, gradual
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, conservative_penalties
 from hftransfer.training.loop import LoopState
@@ -57,8 +58,6 @@ def freeze_layers(
 
 def needs_unused_parameter_search(config: Any) -> bool:
     """DDP must tolerate parameters that get no gradient when the trainable set changes during training."""
-    from hftransfer.registry import get_strategy
-
     return get_strategy(config.strategy.name).changes_trainable_set
 
 
@@ -77,8 +76,6 @@ def plan_strategy(
     Raises:
         ConfigError: an unknown strategy, or one that does not fit this model (e.g. more frozen layers than it has).
     """
-    from hftransfer.registry import get_strategy
-
     entry = get_strategy(config.strategy.name)
     context = StrategyContext(
         model, config, tokenizer, Path(run_dir), base_model_name_or_path, features, accelerator
