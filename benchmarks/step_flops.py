@@ -67,10 +67,10 @@ def measure(args: argparse.Namespace, overrides: list[str], work: Path) -> dict:
     flops = [0.0]  # matmul FLOPs of the steps so far
     loss_fn = loop.loss_fn
 
-    def counted_loss(model: torch.nn.Module, batch: dict) -> object:
+    def counted_loss(model: torch.nn.Module, batch: dict, state: object = None) -> object:
         rows, length = batch["input_ids"].shape
         flops[0] += rows * (c0 + c1 * length + c2 * length**2)
-        return loss_fn(model, batch)
+        return loss_fn(model, batch, state)
 
     marks: list[dict] = []  # at every block boundary: peak, step seconds and FLOPs so far
 

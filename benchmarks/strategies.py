@@ -92,9 +92,15 @@ STRATEGIES = {
             "train.lr=1e-3",
         ]
     },
-    "l2sp": {"ner": ["strategy.l2sp_weight=0.01"], "classifier": ["strategy.l2sp_weight=0.01"]},
+    "l2sp": {
+        "ner": ["objectives+=[{name: l2sp, weight: 0.01}]"],
+        "classifier": ["objectives+=[{name: l2sp, weight: 0.01}]"],
+    },
     # The penalty sums over all 22.7M encoder weights, so useful weights are small.
-    "l2sp_1e-4": {"ner": ["strategy.l2sp_weight=1e-4"], "classifier": ["strategy.l2sp_weight=1e-4"]},
+    "l2sp_1e-4": {
+        "ner": ["objectives+=[{name: l2sp, weight: 1.0e-4}]"],
+        "classifier": ["objectives+=[{name: l2sp, weight: 1.0e-4}]"],
+    },
 }
 
 

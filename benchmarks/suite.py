@@ -68,7 +68,7 @@ STRATEGIES = {
         "sentiment": ["strategy.name=lora", "strategy.r=8", "strategy.target_modules=[query,value,dense]"]
         + ["train.lr=1e-3", "strategy.lora_dropout=0.1"],
     },
-    "l2sp": {task: ["strategy.l2sp_weight=1e-4"] for task in METRIC},
+    "l2sp": {task: ["objectives+=[{name: l2sp, weight: 1.0e-4}]"] for task in METRIC},
 }
 # Without adapter-input dropout, peft keeps no dropped copy of each adapted layer's input for backward.
 STRATEGIES["lora_dropout0"] = {

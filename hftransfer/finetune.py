@@ -37,6 +37,7 @@ from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
+from hftransfer.objectives.base import build_objectives
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
 from hftransfer.training.loop import FitResult, TrainingLoop
@@ -93,6 +94,8 @@ def setup(config: RunConfig, recipe: str) -> Run:
     if config.model.head_bias_init == "prior" and "train" in features:
         report["label_prior"] = init_head_bias_to_prior(model, features["train"]["labels"])
 
+    # Built before the strategy changes the model: references such as L2-SP's are the pretrained weights.
+    objectives = build_objectives(config, model, accelerator)
     plan = plan_strategy(
         model,
         config,
@@ -101,6 +104,7 @@ def setup(config: RunConfig, recipe: str) -> Run:
         base_model_name_or_path=resolve_model_name(config.model.name_or_path),
         features=features,
         accelerator=accelerator,
+        encoder_weight_decay=not objectives.replaces_weight_decay,
     )
     if plan.train_loader is not None:  # the strategy trains on data of its own (e.g. cached encoder features)
         train_loader, eval_loaders = plan.train_loader, plan.eval_loaders or {}
@@ -115,6 +119,7 @@ def setup(config: RunConfig, recipe: str) -> Run:
         data=data,
         tokenizer=tokenizer,
         plan=plan,
+        objectives=objectives,
         train_loader=train_loader,
         eval_loaders=eval_loaders,
         report=report,
@@ -150,12 +155,14 @@ def assemble_run(
     data: TaskData,
     tokenizer: PreTrainedTokenizerBase,
     plan: StrategyPlan,
+    objectives: Callable[..., Any],
     train_loader: DataLoader,
     eval_loaders: dict[str, DataLoader],
     report: dict[str, Any],
 ) -> Run:
-    """The training loop around ``plan`` (its model, objective, LR groups and hooks), the saved config, trackers
-    and the resumed state: a :class:`Run` ready for :func:`train`."""
+    """The training loop around ``plan`` (its model, LR groups and hooks) and ``objectives`` (the loss function:
+    an :class:`~hftransfer.objectives.base.ObjectiveSet`, or a flow's own such as distillation's), the saved
+    config, trackers and the resumed state: a :class:`Run` ready for :func:`train`."""
 
     def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
         output = run_inference(model, loader, accelerator, config.task, desc=f"Evaluating {split}")
@@ -170,7 +177,7 @@ def assemble_run(
         save_model=lambda m: plan.save_best(accelerator, m),
         config=config,
         run_dir=run_dir,
-        loss_fn=plan.objective,
+        loss_fn=objectives,
         param_groups=plan.param_groups,
         on_step_start=plan.on_step_start,
     )

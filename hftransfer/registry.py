@@ -1,42 +1,62 @@
-"""Strategies by name: the one place a strategy name is looked up.
+"""Strategies and objectives by name: the one place a name is looked up.
 
-A strategy joins the library with one call in its own module (peft's ``register_peft_method`` is the model)::
+A method joins the library with one call in its own module (peft's ``register_peft_method`` is the model)::
 
     from hftransfer.registry import register_strategy
 
     register_strategy("bitfit", build=build_bitfit)
 
-``build(context) -> StrategyPlan`` receives a :class:`~hftransfer.strategies.base.StrategyContext` (the freshly
-built model, the run config, tokenizer, run directory, the tokenised features) and returns the plan the loop trains
-(see ``hftransfer/strategies/base.py``). Registering from outside the package works the same: import the module
-that calls ``register_strategy`` before the run's config is parsed.
+    register_objective("l2sp", config=L2SPConfig, build=L2SP, regulariser=True)
 
-Traits describe what the flow must know without naming the strategy:
+A strategy's ``build(context) -> StrategyPlan`` receives a :class:`~hftransfer.strategies.base.StrategyContext`
+(the freshly built model, the run config, tokenizer, run directory, tokenised features) and returns the plan the
+loop trains. An objective's ``build(context) -> Objective`` receives an
+:class:`~hftransfer.objectives.base.ObjectiveContext` and returns the object that gives the loss terms of a batch.
+Each has a config dataclass holding only its own fields (``strategy: {name: lora, r: 8}``,
+``objectives: [{name: task}, {name: l2sp, weight: 0.01}]``); registering from outside the package works the same
+(``plugins: [my_module]`` in a config imports it before the rest is parsed).
 
-* ``trains_encoder`` (default True): False when the pretrained encoder never changes (a frozen feature extractor).
+Strategy traits describe what the flow must know without naming the strategy:
+
+* ``trains_encoder`` (default True): False when the encoder's outputs never change (a frozen feature extractor).
+* ``updates_pretrained_weights`` (default: ``trains_encoder``): False when the pretrained tensors stay as they
+  are and something added next to them trains (LoRA's adapters).
 * ``changes_trainable_set`` (default False): True when parameters start or stop training mid-run (gradual
   unfreezing), so DDP must look for parameters without gradients.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hftransfer.config.plugins import EncoderStrategyConfig, ObjectiveConfig, StrategyConfig
 from hftransfer.errors import ConfigError
 
-__all__ = ["StrategyEntry", "get_strategy", "register_strategy", "strategy_names"]
+__all__ = [
+    "ObjectiveEntry",
+    "StrategyEntry",
+    "get_objective",
+    "get_strategy",
+    "objective_names",
+    "register_objective",
+    "register_strategy",
+    "strategy_names",
+]
 
 
 @dataclass(frozen=True)
 class StrategyEntry:
-    """A registered strategy: its name, its builder and its traits."""
+    """A registered strategy: its name, config class, builder and traits."""
 
     name: str
+    config: type[StrategyConfig]
     build: Callable[[Any], Any]
     trains_encoder: bool = True
+    updates_pretrained_weights: bool = True
     changes_trainable_set: bool = False
     describe: Callable[[dict[str, Any], dict[str, Any]], str] | None = None
     """``describe(strategy_config, report) -> str``: one line for model cards, from the saved ``strategy``
@@ -44,16 +64,64 @@ class StrategyEntry:
     module: str = field(default="", compare=False)
 
 
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    """A registered objective: its name, config class, builder and what it needs from the strategy."""
+
+    name: str
+    config: type[ObjectiveConfig]
+    build: Callable[[Any], Any]
+    regulariser: bool = False
+    """True for terms that only hold training back (L2-SP, drift): a run needs at least one objective that is not."""
+    requires: Callable[[StrategyEntry], str | None] | None = None
+    """``requires(strategy) -> reason`` or None: why this objective cannot go with that strategy."""
+    legacy_keys: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    """Old ``strategy.<key>`` fields this objective replaces: ``{old_key: (new_field, old_default)}``."""
+    describe: Callable[[dict[str, Any]], str] | None = None
+    """``describe(objective_config) -> str``: a few words for model cards."""
+    module: str = field(default="", compare=False)
+
+
 _STRATEGIES: dict[str, StrategyEntry] = {}
-# Importing this package registers the built-in strategies (each module registers itself).
-_BUILTIN_PACKAGE = "hftransfer.strategies"
+_OBJECTIVES: dict[str, ObjectiveEntry] = {}
+# Importing these packages registers the built-in methods (each module registers itself).
+_BUILTIN_PACKAGES = ("hftransfer.strategies", "hftransfer.objectives")
+
+
+def _check_name(kind: str, name: str, table: dict, build: Callable, replace: bool) -> None:
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"{kind} name {name!r} must be letters, digits, '_' or '-'")
+    existing = table.get(name)
+    if existing is not None and existing.build is not build and not replace:
+        raise ValueError(
+            f"{kind} {name!r} is already registered by {existing.module or existing.build!r}; "
+            "pass replace=True to override it"
+        )
+
+
+def _config_class(name: str, config: type | None, base: type) -> type:
+    """The config class of a registration; without one, a subclass of ``base`` whose ``name`` defaults to ``name``
+    (a method with no options of its own)."""
+    if config is None:
+        config = dataclasses.make_dataclass(
+            f"{name.title().replace('-', '').replace('_', '')}Config",
+            [("name", str, field(default=name))],
+            bases=(base,),
+        )
+    if not (dataclasses.is_dataclass(config) and issubclass(config, base)):
+        raise ValueError(f"the config of {name!r} must be a dataclass subclassing {base.__name__}")
+    if {item.name: item.default for item in dataclasses.fields(config)}.get("name") != name:
+        raise ValueError(f"{config.__name__}.name must default to {name!r}, the name it is registered under")
+    return config
 
 
 def register_strategy(
     name: str,
     *,
     build: Callable[[Any], Any],
+    config: type[StrategyConfig] | None = None,
     trains_encoder: bool = True,
+    updates_pretrained_weights: bool | None = None,
     changes_trainable_set: bool = False,
     describe: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
     replace: bool = False,
@@ -63,26 +131,25 @@ def register_strategy(
     Args:
         name: the value users write in ``strategy.name`` (letters, digits, ``_``, ``-``).
         build: ``build(context) -> StrategyPlan``.
-        trains_encoder: False when the encoder's pretrained weights never train.
-        changes_trainable_set: True when the trainable parameters change during training.
+        config: the strategy's config dataclass (a subclass of ``StrategyConfig``, or of ``EncoderStrategyConfig``
+            when it trains encoder weights, whose ``name`` defaults to ``name``); default: no options of its own.
+        trains_encoder / updates_pretrained_weights / changes_trainable_set: traits (see the module docstring).
         describe: ``describe(strategy_config, report) -> str``, the strategy in one line of a model card.
         replace: allow replacing an existing registration (otherwise registering a taken name is an error).
 
     Raises:
-        ValueError: a malformed name, or a name already registered by another builder.
+        ValueError: a malformed name or config class, or a name already registered by another builder.
     """
-    if not name or not all(c.isalnum() or c in "_-" for c in name):
-        raise ValueError(f"strategy name {name!r} must be letters, digits, '_' or '-'")
-    existing = _STRATEGIES.get(name)
-    if existing is not None and existing.build is not build and not replace:
-        raise ValueError(
-            f"strategy {name!r} is already registered by {existing.module or existing.build!r}; "
-            "pass replace=True to override it"
-        )
+    _check_name("strategy", name, _STRATEGIES, build, replace)
+    base = EncoderStrategyConfig if trains_encoder else StrategyConfig
     entry = StrategyEntry(
         name,
+        _config_class(name, config, base),
         build,
         trains_encoder=trains_encoder,
+        updates_pretrained_weights=trains_encoder
+        if updates_pretrained_weights is None
+        else updates_pretrained_weights,
         changes_trainable_set=changes_trainable_set,
         describe=describe,
         module=getattr(build, "__module__", ""),
@@ -91,8 +158,49 @@ def register_strategy(
     return entry
 
 
+def register_objective(
+    name: str,
+    *,
+    build: Callable[[Any], Any],
+    config: type[ObjectiveConfig] | None = None,
+    regulariser: bool = False,
+    requires: Callable[[StrategyEntry], str | None] | None = None,
+    legacy_keys: dict[str, tuple[str, Any]] | None = None,
+    describe: Callable[[dict[str, Any]], str] | None = None,
+    replace: bool = False,
+) -> ObjectiveEntry:
+    """Make ``objectives: [{name: <name>, ...}]`` add the terms of ``build(context)`` to the loss.
+
+    Args:
+        name: the value users write in an objective's ``name``.
+        build: ``build(context) -> Objective`` (see ``hftransfer/objectives/base.py``).
+        config: the objective's config dataclass (a subclass of ``ObjectiveConfig`` whose ``name`` defaults to
+            ``name``); default: only ``weight``.
+        regulariser: True when the objective alone teaches nothing (it holds other objectives back).
+        requires: ``requires(strategy_entry) -> reason | None``, checked against the run's strategy.
+        legacy_keys: old ``strategy.<key>`` fields it replaces, ``{old_key: (new_field, old_default)}``: an old
+            config that sets one fails naming the objective (the old default is accepted and ignored).
+        describe: ``describe(objective_config) -> str``, a few words for model cards.
+        replace: allow replacing an existing registration.
+    """
+    _check_name("objective", name, _OBJECTIVES, build, replace)
+    entry = ObjectiveEntry(
+        name,
+        _config_class(name, config, ObjectiveConfig),
+        build,
+        regulariser=regulariser,
+        requires=requires,
+        legacy_keys=dict(legacy_keys or {}),
+        describe=describe,
+        module=getattr(build, "__module__", ""),
+    )
+    _OBJECTIVES[name] = entry
+    return entry
+
+
 def _load_builtins() -> None:
-    importlib.import_module(_BUILTIN_PACKAGE)
+    for package in _BUILTIN_PACKAGES:
+        importlib.import_module(package)
 
 
 def get_strategy(name: str) -> StrategyEntry:
@@ -109,7 +217,27 @@ def get_strategy(name: str) -> StrategyEntry:
     return _STRATEGIES[name]
 
 
+def get_objective(name: str) -> ObjectiveEntry:
+    """The registered objective ``name``.
+
+    Raises:
+        ConfigError: no objective of that name; the message lists the registered ones.
+    """
+    _load_builtins()
+    if name not in _OBJECTIVES:
+        raise ConfigError(
+            f"objectives: {name!r} is not a registered objective; use one of {objective_names()}"
+        )
+    return _OBJECTIVES[name]
+
+
 def strategy_names() -> list[str]:
     """Registered strategy names, sorted."""
     _load_builtins()
     return sorted(_STRATEGIES)
+
+
+def objective_names() -> list[str]:
+    """Registered objective names, sorted."""
+    _load_builtins()
+    return sorted(_OBJECTIVES)

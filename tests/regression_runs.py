@@ -2,7 +2,10 @@
 
 A fingerprint is what a refactor must not change: the last logged training loss and terms, the final validation
 and test metrics, the best step, and a digest of every exported weight file. ``tests/test_regression_runs.py``
-compares fresh runs with ``tests/regression_runs.json``. Record it again only after explaining the change:
+compares fresh runs with ``tests/regression_runs.json``, which holds one recording per environment (the CPU
+kernels torch dispatches to, and the torch version): the same code gives bit-identical weights in one
+environment, not across them (AVX2 and AVX-512 kernels round differently). Record the current environment's
+fingerprints only from a commit whose behaviour the existing recordings vouch for, and say so in the commit:
 
     HF_HUB_OFFLINE=1 python -m tests.regression_runs --write tests/regression_runs.json [--only CASE ...]
 """
@@ -53,8 +56,8 @@ STRATEGIES = {
     "gradual": ["strategy.name=gradual", "strategy.unfreeze_unit=step", "strategy.unfreeze_every=2"],
     "lora": ["strategy.name=lora", "train.lr=1e-2"],
     "llrd": ["strategy.layer_lr_decay=0.8", "strategy.head_lr=6e-3"],
-    "l2sp": ["strategy.l2sp_weight=1.0"],
-    "drift": ["strategy.drift_weight=1.0"],
+    "l2sp": ["objectives+=[{name: l2sp, weight: 1.0}]"],
+    "drift": ["objectives+=[{name: drift, weight: 1.0}]"],
 }
 CASES: dict[str, tuple[str, list[str]]] = {
     **{f"ner_{name}": ("finetune_ner", extra) for name, extra in STRATEGIES.items()},
@@ -175,6 +178,11 @@ def _weights(path: Path) -> dict[str, Any]:
     return {"sha256": digest.hexdigest(), "sum": total, "sum_sq": total_sq}
 
 
+def environment() -> dict[str, str]:
+    """What decides the last bits of a run besides the code: the CPU kernels and the torch build."""
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+
+
 def fingerprint(run_dir: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     last_train = [r for r in records if r["split"] == "train"][-1]
@@ -207,13 +215,18 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=code_root, capture_output=True, text=True, check=False
     ).stdout.strip()
-    recorded = json.loads(args.write.read_text()) if args.write.exists() and args.only else {"cases": {}}
+    stored = json.loads(args.write.read_text()) if args.write.exists() else {"recordings": []}
+    here = environment()
+    others = [r for r in stored["recordings"] if r["environment"] != here]
+    mine = [r for r in stored["recordings"] if r["environment"] == here]
+    recorded = mine[0] if mine and args.only else {"environment": here, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only or list(CASES):
             recorded["cases"][name] = run_case(name, Path(tmp) / name)
     recorded["recorded_at_commit"] = commit
     recorded["command"] = " ".join(sys.argv)
-    args.write.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    stored["recordings"] = [*others, recorded]
+    args.write.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ STRATEGIES = {
     "full": [],
     "gradual": ["strategy.name=gradual", "strategy.unfreeze_every=2", "strategy.unfreeze_unit=step"],
     "frozen": ["strategy.name=frozen"],
-    "lora": ["strategy.name=lora", "strategy.r=2", "strategy.l2sp_weight=0", "strategy.drift_weight=0.1"],
+    "lora": ["strategy.name=lora", "strategy.r=2", "objectives+=[{name: drift, weight: 0.1}]"],
 }
 
 

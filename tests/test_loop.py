@@ -248,7 +248,7 @@ def test_unfused_optimizer_is_clipped_before_its_step(tiny_model_dir, tmp_path):
     )
     assert not clipping._can_defer(loop.accelerator, loop.optimizer)
     batch = next(iter(loop.train_loader))
-    loop.accelerator.backward(loop.loss_fn(loop.model, batch))
+    loop.accelerator.backward(loop.loss_fn(loop.model, batch, loop.state))
     norm = clipping.clip_gradients(loop.accelerator, loop.model, loop.optimizer, 0.05)
     assert float(norm) > 0.05
     assert float(clipping.gradient_norm(list(loop.model.parameters()))) == pytest.approx(0.05, rel=1e-3)

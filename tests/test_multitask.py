@@ -149,7 +149,7 @@ def test_task_learning_rate_scales_every_group_on_that_tasks_steps_only(
 
 
 def test_per_task_optimizer_keeps_each_tasks_moments_apart(tiny_model_dir):
-    from hftransfer.config import StrategyConfig, TrainConfig
+    from hftransfer.config import TrainConfig, strategy_config
     from hftransfer.multitask.optim import PerTaskAdamW, groups_per_task
     from hftransfer.strategies.transfer import param_groups
     from hftransfer.training.optim import build_scheduler
@@ -159,7 +159,9 @@ def test_per_task_optimizer_keeps_each_tasks_moments_apart(tiny_model_dir):
     sequence = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
     model = MultitaskModel({"ner": token, "cls": sequence})
     train = TrainConfig(lr=1e-3, warmup_ratio=0.0)
-    groups = groups_per_task(param_groups(model, train, StrategyConfig()), model.encoder, model.task_models)
+    groups = groups_per_task(
+        param_groups(model, train, strategy_config("full")), model.encoder, model.task_models
+    )
     ner_params = {id(p) for group in groups["ner"] for p in group["params"]}
     assert {id(p) for p in model.encoder.parameters()} <= ner_params  # the shared encoder ...
     assert not ner_params & {id(p) for p in sequence.classifier.parameters()}  # ... but not the other head

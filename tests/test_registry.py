@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, pipeline
 
-from hftransfer.config import StrategyConfig
+from hftransfer.config import strategy_config
 from hftransfer.errors import ConfigError
 from hftransfer.registry import get_strategy, register_strategy, strategy_names
 
@@ -51,7 +51,7 @@ register_strategy("head_only_outside", build=build_head_only)
 
 def test_an_unknown_strategy_is_a_config_error_listing_the_registered_ones():
     with pytest.raises(ConfigError, match=r"strategy.name='nope'.*'bitfit'.*'lora'"):
-        StrategyConfig(name="nope")
+        strategy_config("nope")
     assert {"full", "frozen", "freeze", "gradual", "lora", "bitfit"} <= set(strategy_names())
 
 
@@ -68,7 +68,7 @@ def test_traits_reach_the_flow_without_the_name():
     assert not get_strategy("frozen").trains_encoder and get_strategy("bitfit").trains_encoder
     # a strategy that never trains the encoder refuses encoder-only options, naming the field
     with pytest.raises(ConfigError, match="strategy.layer_lr_decay needs encoder weights that train"):
-        StrategyConfig(name="frozen", layer_lr_decay=0.8)
+        strategy_config("frozen", layer_lr_decay=0.8)
 
 
 def test_a_strategy_from_a_module_outside_the_package_runs_through_a_recipe(
@@ -143,3 +143,122 @@ def test_model_cards_take_the_strategy_line_from_its_registration():
     assert lora == "LoRA r=4, alpha=8, targets ['query']"
     # a run made with a strategy that this process has not registered still gets a card
     assert describe_strategy({"name": "from_elsewhere"}, {}) == "strategy from_elsewhere"
+
+
+# A user's plug-in file: a strategy with an option of its own and an objective that reads the loop state.
+PLUGIN_FILE = '''
+from dataclasses import dataclass
+
+import torch
+
+from hftransfer.config import EncoderStrategyConfig, ObjectiveConfig
+from hftransfer.objectives.base import Objective
+from hftransfer.registry import register_objective, register_strategy
+from hftransfer.strategies.base import encoder_plan, finish_plan
+from hftransfer.strategies.layers import EncoderLayout
+
+SEEN = []
+
+
+@dataclass
+class TopLayersConfig(EncoderStrategyConfig):
+    """Train the head and the top ``k`` encoder layers."""
+
+    name: str = "top_layers"
+    k: int = 1
+    """Encoder layers that train, counted from the top."""
+
+
+def build_top_layers(context):
+    plan = encoder_plan(context)
+    layout = EncoderLayout.of(plan.model)
+    for name, param in plan.model.named_parameters():
+        layer = layout.layer_of(name)
+        top = layer is not None and layer >= layout.num_layers - context.strategy.k
+        param.requires_grad_(layout.is_head(name) or top)
+    return finish_plan(plan, context)
+
+
+@dataclass
+class ConfidenceConfig(ObjectiveConfig):
+    """Confidence penalty (Pereyra et al., 2017): minus the entropy of the predictions, ramped up over training."""
+
+    name: str = "confidence"
+    weight: float = 0.1
+
+
+class ConfidencePenalty(Objective):
+    name = "confidence"
+
+    def __init__(self, context):
+        self.weight = context.objective.weight
+
+    def terms(self, model, batch, outputs, state):
+        SEEN.append((state.step, state.total_steps))
+        mask = batch["labels"] != -100
+        probs = outputs.logits.float().softmax(-1)
+        entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1)[mask].mean()
+        return {"penalty_confidence": -self.weight * (state.step + 1) / state.total_steps * entropy}
+
+
+register_strategy("top_layers", config=TopLayersConfig, build=build_top_layers)
+register_objective("confidence", config=ConfidenceConfig, build=ConfidencePenalty, regulariser=True)
+'''
+
+
+def test_a_plugin_file_adds_a_typed_strategy_and_an_objective_that_sees_the_loop_state(
+    tiny_model_dir, ner_files, tmp_path
+):
+    import json
+
+    import yaml
+
+    from hftransfer.config import load_config_file, parse_config
+
+    plugin = tmp_path / "my_plugin.py"
+    plugin.write_text(PLUGIN_FILE, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    argv = _argv(
+        tiny_model_dir,
+        ner_files,
+        run_dir,
+        f"plugins=[{plugin}]",
+        "strategy.name=top_layers",
+        "strategy.k=1",
+        "objectives+=[{name: confidence, weight: 0.5}]",
+        "train.max_steps=4",
+        "train.grad_accum_steps=2",
+        "train.log_every_steps=1",
+    )
+    metrics = finetune_ner.main(argv)
+    module = sys.modules["hftransfer_plugin_my_plugin"]
+    # the objective saw every micro-batch (two per step) with the loop's step and total
+    assert module.SEEN == [(step, 4) for step in range(4) for _ in range(2)]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    penalties = [r["penalty_confidence"] for r in records if r["split"] == "train"]
+    assert len(penalties) == 4 and all(p < 0 for p in penalties)
+    # only the top layer and the head trained
+    groups = set(metrics["strategy"]["lr_groups"])
+    assert groups and all(g.startswith(("head/", "layer.1/")) for g in groups), groups
+    # the typed field is checked, the saved config names the plug-in and parses back
+    with pytest.raises(ConfigError, match=r"strategy.k.*Expected a <class 'int'>"):
+        parse_config([f"plugins=[{plugin}]", "strategy.name=top_layers", "strategy.k=two"])
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["plugins"] == [str(plugin)] and saved["strategy"] == {
+        "name": "top_layers",
+        "head_lr": None,
+        "layer_lr_decay": 1.0,
+        "k": 1,
+    }
+    assert saved["objectives"][1] == {"name": "confidence", "weight": 0.5}
+    again = load_config_file(run_dir / "config.yaml")
+    assert (again.strategy.k, [o.name for o in again.objectives]) == (1, ["task", "confidence"])
+
+
+def test_plugins_that_cannot_be_imported_are_config_errors(tmp_path):
+    from hftransfer.config import parse_config
+
+    with pytest.raises(ConfigError, match="plugins: cannot import 'no_such_plugin_module'"):
+        parse_config(["plugins=[no_such_plugin_module]"])
+    with pytest.raises(ConfigError, match="is not a file"):
+        parse_config([f"plugins=[{tmp_path / 'missing.py'}]"])

@@ -10,10 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, pipeline
 
-from hftransfer.config import RunConfig, StrategyConfig, TrainConfig, parse_config
+from hftransfer.config import RunConfig, TrainConfig, parse_config, strategy_config
 from hftransfer.errors import ConfigError
-from hftransfer.objectives.conservative import L2SP, OutputDrift
-from hftransfer.objectives.task import TaskObjective
+from hftransfer.objectives.base import ObjectiveSet, build_objectives
+from hftransfer.objectives.drift import OutputDrift
+from hftransfer.objectives.l2sp import L2SP
 from hftransfer.strategies import plan_strategy
 from hftransfer.strategies.gradual import GradualUnfreezing
 from hftransfer.strategies.layers import EncoderLayout
@@ -32,8 +33,12 @@ def _token_model(model_dir: Path, num_labels: int = 5):
     return AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=num_labels)
 
 
-def _config(tmp_path: Path, lr: float = 1e-3, **strategy) -> RunConfig:
-    return RunConfig(train=TrainConfig(lr=lr, weight_decay=0.0), strategy=StrategyConfig(**strategy))
+def _config(tmp_path: Path, lr: float = 1e-3, objectives: list | None = None, **strategy) -> RunConfig:
+    return RunConfig(
+        train=TrainConfig(lr=lr, weight_decay=0.0),
+        strategy=strategy_config(strategy),
+        objectives=[{"name": "task"}, *(objectives or [])],
+    )
 
 
 def _batch(num_labels: int = 5) -> dict[str, torch.Tensor]:
@@ -47,10 +52,10 @@ def _batch(num_labels: int = 5) -> dict[str, torch.Tensor]:
 
 
 def _step(plan) -> dict[str, torch.Tensor]:
-    """One AdamW step of the plan's objective; returns the parameters before it."""
+    """One AdamW step of the task's loss; returns the parameters before it."""
     before = {name: p.detach().clone() for name, p in plan.model.named_parameters()}
     optimizer = torch.optim.AdamW(plan.param_groups)
-    loss, penalties = plan.objective(plan.model, _batch())
+    loss, penalties = plan.objectives(plan.model, _batch())
     (loss + sum(penalties.values())).backward()
     optimizer.step()
     return before
@@ -61,7 +66,18 @@ def _changed(model, before) -> set[str]:
 
 
 def _plan(model, config, tmp_path):
-    return plan_strategy(model, config, tokenizer=None, run_dir=tmp_path, base_model_name_or_path="unused")
+    """The strategy's plan, with the run's objectives (built first, as the flows do) as ``plan.objectives``."""
+    objectives = build_objectives(config, model)
+    plan = plan_strategy(
+        model,
+        config,
+        tokenizer=None,
+        run_dir=tmp_path,
+        base_model_name_or_path="unused",
+        encoder_weight_decay=not objectives.replaces_weight_decay,
+    )
+    plan.objectives = objectives
+    return plan
 
 
 def test_full_strategy_trains_every_parameter(tiny_model_dir, tmp_path):
@@ -175,13 +191,13 @@ def test_l2sp_is_zero_at_start_and_grows_with_drift(tiny_model_dir):
     model = _token_model(tiny_model_dir)
     penalty = L2SP(model)
     batch = _batch()
-    assert penalty(model, batch, None).item() == 0.0
+    assert penalty.penalty(model, batch).item() == 0.0
     values = []
     for scale in (1e-3, 1e-2, 1e-1):
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(penalty.reference.get(name, p) + scale)
-        values.append(penalty(model, batch, None).item())
+        values.append(penalty.penalty(model, batch).item())
     encoder_numel = sum(p.numel() for n, p in model.named_parameters() if n.startswith("bert."))
     assert values[0] < values[1] < values[2]
     assert values[2] == pytest.approx(encoder_numel * 0.1**2, rel=1e-3)  # the head is not penalised
@@ -189,12 +205,12 @@ def test_l2sp_is_zero_at_start_and_grows_with_drift(tiny_model_dir):
 
 def test_l2sp_gradient_pulls_towards_pretrained(tiny_model_dir, tmp_path):
     model = _token_model(tiny_model_dir)
-    plan = _plan(model, _config(tmp_path, l2sp_weight=0.5), tmp_path)
+    plan = _plan(model, _config(tmp_path, objectives=[{"name": "l2sp", "weight": 0.5}]), tmp_path)
     name = "bert.encoder.layer.0.output.dense.weight"
     param = dict(model.named_parameters())[name]
     with torch.no_grad():
         param.add_(0.2)
-    _, penalties = plan.objective(model, _batch())
+    _, penalties = plan.objectives(model, _batch())
     penalties["penalty_l2sp"].backward()
     assert torch.allclose(param.grad, torch.full_like(param, 0.5 * 2 * 0.2), atol=1e-5)
     # L2-SP replaces weight decay on the encoder (decay would pull towards zero instead).
@@ -204,8 +220,7 @@ def test_l2sp_gradient_pulls_towards_pretrained(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("distance", ["mse", "kl"])
 def test_output_drift_is_zero_for_the_original_and_grows(tiny_model_dir, distance):
     model = _token_model(tiny_model_dir).eval()
-    drift = OutputDrift(model, distance)
-    objective = TaskObjective([(drift, 1.0)])
+    objective = ObjectiveSet([OutputDrift(model, distance)])
     batch = _batch()
     _, penalties = objective(model, batch)
     assert penalties["penalty_drift"].item() == pytest.approx(0.0, abs=1e-6)
@@ -227,21 +242,45 @@ def test_output_drift_is_zero_for_the_original_and_grows(tiny_model_dir, distanc
 
 def test_invalid_strategy_combinations_fail_at_config_time():
     cases = {
-        ("strategy.r=4",): "belongs to strategy.name=lora",
+        (
+            "strategy.r=4",
+        ): r"strategy.r is not a field of strategy.name=full \(it is a field of strategy lora\)",
         ("strategy.name=frozen", "strategy.layer_lr_decay=0.8"): "needs encoder weights that train",
-        ("strategy.name=lora", "strategy.l2sp_weight=0.1"): "LoRA never changes the pretrained weights",
+        ("strategy.name=lora", "objectives+=[{name: l2sp}]"): "never changes the pretrained weights",
+        ("strategy.name=frozen", "objectives+=[{name: drift}]"): "the encoder never changes",
         ("strategy.name=freeze",): "needs strategy.freeze_layers",
         ("strategy.name=frozen", "strategy.pooling=mean"): "pooling is for sequence tasks",
         ("strategy.layer_lr_decay=1.5",): "layer_lr_decay must be in",
-        ("strategy.name=gradual", "strategy.freeze_layers=2"): "belongs to strategy.name=freeze",
+        ("strategy.name=gradual", "strategy.freeze_layers=2"): "it is a field of strategy freeze",
+        # keys that moved to the objectives list say where they went
+        (
+            "strategy.l2sp_weight=0.1",
+        ): r"moved to the objectives list: add objectives\+=\[\{name: l2sp, weight: 0.1",
+        ("strategy.drift_distance=kl",): r"objectives\+=\[\{name: drift, distance: kl",
+        ("objectives=[{name: l2sp}]",): "only regularise, nothing would be learned",
+        (
+            "objectives+=[{name: l2sp, wieght: 1}]",
+        ): r"objectives\[1\].wieght is not a field of objective l2sp",
+        ("objectives+=[{name: l2sp}]", "objectives+=[{name: l2sp}]"): "listed twice",
+        ("objectives.l2sp.weight=0.1",): r"has no 'l2sp'; add it with objectives\+=",
+        ("objectives+=[{name: l2sp, weight: -1}]",): "l2sp.weight must be > 0",
+        ("objectives+=[{name: nope}]",): "'nope' is not a registered objective",
+        ("strategy.name=lora", "strategy.r=x"): r"strategy.r.*Expected a <class 'int'>",
     }
     for argv, message in cases.items():
         with pytest.raises(ConfigError, match=message):
             parse_config(list(argv), default_config=PRESET)
     config = parse_config(
-        ["strategy.name=freeze", "strategy.freeze_layers=-2", "strategy.l2sp_weight=0.01"], PRESET
+        [
+            "strategy.name=freeze",
+            "strategy.freeze_layers=-2",
+            "objectives+=[l2sp]",
+            "objectives.l2sp.weight=1e-4",
+        ],
+        PRESET,
     )
-    assert config.strategy.freeze_layers == -2 and config.strategy.l2sp_weight == 0.01
+    assert config.strategy.freeze_layers == -2
+    assert [(o.name, o.weight) for o in config.objectives] == [("task", 1.0), ("l2sp", 1e-4)]
     # LoRA's defaults: r=8, alpha=2r, and no adapter-input dropout (peft's default; the benchmark's choice)
     lora = parse_config(["strategy.name=lora"], PRESET).strategy
     assert (lora.r, lora.alpha, lora.lora_dropout, lora.lora_export) == (8, 16.0, 0.0, "both")
@@ -268,8 +307,7 @@ def test_recipe_with_freeze_and_l2sp_logs_the_penalty_and_exports(
             "train.lr=3e-3",
             "strategy.name=freeze",
             "strategy.freeze_layers=1",
-            "strategy.l2sp_weight=0.1",
-            "strategy.drift_weight=0.5",
+            "objectives=[{name: task}, {name: l2sp, weight: 0.1}, {name: drift, weight: 0.5}]",
             "strategy.head_lr=1e-2",
         ]
     )
@@ -304,7 +342,7 @@ def test_resumed_gradual_l2sp_run_ends_with_the_same_weights(tiny_model_dir, ner
         "strategy.name=gradual",
         "strategy.unfreeze_every=3",
         "strategy.unfreeze_unit=step",
-        "strategy.l2sp_weight=0.1",
+        "objectives+=[{name: l2sp, weight: 0.1}]",
     ]
     finetune_ner.main([*common, f"output_dir={tmp_path / 'a'}"])
     checkpoint = tmp_path / "a" / "checkpoints" / "step-00000004"

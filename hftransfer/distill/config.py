@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hftransfer.config import ModelConfig, RunConfig
+from hftransfer.config import ModelConfig, ObjectiveConfig, RunConfig
 from hftransfer.errors import ConfigError
+from hftransfer.registry import get_objective, get_strategy
 
 
 @dataclass
@@ -93,10 +94,16 @@ class DistillRunConfig(RunConfig):
             raise ConfigError(
                 "distill.teacher is required: a run directory of ours, a model directory or a Hub id"
             )
-        if self.strategy.name == "frozen":
+        if not get_strategy(self.strategy.name).trains_encoder:
             raise ConfigError(
-                "strategy.name=frozen with distillation: a fixed encoder cannot match the teacher; use full, "
-                "freeze, gradual or lora"
+                f"strategy.name={self.strategy.name} with distillation: a fixed encoder cannot match the teacher; "
+                "use a strategy that trains the encoder"
+            )
+        losses = [o for o in self.objectives if not get_objective(o.name).regulariser]
+        if [(o.name, o.weight) for o in losses] != [(ObjectiveConfig.name, 1.0)]:
+            raise ConfigError(
+                "objectives: a distillation run weights the task's loss with distill.hard_weight and adds the "
+                f"teacher's terms itself; besides {{name: {ObjectiveConfig.name}}} (weight 1) list only regularisers"
             )
         if self.distill.student == "teacher_layers" and self.model.name_or_path != ModelConfig.name_or_path:
             raise ConfigError(

@@ -16,6 +16,7 @@ from torch import nn
 from hftransfer.distill.losses import HiddenProjection, attention_mse, hidden_mse, soft_kl
 from hftransfer.distill.teacher import TeacherLogits, aligned_teacher_logits
 from hftransfer.evaluation.inference import model_inputs
+from hftransfer.objectives.base import ObjectiveSet
 from hftransfer.objectives.task import summed_cross_entropy
 
 
@@ -57,7 +58,7 @@ class DistillObjective:
         teacher: the frozen teacher, run on the same batch when hidden states or attention maps are matched
             (the student must then share its tokenizer).
         layer_map: ``(student, teacher)`` hidden-state indices (0 = embeddings; attention uses 1..L).
-        penalties: conservative-training penalties of the student's strategy ``[(penalty, weight)]``.
+        regularisers: the run's per-step objectives (L2-SP, drift), applied to the student.
     """
 
     def __init__(
@@ -71,7 +72,7 @@ class DistillObjective:
         hidden_weight: float = 0.0,
         attention_weight: float = 0.0,
         layer_map: Sequence[tuple[int, int]] = (),
-        penalties: Sequence[tuple[Any, float]] = (),
+        regularisers: ObjectiveSet | None = None,
     ) -> None:
         if (hidden_weight or attention_weight) and teacher is None:
             raise ValueError("hidden-state or attention matching needs the teacher model")
@@ -81,13 +82,11 @@ class DistillObjective:
         self.hard_weight, self.soft_weight, self.temperature = hard_weight, soft_weight, temperature
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
         self.layer_map = list(layer_map)
-        self.penalties = [(penalty, weight) for penalty, weight in penalties if weight > 0]
-        self.needs_hidden_states = bool(hidden_weight) or any(
-            getattr(p, "needs_hidden_states", False) for p, _ in self.penalties
-        )
+        self.regularisers = regularisers or ObjectiveSet([])
+        self.needs_hidden_states = bool(hidden_weight) or self.regularisers.needs_hidden_states
 
     def __call__(
-        self, model: nn.Module, batch: dict[str, torch.Tensor]
+        self, model: nn.Module, batch: dict[str, torch.Tensor], state: Any = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs = model_inputs(batch)
         extra: dict[str, Any] = {}
@@ -126,8 +125,7 @@ class DistillObjective:
                 terms["loss_attention"] = self.attention_weight * attention_mse(
                     outputs.attentions, teacher_out.attentions, pairs, inputs["attention_mask"]
                 )
-        student = getattr(model, "module", model)  # the penalties look at the student's own weights
+        student = getattr(model, "module", model)  # the regularisers look at the student's own weights
         student = getattr(student, "student", student)
-        for penalty, weight in self.penalties:
-            terms[f"penalty_{penalty.name}"] = weight * penalty(student, batch, outputs)
+        terms.update(self.regularisers.terms(student, batch, outputs, state)[1])
         return self.hard_weight * hard, terms

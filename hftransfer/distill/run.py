@@ -30,6 +30,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.finetune import Run, assemble_run, token_loaders, tokenize_splits
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
+from hftransfer.objectives.base import build_objectives
 from hftransfer.runs import start_run
 from hftransfer.strategies import needs_unused_parameter_search, plan_strategy
 
@@ -93,8 +94,14 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
     }
     teacher.model.to(device)
 
+    objectives = build_objectives(config, student, accelerator)  # before the strategy changes the student
     plan = plan_strategy(
-        student, config, tokenizer=tokenizer, run_dir=run_dir, base_model_name_or_path=base_name
+        student,
+        config,
+        tokenizer=tokenizer,
+        run_dir=run_dir,
+        base_model_name_or_path=base_name,
+        encoder_weight_decay=not objectives.replaces_weight_decay,
     )
     layer_map = _layer_map(config, plan.model.config, teacher.model.config) if matching else []
     projection = None
@@ -109,7 +116,7 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
                  "weight_decay": config.train.weight_decay}
             )  # fmt: skip
             plan.report["lr_groups"]["projection"] = plan.param_groups[-1]["lr"]
-    plan.objective = DistillObjective(
+    objective = DistillObjective(
         teacher_logits if distill.soft_weight else None,
         hard_weight=distill.hard_weight,
         soft_weight=distill.soft_weight,
@@ -118,7 +125,7 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         hidden_weight=distill.hidden_weight,
         attention_weight=distill.attention_weight,
         layer_map=layer_map,
-        penalties=plan.objective.penalties,
+        regularisers=objectives.regularisers(),
     )
     _train_student_only(plan, projection, layer_map)
     report["distill"] = {
@@ -138,6 +145,7 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         data=data,
         tokenizer=tokenizer,
         plan=plan,
+        objectives=objective,
         train_loader=train_loader,
         eval_loaders=eval_loaders,
         report=report,

@@ -7,6 +7,7 @@ at the end of a run and one written later by ``hftransfer push`` are the same.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hftransfer.assets import ALL_ASSETS, ENCODERS
+from hftransfer.config.plugins import default_objectives
 from hftransfer.errors import ConfigError
-from hftransfer.registry import get_strategy
+from hftransfer.registry import get_objective, get_strategy
 
 PIPELINE_TAGS = {
     "token-classification": "token-classification",
@@ -79,6 +81,24 @@ def describe_strategy(strategy: dict[str, Any], report: dict[str, Any]) -> str:
     return entry.describe(strategy, report) if entry.describe is not None else f"strategy {name}"
 
 
+def describe_objectives(objectives: list[dict[str, Any]]) -> list[str]:
+    """What the loss adds to the task's own: each registered objective's description (the task loss at weight 1,
+    the default, goes without saying)."""
+    default = [dataclasses.asdict(objective) for objective in default_objectives()]
+    out = []
+    for objective in objectives:
+        name = objective.get("name")
+        if objective in default:
+            continue
+        try:
+            entry = get_objective(name)
+        except ConfigError:
+            out.append(f"objective {name}")
+            continue
+        out.append(entry.describe(objective) if entry.describe is not None else f"objective {name}")
+    return out
+
+
 def _strategy_line(facts: CardFacts) -> str:
     strategy = facts.config.get("strategy", {})
     fraction = facts.parameters.get("trainable_fraction")
@@ -91,10 +111,7 @@ def _strategy_line(facts: CardFacts) -> str:
     extras = []
     if strategy.get("layer_lr_decay", 1.0) != 1.0:
         extras.append(f"layer-wise LR decay {strategy['layer_lr_decay']}")
-    if strategy.get("l2sp_weight"):
-        extras.append(f"L2-SP {strategy['l2sp_weight']}")
-    if strategy.get("drift_weight"):
-        extras.append(f"output-drift penalty {strategy['drift_weight']}")
+    extras += describe_objectives(facts.config.get("objectives") or [])
     return "; ".join(part for part in (details, *extras, trainable) if part)
 
 

@@ -11,12 +11,15 @@ from typing import Any, Literal
 from hftransfer.config import (
     DataConfig,
     ModelConfig,
+    ObjectiveConfig,
     StrategyConfig,
     TaskType,
     TrainConfig,
     check_hub_fields,
     parse_config,
+    resolve_plugins,
 )
+from hftransfer.config.plugins import default_objectives, default_strategy
 from hftransfer.errors import ConfigError
 
 
@@ -90,7 +93,13 @@ class MultitaskConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    strategy: StrategyConfig = field(default_factory=default_strategy)
+    """What trains in the shared encoder: ``{name: <strategy>, <its fields>}``."""
+    objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)
+    """What the loss is: ``[{name: task}, ...]``; the task term of each step is its task's loss (times
+    ``tasks[i].loss_weight``), regularisers act on the shared encoder."""
+    plugins: list[str] = field(default_factory=list)
+    """Modules (or ``.py`` files) imported first: strategies and objectives registered outside hftransfer."""
     optimizer_state: Literal["shared", "per_task"] = "shared"
     """``shared``: one AdamW over everything; ``per_task``: each task keeps its own AdamW moments for the shared
     encoder, so a task's steps are the steps its single-task run would take (``hftransfer/multitask/optim.py``).
@@ -110,6 +119,7 @@ class MultitaskConfig:
 
     def __post_init__(self) -> None:
         check_hub_fields(self)
+        resolve_plugins(self)
         if not self.tasks:
             raise ConfigError(
                 "tasks: a multitask run needs at least one task (tasks: [{name, task, data}, ...])"

@@ -53,9 +53,9 @@ from hftransfer.multitask.lora import (
 from hftransfer.multitask.model import MultitaskModel, TaskView
 from hftransfer.multitask.optim import PerTaskAdamW, groups_per_task
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
-from hftransfer.objectives.task import TaskObjective
+from hftransfer.objectives.base import ObjectiveSet, build_objectives
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
-from hftransfer.strategies import conservative_penalties, freeze_layers
+from hftransfer.strategies import freeze_layers
 from hftransfer.strategies.layers import count_parameters
 from hftransfer.strategies.transfer import (
     param_groups,
@@ -87,13 +87,15 @@ class MultitaskRun:
 
 
 class WeightedObjective:
-    """The task objective with each task's loss multiplied by its ``loss_weight``."""
+    """The run's objectives with each task's summed loss multiplied by its ``loss_weight``."""
 
-    def __init__(self, objective: TaskObjective, weights: dict[str, float]) -> None:
-        self.objective, self.weights = objective, weights
+    def __init__(self, objectives: ObjectiveSet, weights: dict[str, float]) -> None:
+        self.objectives, self.weights = objectives, weights
 
-    def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, penalties = self.objective(model, batch)
+    def __call__(
+        self, model: torch.nn.Module, batch: dict, state: Any = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, penalties = self.objectives(model, batch, state)
         return loss * self.weights[batch["task"]], penalties
 
 
@@ -114,7 +116,9 @@ def task_step(
     return before_update
 
 
-def _apply_strategy(model: MultitaskModel, config: MultitaskConfig) -> tuple[list[dict], Any, dict[str, Any]]:
+def _apply_strategy(
+    model: MultitaskModel, config: MultitaskConfig, encoder_weight_decay: bool
+) -> tuple[list[dict], Any, dict[str, Any]]:
     strategy = config.strategy
     report: dict[str, Any] = {"name": strategy.name}
     on_step_start = freeze_layers(model, strategy, report)
@@ -122,7 +126,13 @@ def _apply_strategy(model: MultitaskModel, config: MultitaskConfig) -> tuple[lis
         model.encoder.requires_grad_(False)
     elif strategy.name == "lora":
         report["lora"] = add_shared_lora(model, strategy)
-    groups = param_groups(model, config.train, strategy, include_frozen=strategy.name == "gradual")
+    groups = param_groups(
+        model,
+        config.train,
+        strategy,
+        include_frozen=strategy.name == "gradual",
+        encoder_weight_decay=encoder_weight_decay,
+    )
     report["lr_groups"] = {group["name"]: group["lr"] for group in groups}
     report["parameters"] = count_parameters(model)
     return groups, on_step_start, report
@@ -147,8 +157,10 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
     }
     model = MultitaskModel(task_models)
     limit = model_max_length(tokenizer, next(iter(task_models.values())))
-    penalties = conservative_penalties(model, config.strategy)
-    groups, on_step_start, strategy_report = _apply_strategy(model, config)
+    objectives = build_objectives(config, model, accelerator)  # before the strategy changes the encoder
+    groups, on_step_start, strategy_report = _apply_strategy(
+        model, config, encoder_weight_decay=not objectives.replaces_weight_decay
+    )
 
     train_loaders, eval_loaders = {}, {"validation": {}, "test": {}}
     report: dict[str, Any] = {"data": {}, "features": {}, "strategy": strategy_report}
@@ -235,7 +247,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
         save_model=lambda trained: save_multitask(accelerator, trained, tokenizer, model_dir, specs, data),
         config=config,
         run_dir=run_dir,
-        loss_fn=WeightedObjective(TaskObjective(penalties), {n: s.loss_weight for n, s in specs.items()}),
+        loss_fn=WeightedObjective(objectives, {n: s.loss_weight for n, s in specs.items()}),
         param_groups=groups,
         optimizer=optimizer,
         on_step_start=on_step_start,

@@ -1,14 +1,15 @@
-"""The training objective of a batch: the task's summed cross-entropy plus weighted regularisers."""
+"""The task's own loss: cross-entropy on the labels, summed over labelled items (the loop normalises it)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
+from hftransfer.evaluation.inference import IGNORE_INDEX
+from hftransfer.objectives.base import Objective, ObjectiveContext
+from hftransfer.registry import register_objective
 
 
 def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -25,34 +26,18 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     )
 
 
-class Penalty(Protocol):
-    name: str
+class TaskLoss(Objective):
+    """Cross-entropy of the model's logits against the batch's labels (tokens or examples)."""
 
-    def __call__(self, model: torch.nn.Module, batch: dict, outputs) -> torch.Tensor: ...
+    name = "task"
+    reduction = "sum"
 
+    def __init__(self, context: ObjectiveContext) -> None:
+        self.weight = context.objective.weight
 
-class TaskObjective:
-    """``objective(model, batch) -> (summed task loss, {"penalty_<name>": weighted penalty})``.
-
-    The task loss is *summed* over labelled items (the loop normalises it over the accumulated global batch); each
-    penalty is a per-batch value the loop adds once per optimizer step, so its weight means the same whatever the
-    batch size or accumulation.
-    """
-
-    def __init__(self, penalties: Sequence[tuple[Penalty, float]] = ()) -> None:
-        self.penalties = [(penalty, weight) for penalty, weight in penalties if weight > 0]
-        self.needs_hidden_states = any(getattr(p, "needs_hidden_states", False) for p, _ in self.penalties)
-
-    def __call__(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        inputs = model_inputs(batch)
-        if self.needs_hidden_states:
-            inputs["output_hidden_states"] = True
-        outputs = model(**inputs)
+    def terms(self, model: torch.nn.Module, batch: dict, outputs: Any, state: Any) -> dict[str, torch.Tensor]:
         loss = summed_cross_entropy(outputs.logits, batch["labels"])
-        penalties = {
-            f"penalty_{penalty.name}": weight * penalty(model, batch, outputs)
-            for penalty, weight in self.penalties
-        }
-        return loss, penalties
+        return {"loss": loss if self.weight == 1.0 else self.weight * loss}
+
+
+register_objective("task", build=TaskLoss, describe=lambda config: "cross-entropy on the labels")

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from hftransfer.registry import get_strategy
 from hftransfer.strategies import freeze, gradual
-from hftransfer.strategies.base import StrategyContext, StrategyPlan, conservative_penalties
+from hftransfer.strategies.base import StrategyContext, StrategyPlan
 from hftransfer.training.loop import LoopState
 
 # Every module of this package is imported, so a built-in strategy registers itself by existing: adding one is
@@ -33,7 +33,6 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "StrategyContext",
     "StrategyPlan",
-    "conservative_penalties",
     "freeze_layers",
     "needs_unused_parameter_search",
     "plan_strategy",
@@ -70,14 +69,25 @@ def plan_strategy(
     base_model_name_or_path: str,
     features: dict[str, Dataset] | None = None,
     accelerator: Accelerator | None = None,
+    encoder_weight_decay: bool = True,
 ) -> StrategyPlan:
     """Apply ``config.strategy`` to a freshly built (pretrained encoder + new head) model.
+
+    ``encoder_weight_decay=False`` when an objective replaces weight decay on the encoder (the run's
+    ``ObjectiveSet.replaces_weight_decay``).
 
     Raises:
         ConfigError: an unknown strategy, or one that does not fit this model (e.g. more frozen layers than it has).
     """
     entry = get_strategy(config.strategy.name)
     context = StrategyContext(
-        model, config, tokenizer, Path(run_dir), base_model_name_or_path, features, accelerator
+        model,
+        config,
+        tokenizer,
+        Path(run_dir),
+        base_model_name_or_path,
+        features,
+        accelerator,
+        encoder_weight_decay=encoder_weight_decay,
     )
     return entry.build(context)

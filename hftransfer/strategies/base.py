@@ -1,12 +1,12 @@
 """The strategy protocol: what a registered strategy's builder receives and returns.
 
 A builder gets a :class:`StrategyContext` and returns a :class:`StrategyPlan`: the model to train, its optimizer
-parameter groups, the objective, a hook run before every optimizer step, and how the best model is snapshotted,
-restored and exported. A strategy that trains something other than the token model (a head on cached encoder
-features) also returns the loaders it trains and evaluates on.
+parameter groups, a hook run before every optimizer step, and how the best model is snapshotted, restored and
+exported. A strategy that trains something other than the token model (a head on cached encoder features) also
+returns the loaders it trains and evaluates on. What the loss is belongs to the objectives, not to the strategy.
 
-Most strategies only change which encoder weights train; they start from :func:`encoder_plan` (plain saving,
-conservative penalties taken on the pretrained weights) and end with :func:`finish_plan` (LR groups, counts).
+Most strategies only change which encoder weights train; they start from :func:`encoder_plan` (plain saving) and
+end with :func:`finish_plan` (LR groups, counts).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from transformers import PreTrainedTokenizerBase
 
 from hftransfer.config import RunConfig, StrategyConfig
 from hftransfer.export.save import load_saved_weights, save_model
-from hftransfer.objectives.task import TaskObjective
 from hftransfer.strategies.layers import count_parameters
 from hftransfer.strategies.transfer import param_groups
 from hftransfer.training.loop import LoopState
@@ -43,6 +42,8 @@ class StrategyContext:
     features: dict[str, Dataset] | None = None
     """Tokenised splits, for strategies that precompute something from the data (feature caches)."""
     accelerator: Accelerator | None = None
+    encoder_weight_decay: bool = True
+    """False when an objective pulls the encoder's weights somewhere itself (L2-SP): its groups get no decay."""
 
     @property
     def strategy(self) -> StrategyConfig:
@@ -55,7 +56,6 @@ class StrategyPlan:
 
     model: torch.nn.Module
     param_groups: list[dict]
-    objective: TaskObjective
     on_step_start: Callable[[LoopState], None] | None = None
     save_best: Callable[[Accelerator, torch.nn.Module], None] | None = None
     restore_best: Callable[[Accelerator, torch.nn.Module], None] | None = None
@@ -66,25 +66,8 @@ class StrategyPlan:
     eval_loaders: dict[str, DataLoader] | None = None
 
 
-def conservative_penalties(model: torch.nn.Module, strategy: StrategyConfig) -> list[tuple[Any, float]]:
-    """L2-SP / output-drift penalties with their weights; call before the model changes (they snapshot it)."""
-    # Imported here: objectives.conservative reads parameter layouts from this package.
-    from hftransfer.objectives.conservative import L2SP, OutputDrift
-
-    penalties: list[tuple[Any, float]] = []
-    if strategy.l2sp_weight > 0:
-        penalties.append((L2SP(model), strategy.l2sp_weight))
-    if strategy.drift_weight > 0:
-        penalties.append((OutputDrift(model, strategy.drift_distance), strategy.drift_weight))
-    return penalties
-
-
 def encoder_plan(context: StrategyContext) -> StrategyPlan:
-    """The plan of a strategy that trains (some of) the token model: saved and restored as a plain HF model,
-    with the configured conservative penalties.
-
-    Call it before changing the model: the penalties' references are the *pretrained* weights.
-    """
+    """The plan of a strategy that trains (some of) the token model: saved and restored as a plain HF model."""
     model_dir = context.run_dir / "model"
     tokenizer = context.tokenizer
 
@@ -94,11 +77,9 @@ def encoder_plan(context: StrategyContext) -> StrategyPlan:
     def restore_plain(accelerator: Accelerator, trained: torch.nn.Module) -> None:
         load_saved_weights(accelerator, trained, model_dir)
 
-    objective = TaskObjective(conservative_penalties(context.model, context.strategy))
     return StrategyPlan(
         context.model,
         [],
-        objective,
         save_best=save_plain,
         restore_best=restore_plain,
         report={"name": context.strategy.name},
@@ -114,7 +95,11 @@ def finish_plan(
         include_frozen: also group parameters that do not train yet (they are unfrozen later in the run).
     """
     plan.param_groups = param_groups(
-        plan.model, context.config.train, context.strategy, include_frozen=include_frozen
+        plan.model,
+        context.config.train,
+        context.strategy,
+        include_frozen=include_frozen,
+        encoder_weight_decay=context.encoder_weight_decay,
     )
     plan.report["parameters"] = count_parameters(plan.model)
     plan.report["lr_groups"] = {group["name"]: group["lr"] for group in plan.param_groups}

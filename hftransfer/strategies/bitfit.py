@@ -2,7 +2,7 @@
 
 Every weight matrix and embedding keeps its pretrained value; the biases (attention, feed-forward and LayerNorm)
 adapt, which is a small fraction of the parameters. The model is saved whole, so the export is an ordinary
-transformers model. Layer-wise LR decay, ``head_lr`` and the conservative penalties combine with it as with any
+transformers model. Layer-wise LR decay, ``head_lr`` and objectives such as L2-SP combine with it as with any
 strategy that trains encoder weights.
 """
 
@@ -14,6 +14,7 @@ from hftransfer.strategies.layers import EncoderLayout
 
 
 def build_bitfit(context: StrategyContext) -> StrategyPlan:
+    """BitFit (Ben Zaken et al., 2021): only the encoder's bias terms and the new head train."""
     plan = encoder_plan(context)
     layout = EncoderLayout.of(plan.model)
     for name, param in plan.model.named_parameters():

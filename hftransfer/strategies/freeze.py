@@ -3,12 +3,31 @@ and the head train (``strategy.freeze_layers``; negative N keeps only the top |N
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.strategies.layers import EncoderLayout
+
+
+@dataclass
+class FreezeConfig(EncoderStrategyConfig):
+    """Layer transfer: the embeddings and the bottom encoder layers stay fixed, the rest trains."""
+
+    name: str = "freeze"
+    freeze_layers: int | None = None
+    """Fix the embeddings and the bottom N encoder layers; negative N fixes all but the top |N|. Required."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.freeze_layers is None:
+            raise ConfigError(
+                "strategy.name=freeze needs strategy.freeze_layers=N (negative: all but the top |N|)"
+            )
 
 
 def resolve_freeze_count(freeze_layers: int, num_layers: int) -> int:
@@ -50,4 +69,4 @@ def describe_freeze(strategy: dict, report: dict) -> str:
     return f"layer transfer: embeddings and the bottom {strategy.get('freeze_layers')} layers frozen"
 
 
-register_strategy("freeze", build=build_freeze, describe=describe_freeze)
+register_strategy("freeze", config=FreezeConfig, build=build_freeze, describe=describe_freeze)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from hftransfer.objectives.task import TaskObjective
+from hftransfer.config import StrategyConfig
+from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
@@ -23,6 +25,36 @@ from hftransfer.training.optim import parameter_groups
 from hftransfer.utils import atomic_directory
 
 logger = logging.getLogger("hftransfer")
+
+
+@dataclass
+class FrozenConfig(StrategyConfig):
+    """A fixed feature extractor: the encoder never changes; a head trains on its features (cached on disk)."""
+
+    name: str = "frozen"
+    head: Literal["linear", "mlp"] = "linear"
+    """The trained head. ``mlp`` is one hidden layer with the architecture's own classifier activation (tanh for
+    BERT/MPNet), so a CLS-pooled sequence head exports as the native HF head."""
+    head_hidden_size: int | None = None
+    """``head=mlp``: hidden width (default: the encoder's hidden size, required for a native export)."""
+    feature_layer: int = -1
+    """Hidden-state index the features come from; 0 = embeddings, 1..L = encoder layers, negative counts from the
+    top. Probing a lower layer exports a truncated encoder."""
+    feature_layers: int = 1
+    """Average the hidden states of this many layers ending at ``feature_layer``."""
+    pooling: Literal["cls", "mean"] | None = None
+    """Sequence tasks: ``cls`` (first token) or ``mean`` (mask-aware mean of tokens). Default ``mean``."""
+    cache_features: bool = True
+    """Encode the data once and train the head from an on-disk cache."""
+    cache_dir: str | None = None
+    """Where the feature cache lives. Default ``$HFTRANSFER_CACHE`` or ``~/.cache/hftransfer/features``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.feature_layers < 1:
+            raise ConfigError(f"strategy.feature_layers must be >= 1, got {self.feature_layers}")
+        if self.head_hidden_size is not None and (self.head != "mlp" or self.head_hidden_size < 1):
+            raise ConfigError("strategy.head_hidden_size needs strategy.head=mlp and a positive size")
 
 
 def build_frozen(context: StrategyContext) -> StrategyPlan:
@@ -135,7 +167,6 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
     plan = StrategyPlan(
         head,
         groups,
-        TaskObjective(),
         save_best=save_best,
         restore_best=restore_best,
         export=export,
@@ -150,4 +181,6 @@ def describe_frozen(strategy: dict, report: dict) -> str:
     return f"frozen encoder + {strategy.get('head')} head (layer {strategy.get('feature_layer')})"
 
 
-register_strategy("frozen", build=build_frozen, trains_encoder=False, describe=describe_frozen)
+register_strategy(
+    "frozen", config=FrozenConfig, build=build_frozen, trains_encoder=False, describe=describe_frozen
+)

@@ -7,6 +7,7 @@ from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_pl
 
 
 def build_full(context: StrategyContext) -> StrategyPlan:
+    """Full fine-tuning: every weight of the encoder and the new head trains."""
     return finish_plan(encoder_plan(context), context)
 
 

@@ -5,15 +5,35 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from hftransfer.config import EncoderStrategyConfig
+from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.strategies.layers import EncoderLayout
 from hftransfer.training.loop import LoopState
 
 logger = logging.getLogger("hftransfer")
+
+
+@dataclass
+class GradualConfig(EncoderStrategyConfig):
+    """ULMFiT gradual unfreezing: the head trains alone first, then one more layer group from the top at a time."""
+
+    name: str = "gradual"
+    unfreeze_every: int = 1
+    """Unfreeze one more layer group (from the top) every this many ``unfreeze_unit``s."""
+    unfreeze_unit: Literal["epoch", "step"] = "epoch"
+    """``epoch`` or ``step`` (optimizer steps)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.unfreeze_every < 1:
+            raise ConfigError(f"strategy.unfreeze_every must be >= 1, got {self.unfreeze_every}")
 
 
 class GradualUnfreezing:
@@ -70,6 +90,7 @@ def build_gradual(context: StrategyContext) -> StrategyPlan:
 
 register_strategy(
     "gradual",
+    config=GradualConfig,
     build=build_gradual,
     changes_trainable_set=True,
     describe=lambda strategy, report: "gradual unfreezing (ULMFiT)",

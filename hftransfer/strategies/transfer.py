@@ -25,13 +25,14 @@ def param_groups(
     strategy: StrategyConfig,
     *,
     include_frozen: bool = False,
+    encoder_weight_decay: bool = True,
 ) -> list[dict]:
     """AdamW parameter groups with per-group learning rates.
 
     The head gets ``strategy.head_lr`` (default ``train.lr``); encoder parameter at depth d below the top layer
     gets ``train.lr * layer_lr_decay**d`` (embeddings: d = L). Biases and normalisation weights get no weight
-    decay. Under L2-SP the encoder gets no weight decay either: decay pulls towards zero, L2-SP towards the
-    pretrained weights, and the two would fight.
+    decay. With ``encoder_weight_decay=False`` (an objective such as L2-SP pulls the encoder towards its pretrained
+    weights) the encoder gets none either: decay pulls towards zero, and the two would fight.
 
     Args:
         include_frozen: also group parameters that do not require grad now (gradual unfreezing turns them on
@@ -54,8 +55,8 @@ def param_groups(
                 if layer is not None
                 else "encoder"
             )
-            lr = train.lr * strategy.layer_lr_decay ** layout.depth(name)
-        decays = not no_decay(name, param) and not (unit != "head" and strategy.l2sp_weight > 0)
+            lr = train.lr * getattr(strategy, "layer_lr_decay", 1.0) ** layout.depth(name)
+        decays = not no_decay(name, param) and (unit == "head" or encoder_weight_decay)
         key = (unit, decays)
         if key not in grouped:
             grouped[key] = {

@@ -39,15 +39,15 @@ from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
 
-# A loss function returns the batch's loss *summed* over labelled items, optionally with named per-batch terms
-# (already weighted: penalties such as ``penalty_l2sp``, distillation losses such as ``loss_soft``) that are added
-# once per optimizer step and logged under their own names, apart from the summed loss.
-LossFn = Callable[
-    [torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]
-]
+# A loss function ``loss_fn(model, batch, state)`` returns the batch's loss *summed* over labelled items,
+# optionally with named per-batch terms (already weighted: penalties such as ``penalty_l2sp``, distillation losses
+# such as ``loss_soft``) that are added once per optimizer step and logged under their own names, apart from the
+# summed loss. ``state`` is the loop state (step, epoch; the total is ``TrainingLoop.total_steps``).
+# ``hftransfer.objectives.base.ObjectiveSet`` is the one every flow builds from ``config.objectives``.
+LossFn = Callable[..., torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None) -> torch.Tensor:
     """Cross-entropy *summed* over labelled items (tokens or examples); the loop normalises it."""
     return summed_cross_entropy(model(**model_inputs(batch)).logits, batch["labels"])
 
@@ -63,9 +63,12 @@ def count_items(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @dataclass
 class LoopState:
-    """Everything besides tensors that a resumed run needs to continue exactly where it stopped."""
+    """Everything besides tensors that a resumed run needs to continue exactly where it stopped; objectives and
+    callbacks read it (a schedule over ``step / total_steps``)."""
 
     step: int = 0
+    total_steps: int = 0
+    """The run's optimizer steps (set by the loop; a resumed run keeps the current config's)."""
     epoch: int = 0
     batches_in_epoch: int = 0
     best_metric: float | None = None
@@ -174,6 +177,7 @@ class TrainingLoop:
         else:
             self.total_steps = max(1, math.ceil(self.train_config.epochs * self.steps_per_epoch))
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.state.total_steps = self.total_steps
         # The schedule counts optimizer steps of this process, so it is stepped by hand rather than prepared
         # (a prepared scheduler steps once per process per call).
         self.scheduler = build_scheduler(self.optimizer, self.train_config, self.total_steps)
@@ -185,6 +189,7 @@ class TrainingLoop:
         saved = load_checkpoint(self.accelerator, checkpoint)
         known = {field.name for field in dataclasses.fields(LoopState)}
         self.state = LoopState(**{key: value for key, value in saved.items() if key in known})
+        self.state.total_steps = self.total_steps
         self.log.truncate_after(self.state.step)
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, self.state.step, self.state.epoch)
 
@@ -287,7 +292,7 @@ class TrainingLoop:
         for index, batch in enumerate(window):
             last = index == len(window) - 1
             with nullcontext() if last else accelerator.no_sync(self.model):
-                result = self.loss_fn(self.model, batch)
+                result = self.loss_fn(self.model, batch, self.state)
                 loss_sum, penalties = result if isinstance(result, tuple) else (result, {})
                 loss = loss_sum * scale
                 for name, value in penalties.items():

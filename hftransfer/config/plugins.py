@@ -1,0 +1,331 @@
+"""The plug-in sections of a run config, ``strategy`` and ``objectives``, typed by their registered classes.
+
+Each registered strategy and objective owns a config dataclass with only its own fields (see
+``hftransfer/registry.py``). This module holds their common bases and turns a mapping (from YAML, the command line
+or Python) into an instance of the registered class, with messages that name the field: an unknown key says which
+other strategy has it, a key that moved says where it went.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from hftransfer.errors import ConfigError
+
+
+@dataclass
+class StrategyConfig:
+    """Options every strategy has (each strategy's config subclasses this, or ``EncoderStrategyConfig``)."""
+
+    name: str = "full"
+    """The registered strategy (``hftransfer.registry.strategy_names()``)."""
+    head_lr: float | None = None
+    """LR of the new head(s); default ``train.lr``. Discriminative fine-tuning: a head LR above the encoder's.
+    With a fixed encoder it is the LR of the head, the only thing that trains."""
+
+    def __post_init__(self) -> None:
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ConfigError(f"strategy.head_lr must be > 0, got {self.head_lr}")
+
+
+@dataclass
+class EncoderStrategyConfig(StrategyConfig):
+    """Options of the strategies that train encoder weights."""
+
+    layer_lr_decay: float = 1.0
+    """Layer-wise LR decay: the top encoder layer gets ``train.lr``, each layer below ``decay`` times the one
+    above, the embeddings ``decay^(L)`` times it. 1.0 disables."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ConfigError(f"strategy.layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
+
+
+@dataclass
+class ObjectiveConfig:
+    """Base of every objective's config: ``name`` picks the registered objective, ``weight`` scales its terms."""
+
+    name: str = "task"
+    """The registered objective (``hftransfer.registry.objective_names()``)."""
+    weight: float = 1.0
+    """Multiplier of the objective's term(s) in the loss."""
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ConfigError(
+                f"objectives: {self.name}.weight must be > 0, got {self.weight} (remove the objective instead)"
+            )
+
+
+def field_names(cls: type) -> list[str]:
+    return [item.name for item in dataclasses.fields(cls)]
+
+
+@functools.cache
+def _parser(cls: type):
+    """A jsonargparse parser typed by ``cls``: values from YAML or the command line get the same checks (types,
+    ``Literal`` choices, strings converted) as the core sections."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, nested_key=None, fail_untyped=True)
+    return parser
+
+
+def typed(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``cls(**values)`` after type checks; ``where`` (``strategy``, ``objectives[1]``) prefixes every message."""
+    from jsonargparse import ArgumentError
+
+    parser = _parser(cls)
+    try:
+        namespace = parser.parse_object(values)
+    except ArgumentError as err:
+        message = " ".join(str(err).split()).replace('Parser key "', f'"{where}.')
+        raise ConfigError(f"{where}: {message}") from None
+    return cls(**{name: namespace[name] for name in field_names(cls)})
+
+
+def strategy_config(
+    spec: StrategyConfig | dict[str, Any] | str | None = None, **fields: Any
+) -> StrategyConfig:
+    """The registered strategy's typed config from a mapping (``{"name": "lora", "r": 4}``), a name, or an
+    instance (returned as it is); ``fields`` add to the mapping.
+
+    Raises:
+        ConfigError: an unknown strategy, a field it does not have (naming who has it), a wrong value.
+    """
+    from hftransfer.registry import get_strategy, strategy_names
+
+    if isinstance(spec, StrategyConfig) and not fields:
+        return spec
+    values = dict(_as_mapping(spec, "strategy"), **fields)
+    entry = get_strategy(values.setdefault("name", "full"))
+    own = set(field_names(entry.config))
+    hints = typing.get_type_hints(entry.config)
+    for key in list(values):
+        if key in own:
+            if values[key] is None and type(None) not in typing.get_args(hints[key]):
+                del values[
+                    key
+                ]  # null for a field that cannot be null: its default (older configs wrote unset ones so)
+            continue
+        moved = _legacy_key(key, values[key])
+        if moved == "ignore":
+            del values[key]
+            continue
+        if moved:
+            raise ConfigError(moved)
+        encoder_default = {f.name: f.default for f in dataclasses.fields(EncoderStrategyConfig)}
+        if values[key] == encoder_default.get(
+            key, dataclasses.MISSING
+        ):  # older config.yaml: listed at its default
+            del values[key]
+            continue
+        if key in field_names(EncoderStrategyConfig) and not issubclass(entry.config, EncoderStrategyConfig):
+            raise ConfigError(
+                f"strategy.{key} needs encoder weights that train, but strategy.name={entry.name} keeps the encoder "
+                "fixed (the head's LR is strategy.head_lr, default train.lr)"
+            )
+        owners = [n for n in strategy_names() if key in field_names(get_strategy(n).config)]
+        if (
+            owners and values[key] is None
+        ):  # an older config.yaml lists every strategy's fields, unset ones null
+            del values[key]
+            continue
+        where = (
+            f"it is a field of strategy {', '.join(owners)}" if owners else "no registered strategy has it"
+        )
+        raise ConfigError(
+            f"strategy.{key} is not a field of strategy.name={entry.name} ({where}); {entry.name} has: "
+            f"{', '.join(sorted(own - {'name'}))}"
+        )
+    return typed(entry.config, values, "strategy")
+
+
+def objective_config(
+    spec: ObjectiveConfig | dict[str, Any] | str, where: str = "objectives", **fields: Any
+) -> ObjectiveConfig:
+    """The registered objective's typed config from a mapping (``{"name": "l2sp", "weight": 0.01}``) or a name.
+
+    Raises:
+        ConfigError: no name, an unknown objective or field, a wrong value; ``where`` names the list entry.
+    """
+    from hftransfer.registry import get_objective
+
+    if isinstance(spec, ObjectiveConfig) and not fields:
+        return spec
+    values = dict(_as_mapping(spec, where), **fields)
+    if "name" not in values:
+        raise ConfigError(f"{where}: every objective needs a name, e.g. {{name: task}}; got {values}")
+    entry = get_objective(values["name"])
+    unknown = sorted(set(values) - set(field_names(entry.config)))
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]} is not a field of objective {entry.name}; it has: "
+            f"{', '.join(n for n in field_names(entry.config) if n != 'name')}"
+        )
+    return typed(entry.config, values, where)
+
+
+def objective_configs(specs: Any) -> list[ObjectiveConfig]:
+    """Typed configs of an ``objectives`` list (entries: mappings, names or instances)."""
+    if specs is None:
+        return default_objectives()
+    if not isinstance(specs, list):
+        raise ConfigError(f"objectives must be a list such as [{{name: task}}], got {specs!r}")
+    return [objective_config(spec, f"objectives[{index}]") for index, spec in enumerate(specs)]
+
+
+def load_plugins(plugins: list[str] | None) -> None:
+    """Import each plug-in module (a dotted name, or a path to a ``.py`` file) so that its registrations exist.
+
+    A module name is looked up on ``sys.path`` and then in the working directory: ``accelerate launch
+    recipes/x.py`` puts ``recipes/`` on the path, not the directory the user typed it in.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    for plugin in plugins or []:
+        path = Path(plugin)
+        try:
+            if plugin.endswith(".py"):
+                if not path.is_file():
+                    raise ConfigError(f"plugins: {plugin} is not a file (relative to {Path.cwd()})")
+                name = f"hftransfer_plugin_{path.stem}"
+                if name not in sys.modules:
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    module = importlib.util.module_from_spec(spec)
+                    sys.modules[name] = module
+                    spec.loader.exec_module(module)
+                continue
+            try:
+                importlib.import_module(plugin)
+            except ModuleNotFoundError as err:
+                if err.name != plugin.split(".")[0] or str(Path.cwd()) in sys.path:
+                    raise
+                sys.path.append(str(Path.cwd()))
+                importlib.import_module(plugin)
+        except ConfigError:
+            raise
+        except ModuleNotFoundError as err:
+            raise ConfigError(
+                f"plugins: cannot import {plugin!r} ({err}); give a module on sys.path or in {Path.cwd()}, or a "
+                "path to a .py file"
+            ) from None
+
+
+def default_strategy() -> StrategyConfig:
+    return strategy_config({"name": StrategyConfig.name})
+
+
+def default_objectives() -> list[ObjectiveConfig]:
+    """The task's own loss alone."""
+    return [objective_config({"name": ObjectiveConfig.name})]
+
+
+def _as_mapping(spec: Any, where: str) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        return {"name": spec}
+    if dataclasses.is_dataclass(spec):
+        return dataclasses.asdict(spec)
+    if isinstance(spec, dict):
+        return dict(spec)
+    raise ConfigError(f"{where} must be a mapping with a name (e.g. {{name: ...}}) or a name, got {spec!r}")
+
+
+def _legacy_key(key: str, value: Any) -> str | None:
+    """For an old ``strategy.<key>`` that an objective replaced: the message saying where it went, or ``ignore``
+    when it holds the old default (older saved configs list it with that value)."""
+    from hftransfer.registry import get_objective, objective_names
+
+    for name in objective_names():
+        entry = get_objective(name)
+        if key in entry.legacy_keys:
+            new_field, old_default = entry.legacy_keys[key]
+            if value == old_default or value is None:
+                return "ignore"
+            return (
+                f"strategy.{key} moved to the objectives list: add objectives+=[{{name: {name}, {new_field}: "
+                f"{value}}}] on the command line, or in YAML: objectives: [{{name: task}}, {{name: {name}, "
+                f"{new_field}: {value}}}]"
+            )
+    return None
+
+
+def plugin_help() -> str:
+    """``--help`` text of every registered strategy and objective: their fields, types, defaults and docs."""
+    from hftransfer.registry import get_objective, get_strategy, objective_names, strategy_names
+
+    trains = [n for n in strategy_names() if issubclass(get_strategy(n).config, EncoderStrategyConfig)]
+    sections = [
+        "strategy: what trains (strategy.name=NAME, then strategy.FIELD=VALUE; in YAML strategy: {name: NAME, ...})",
+        _class_help("every strategy", StrategyConfig, "strategy", skip=()),
+        _class_help(f"strategies that train encoder weights ({', '.join(trains)})", EncoderStrategyConfig, "strategy",
+                    skip=field_names(StrategyConfig)),
+    ]  # fmt: skip
+    for name in strategy_names():
+        entry = get_strategy(name)
+        base = EncoderStrategyConfig if issubclass(entry.config, EncoderStrategyConfig) else StrategyConfig
+        sections.append(
+            _class_help(f"strategy.name={name}", entry.config, "strategy", field_names(base), entry)
+        )
+    sections.append(
+        "objectives: what the loss is, a list (objectives=[{name: task}, {name: NAME, ...}]; objectives+=[...] "
+        "appends; objectives.NAME.FIELD=VALUE sets a field of a listed one)"
+    )
+    for name in objective_names():
+        entry = get_objective(name)
+        sections.append(
+            _class_help(f"{{name: {name}}}", entry.config, f"objectives.{name}", ("name",), entry)
+        )
+    return "\n\n".join(sections) + "\n"
+
+
+def _class_help(title: str, cls: type, prefix: str, skip: Any = ("name",), entry: Any = None) -> str:
+    """``cls``'s own fields as ``prefix.FIELD (type, default): doc`` lines, under its summary."""
+    import textwrap
+    import typing
+
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    summary = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
+    if summary.startswith(
+        f"{cls.__name__}("
+    ):  # the signature dataclasses write for a class without a docstring
+        summary = " ".join(((entry.build.__doc__ or "") if entry else "").split("\n\n")[0].split())
+    lines = [f"  {title}{': ' + summary if summary else ''}"]
+    for item in dataclasses.fields(cls):
+        if item.name in skip or item.name == "name":
+            continue
+        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        kind = str(hints[item.name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        head = f"{prefix}.{item.name} ({kind}, default {default!r}): "
+        lines.append(
+            textwrap.fill(
+                head + docs.get(item.name, ""), 116, initial_indent="    ", subsequent_indent="      "
+            )
+        )
+    return "\n".join(lines)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of ``cls`` and its bases (the subclass's win), one line each."""
+    import docstring_parser
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            parsed = docstring_parser.parse_from_object(klass)
+        except Exception:  # a class defined without source (generated, or in a frozen module): no docs
+            continue
+        docs.update({p.arg_name: " ".join((p.description or "").split()) for p in parsed.params})
+    return docs

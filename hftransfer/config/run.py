@@ -1,0 +1,118 @@
+"""A run's config: the core sections plus the plug-in ones (strategy, objectives) and the cross-checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from hftransfer.config.plugins import (
+    ObjectiveConfig,
+    StrategyConfig,
+    default_objectives,
+    default_strategy,
+    load_plugins,
+    objective_configs,
+    strategy_config,
+)
+from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
+from hftransfer.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    """One fine-tuning run: task, model, data, training and where the run directory goes."""
+
+    task: TaskType = "token-classification"
+    """What is predicted: a tag per word (NER) or a label per text / text pair."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(dataset="wnut16"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=default_strategy)
+    """What trains: ``{name: <strategy>, <its fields>}`` (see ``--help`` for each strategy's fields)."""
+    objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)
+    """What the loss is: ``[{name: task}, {name: <objective>, weight: ..., <its fields>}, ...]``."""
+    plugins: list[str] = field(default_factory=list)
+    """Modules (or ``.py`` files) imported before the strategy and objectives are resolved: where strategies and
+    objectives registered outside hftransfer live."""
+    output_dir: str | None = None
+    """Run directory. Default: ``runs/<task>-<timestamp>``. Reuse it with ``train.resume_from_checkpoint``."""
+    overwrite_output_dir: bool = False
+    """Allow starting a new run in a directory that already holds one (its checkpoints are removed)."""
+    push_to_hub: bool = False
+    """Publish the result (with a model card) to the Hugging Face Hub when the run ends. A failed push keeps the
+    run's results; retry with ``hftransfer push <run_dir> --repo-id ...``."""
+    hub_model_id: str | None = None
+    """Hub repository ``user/name`` (or ``name`` under your account) that ``push_to_hub`` creates or updates."""
+    hub_private: bool = False
+    """Create the Hub repository as private."""
+    hub_license: str = "apache-2.0"
+    """License in the model card (the default encoders are Apache-2.0; check your data's terms too)."""
+
+    def __post_init__(self) -> None:
+        check_hub_fields(self)
+        resolve_plugins(self)
+        if self.task == "token-classification" and self.data.text_pair_column is not None:
+            raise ConfigError(
+                "data.text_pair_column is for sequence-classification; NER takes one token list"
+            )
+        # Pooling belongs to strategies that classify pooled features themselves (a frozen encoder's head).
+        if hasattr(self.strategy, "pooling"):
+            if self.task == "token-classification" and self.strategy.pooling is not None:
+                raise ConfigError(
+                    "strategy.pooling is for sequence tasks; NER classifies every word's own features"
+                )
+            if self.task == "sequence-classification" and self.strategy.pooling is None:
+                self.strategy.pooling = "mean"
+
+    def metric_for_best(self) -> str:
+        if self.train.metric_for_best:
+            return self.train.metric_for_best
+        return "f1" if self.task == "token-classification" else "accuracy"
+
+    def greater_is_better(self) -> bool:
+        if self.train.greater_is_better is not None:
+            return self.train.greater_is_better
+        return self.metric_for_best() != "loss"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_hub_fields(config: Any) -> None:
+    """``push_to_hub`` needs a valid ``hub_model_id``; checked before training, not after it."""
+    if config.push_to_hub and not config.hub_model_id:
+        raise ConfigError("push_to_hub=true needs hub_model_id=<user>/<name>")
+    if config.hub_model_id is not None:
+        parts = config.hub_model_id.split("/")
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        if len(parts) > 2 or not all(part and set(part) <= allowed for part in parts):
+            raise ConfigError(
+                f"hub_model_id={config.hub_model_id!r} is not a Hub repository id (<user>/<name>: letters, digits, "
+                "'-', '_', '.')"
+            )
+
+
+def resolve_plugins(config: Any) -> None:
+    """Import ``config.plugins``, type ``strategy`` and ``objectives`` by their registered classes, and check that
+    they go together: each objective's requirement on the strategy, no objective twice, and at least one objective
+    that teaches something besides holding training back."""
+    from hftransfer.registry import get_objective, get_strategy
+
+    load_plugins(config.plugins)
+    config.strategy = strategy_config(config.strategy)
+    config.objectives = objective_configs(config.objectives)
+    strategy = get_strategy(config.strategy.name)
+    names = [objective.name for objective in config.objectives]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"objectives: {name} is listed twice; list each objective once")
+        entry = get_objective(name)
+        reason = entry.requires(strategy) if entry.requires is not None else None
+        if reason:
+            raise ConfigError(f"objectives: {name} with strategy.name={strategy.name}: {reason}")
+    if all(get_objective(name).regulariser for name in names):
+        raise ConfigError(
+            f"objectives: {names or '[]'} only regularise, nothing would be learned; include the task's loss "
+            f"(objectives: [{{name: {ObjectiveConfig.name}}}, ...])"
+        )

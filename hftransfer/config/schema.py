@@ -1,0 +1,205 @@
+"""The core sections of a run config: the model, the data and the training loop.
+
+Each dataclass is the schema of one section; its attribute docstrings are the ``--help`` text. Cross-field checks
+live in ``__post_init__`` and raise :class:`~hftransfer.errors.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from hftransfer.errors import ConfigError
+
+TaskType = Literal["token-classification", "sequence-classification"]
+DataFormat = Literal["auto", "conll", "json", "jsonl", "csv", "tsv"]
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained encoder to adapt."""
+
+    name_or_path: str = "minilm-l6"
+    """Hub model id, local directory, or an offline alias (``minilm-l6``)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); ignored for local directories."""
+    trust_remote_code: bool = False
+    """Allow custom modelling code from the model repository. Off unless you trust the repository."""
+    attn_implementation: str | None = None
+    """Attention kernel passed to ``from_pretrained`` (``sdpa``, ``eager``, ...). None (the default) lets
+    transformers choose: PyTorch's fused ``scaled_dot_product_attention`` (SDPA) where the architecture has it (BERT,
+    RoBERTa, ...), eager attention where it does not (MPNet). Naming one the architecture lacks is an error."""
+    head_bias_init: Literal["default", "prior"] = "default"
+    """``default``: a new head's bias starts at zero (transformers' initialisation). ``prior``: at the log frequencies
+    of the training labels, so the head predicts the label prior from the first step and the encoder is not pushed
+    to learn it. Use it when a fine-tuned NER model predicts ``O`` for every token: sentence-embedding encoders such
+    as ``mpnet-base`` (all-mpnet-base-v2) collapse that way on WNUT-16 at the default start."""
+
+
+@dataclass
+class DataConfig:
+    """Where the task data comes from and how it is tokenised."""
+
+    dataset: str | None = None
+    """Builtin offline name (``wnut16``, ``rotten_tomatoes``), a Hub dataset id, or one data file. Splits that it
+    lacks are carved from its train split with ``split_seed``."""
+    train_file: str | None = None
+    """Training file (CoNLL, JSON/JSONL, CSV/TSV). When set it takes precedence and ``dataset`` is not used, so
+    ``data.train_file=...`` on the command line replaces a preset's dataset."""
+    validation_file: str | None = None
+    """Validation file; carved from the training data when absent."""
+    test_file: str | None = None
+    """Test file; carved from the training data when absent (set ``test_size=0`` for no test split)."""
+    format: DataFormat = "auto"
+    """File format; ``auto`` picks it from the extension (.conll/.txt/.iob -> conll, .json, .jsonl, .csv, .tsv)."""
+    hub_config: str | None = None
+    """Configuration name of a Hub dataset."""
+    tokens_column: str = "tokens"
+    """Token-classification JSON/CSV/Hub column holding the list of words."""
+    tags_column: str = "tags"
+    """Token-classification JSON/CSV/Hub column holding the list of tags (strings, or ClassLabel ids on the Hub)."""
+    text_column: str = "text"
+    """Sequence-classification column holding the text."""
+    text_pair_column: str | None = None
+    """Second text column for sentence-pair classification (e.g. ``hypothesis``); None for single texts."""
+    label_column: str = "label"
+    """Sequence-classification column holding the label."""
+    conll_token_column: int = 0
+    """CoNLL column index of the word."""
+    conll_tag_column: int = -1
+    """CoNLL column index of the tag (-1 = last column)."""
+    validation_size: float = 0.1
+    """Fraction of all examples carved out for validation when no validation split is given."""
+    test_size: float = 0.1
+    """Fraction of all examples carved out for test when no test split is given (0 = no test split)."""
+    split_seed: int = 0
+    """Seed of the carving shuffle (stratified by label for classification)."""
+    max_train_samples: int | None = None
+    """Keep only the first N training examples (after carving); for quick experiments."""
+    max_eval_samples: int | None = None
+    """Keep only the first N validation and test examples."""
+    max_length: int = 128
+    """Maximum tokens per model input. Longer NER sentences are split into windows; longer texts are truncated."""
+    label_all_subwords: bool = False
+    """NER: label every subword of a word instead of only the first (the rest get -100)."""
+    window_context: int = 16
+    """NER: tokens of left context repeated at the start of each continuation window of a long sentence (at most
+    half the window is used for context)."""
+
+    def __post_init__(self) -> None:
+        if self.dataset is None and self.train_file is None:
+            raise ConfigError("data: set data.dataset (builtin name, Hub id or file) or data.train_file")
+        for name in ("validation_size", "test_size"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
+        if self.validation_size + self.test_size >= 1.0:
+            raise ConfigError("data.validation_size + data.test_size must be below 1")
+        if self.max_length < 8:
+            raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
+        if self.window_context < 0:
+            raise ConfigError(f"data.window_context must be >= 0, got {self.window_context}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be a positive count, got {value}")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    epochs: float = 3.0
+    """Passes over the training data (fractions allowed). Ignored when ``max_steps`` is set."""
+    max_steps: int | None = None
+    """Total optimizer steps; overrides ``epochs``."""
+    batch_size: int = 16
+    """Examples per device per micro-batch."""
+    eval_batch_size: int = 64
+    """Examples per device per evaluation batch."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step. The loss is normalised over the whole accumulated batch, so k micro-batches
+    of b examples give the same update as one batch of k*b."""
+    lr: float = 5e-5
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay; never applied to biases and LayerNorm weights."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_ratio: float = 0.1
+    """Fraction of the optimizer steps spent warming the LR up linearly from 0; it then decays linearly to 0."""
+    warmup_steps: int | None = None
+    """Warm-up steps; overrides ``warmup_ratio``."""
+    torch_compile: bool = False
+    """Compile the model's forward with ``torch.compile`` (dynamic shapes; worth it on GPU, not on a small CPU)."""
+    compile_backend: str = "inductor"
+    """``torch.compile`` backend (``inductor``; ``eager`` only traces, to check a model compiles)."""
+    fused_optimizer: bool = True
+    """Use torch's fused AdamW kernel where it exists for the device (CPU, CUDA): same update, far less overhead."""
+    reuse_host_memory: bool = True
+    """On CPU under glibc (Linux), keep freed blocks up to 1 GiB in the process for the next step instead of
+    returning them to the system: autograd re-allocates the word-embedding gradient every step, and a fresh mapping
+    costs a page fault per 4 KiB, every step (measured: docs/results.md). Memory freed during the run stays with
+    the process."""
+    fast_cpu_dropout: bool = True
+    """On CPU, draw dropout masks four to a 64-bit random number (drop probability quantised to 1/65536, outputs
+    rescaled exactly) instead of torch's one-element-at-a-time ``bernoulli_``, which runs on a single core off Intel
+    CPUs and is a visible part of a MiniLM-L6 training step (measured: docs/results.md). Same expected output; masks
+    differ from torch's dropout under the same seed. Off with ``torch_compile`` (the compiler draws its own masks) and on other devices."""
+    max_grad_norm: float | None = 1.0
+    """Clip the global gradient norm to this value; None disables clipping."""
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    """``auto``: bf16 on GPUs that support it, else fp16 on GPU; fp32 on CPU (bf16 is much slower on AVX2 CPUs)."""
+    seed: int = 42
+    """Seed of model initialisation, data order and dropout."""
+    eval_every_steps: int | None = None
+    """Evaluate on the validation split every N optimizer steps (in addition to ``eval_every_epoch``)."""
+    eval_every_epoch: bool = True
+    """Evaluate at the end of each epoch."""
+    metric_for_best: str | None = None
+    """Validation metric that selects the best model and drives early stopping; default ``f1`` (NER, entity-level)
+    or ``accuracy`` (classification). Any reported metric name works, e.g. ``macro_f1`` or ``loss``."""
+    greater_is_better: bool | None = None
+    """Direction of ``metric_for_best``; default: False for ``loss``, True otherwise."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement; None disables early stopping."""
+    save_every_steps: int | None = None
+    """Write a resumable checkpoint every N optimizer steps (also written at the end of every epoch when set)."""
+    keep_checkpoints: int = 2
+    """Number of most recent checkpoints kept on disk."""
+    resume_from_checkpoint: str | None = None
+    """``latest`` (newest checkpoint in output_dir) or a checkpoint directory: continue that run exactly."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding, faster); order is still random across groups."""
+    log_every_steps: int = 10
+    """Log the training loss and LR every N optimizer steps."""
+    trackers: list[str] | None = None
+    """Accelerate trackers (``tensorboard``, ``wandb``, ...). None: tensorboard when installed. [] disables."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "batch_size",
+            "eval_batch_size",
+            "grad_accum_steps",
+            "log_every_steps",
+            "keep_checkpoints",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_every_steps", "save_every_steps", "early_stopping_patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name} must be >= 1 or null, got {value}")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")

@@ -1,0 +1,221 @@
+"""Collect the plug-in sections (``strategy``, ``objectives``) from every config source, in the order they apply.
+
+They are typed by whichever class the registry holds for the chosen name, which a static parser cannot know before
+it has read the name, so they are taken out of the YAML sources and the command line before jsonargparse parses
+the core sections, merged here, and typed afterwards (``plugins.py``). The rules:
+
+* ``strategy``: later sources update earlier ones (``strategy.r=4`` on top of a preset's ``{name: lora}``). A source
+  that names another strategy keeps only the fields the new one also has (``head_lr``, ``layer_lr_decay``).
+* ``objectives``: a list set by a later source replaces the earlier one whole; ``objectives+=[...]`` appends;
+  ``objectives.NAME.FIELD=VALUE`` (or ``objectives.INDEX.FIELD``) changes one field of a listed objective.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hftransfer.errors import ConfigError
+
+logger = logging.getLogger("hftransfer")
+
+PLUGIN_SECTIONS = ("strategy", "objectives")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as jsonargparse reads command-line values: ``1e-4`` is a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    __import__("re").compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_value(raw: str) -> Any:
+    """A command-line value as YAML (numbers, lists, mappings, null); text that is not YAML stays text."""
+    try:
+        return yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError:
+        return raw
+
+
+def extract_sections(
+    argv: list[str], default_config: str | Path | None, sections: tuple[str, ...], tmp: Path
+) -> tuple[list[str], str | Path | None, dict[str, Any]]:
+    """Take ``sections`` out of the preset, the ``--config`` files and the overrides in ``argv``.
+
+    Returns:
+        ``argv`` and the preset with those sections removed (YAML sources that had them are replaced by copies in
+        ``tmp``), and the merged value of each section that any source set.
+    """
+    if not sections:
+        return argv, default_config, {}
+    merged: dict[str, Any] = {}
+    if default_config:
+        default_config = _strip_file(Path(default_config), sections, merged, tmp, "preset")
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--config" and index + 1 < len(argv):
+            out += [arg, str(_strip_file(Path(argv[index + 1]), sections, merged, tmp, str(index)))]
+            index += 2
+            continue
+        if arg.startswith("--config="):
+            out.append(f"--config={_strip_file(Path(arg[9:]), sections, merged, tmp, str(index))}")
+        elif arg.startswith("--") and arg[2:].split("=")[0].split(".")[0].rstrip("+") in sections:
+            key, equals, raw = arg[2:].partition("=")
+            if not equals:  # argparse style: --strategy.r 4
+                if index + 1 >= len(argv):
+                    raise ConfigError(f"{key}: give a value ({key}=VALUE)")
+                index, raw = index + 1, argv[index + 1]
+            _apply_override(merged, key, load_value(raw))
+        else:
+            out.append(arg)
+        index += 1
+    return out, default_config, merged
+
+
+def mentioned_plugins(argv: list[str], default_config: str | Path | None) -> list[str]:
+    """Every module any source lists under ``plugins`` (importing one a later source drops does no harm)."""
+    found: list[str] = []
+    paths = [Path(default_config)] if default_config else []
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            paths.append(Path(argv[index + 1]))
+        elif arg.startswith("--config="):
+            paths.append(Path(arg[9:]))
+        elif arg.startswith(("--plugins=", "--plugins+=")):
+            value = load_value(arg.split("=", 1)[1])
+            found += value if isinstance(value, list) else [value]
+    for path in paths:
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) if path.is_file() else None
+        if isinstance(content, dict) and isinstance(content.get("plugins"), list):
+            found += content["plugins"]
+    return [str(item) for item in found if item]
+
+
+def _strip_file(path: Path, sections: tuple[str, ...], merged: dict, tmp: Path, tag: str) -> Path:
+    """Merge ``path``'s plug-in sections and return a copy without them (``path`` itself when it has none)."""
+    if not path.is_file():
+        return path  # jsonargparse reports the missing file
+    content = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    if not isinstance(content, dict) or not any(name in content for name in sections):
+        return path
+    for name in sections:
+        if name in content:
+            _apply_source(merged, name, content.pop(name), str(path))
+    copy = tmp / f"sections-{tag}-{path.name}"
+    copy.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+    return copy
+
+
+def _apply_source(merged: dict, section: str, value: Any, source: str) -> None:
+    if section == "strategy":
+        merged["strategy"] = merge_strategy(merged.get("strategy"), value, source)
+    else:
+        merged["objectives"] = _objective_list(value, source)
+
+
+def _apply_override(merged: dict, key: str, value: Any) -> None:
+    section, _, rest = key.partition(".")
+    if section == "strategy":
+        if not rest:
+            merged["strategy"] = merge_strategy(merged.get("strategy"), value, "the command line")
+        elif rest.endswith("+"):  # strategy.target_modules+=dense appends to a list field
+            current = dict(merged.get("strategy") or {})
+            items = current.get(rest[:-1]) or []
+            current[rest[:-1]] = list(items) + (value if isinstance(value, list) else [value])
+            merged["strategy"] = current
+        else:
+            merged["strategy"] = merge_strategy(merged.get("strategy"), {rest: value}, "the command line")
+        return
+    if section == "objectives+" and not rest:
+        added = value if isinstance(value, list) else [value]
+        merged["objectives"] = _current_objectives(merged) + _objective_list(added, "objectives+=")
+    elif section == "objectives" and not rest:
+        merged["objectives"] = _objective_list(value, "objectives=")
+    elif section == "objectives":
+        ident, _, field_name = rest.partition(".")
+        if not field_name:
+            raise ConfigError(f"{key}: write objectives.NAME.FIELD=VALUE (e.g. objectives.l2sp.weight=0.01)")
+        objectives = _current_objectives(merged)
+        entry = _find_objective(objectives, ident, f"{key}={value}")
+        entry[field_name] = value
+        merged["objectives"] = objectives
+    else:
+        raise ConfigError(f"{key}: not an option (did you mean {section.rstrip('+')}.FIELD=VALUE?)")
+
+
+def merge_strategy(current: dict | None, update: Any, source: str) -> dict:
+    """``current`` updated by ``update`` (a mapping or a strategy name) from ``source``."""
+    from hftransfer.config.plugins import field_names
+    from hftransfer.registry import get_objective, get_strategy, objective_names
+
+    if isinstance(update, str):
+        update = {"name": update}
+    if not isinstance(update, dict):
+        raise ConfigError(
+            f"strategy in {source} must be a mapping such as {{name: lora, r: 8}}, got {update!r}"
+        )
+    current = dict(current or {})
+    old_name = current.get("name", "full")
+    if "name" in update and update["name"] != old_name:
+        # Another strategy: what both have carries over, the old one's own fields go (said, not silently).
+        own = set(field_names(get_strategy(update["name"]).config))
+        legacy = {key for name in objective_names() for key in get_objective(name).legacy_keys}
+        dropped = sorted(k for k, v in current.items() if k not in own | legacy and v is not None)
+        if dropped:
+            logger.warning(
+                "strategy.name=%s (from %s) replaces %s: dropping its %s",
+                update["name"],
+                source,
+                old_name,
+                ", ".join(f"strategy.{k}" for k in dropped),
+            )
+        current = {k: v for k, v in current.items() if k in own | legacy}
+    current.update(update)
+    return current
+
+
+def _objective_list(value: Any, source: str) -> list[dict]:
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"objectives in {source} must be a list such as [{{name: task}}, {{name: l2sp, weight: 0.01}}], "
+            f"got {value!r}"
+        )
+    out = []
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise ConfigError(f"objectives[{index}] in {source} must be a mapping with a name, got {item!r}")
+        out.append(dict(item))
+    return out
+
+
+def _current_objectives(merged: dict) -> list[dict]:
+    from hftransfer.config.plugins import ObjectiveConfig
+
+    if merged.get("objectives") is None:
+        return [
+            {"name": ObjectiveConfig.name}
+        ]  # the default list, which appends and field overrides start from
+    return [dict(item) for item in merged["objectives"]]
+
+
+def _find_objective(objectives: list[dict], ident: str, override: str) -> dict:
+    names = [item.get("name") for item in objectives]
+    if ident.isdigit() and int(ident) < len(objectives):
+        return objectives[int(ident)]
+    if names.count(ident) == 1:
+        return objectives[names.index(ident)]
+    raise ConfigError(
+        f"{override}: the objectives list {names} has no {ident!r}; add it with "
+        f"objectives+=[{{name: {ident}, ...}}]"
+    )

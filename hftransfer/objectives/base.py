@@ -1,0 +1,110 @@
+"""The objective protocol: the named, weighted loss terms of a batch, and the set of them a run trains on.
+
+An :class:`Objective` looks at the model, the batch, the model's outputs on it and the loop state (step, total
+steps, epoch) and returns its terms, already weighted. A term is either
+
+* **summed** over the batch's labelled items (``reduction = "sum"``, the task's cross-entropy): the loop divides
+  the step's summed terms by the number of labelled items of the whole accumulated, global batch, so k
+  micro-batches of b examples give the gradient of one batch of k*b; or
+* **per step** (``reduction = "mean"``, a regulariser): its value counts once per optimizer step whatever the
+  batch size or accumulation (each of a step's k micro-batches adds 1/k of it), and it is logged under its name.
+
+Objectives are built from ``config.objectives`` before the strategy changes the model, so those that keep a
+reference (L2-SP's pretrained weights, drift's original encoder) see the pretrained model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+
+from hftransfer.config import ObjectiveConfig
+from hftransfer.evaluation.inference import model_inputs
+
+
+@dataclass
+class ObjectiveContext:
+    """What an objective's builder may use: the freshly built (pretrained) model, the run and its own config."""
+
+    model: torch.nn.Module
+    config: Any
+    """The run config."""
+    objective: ObjectiveConfig
+    """This objective's own (typed) section of ``config.objectives``."""
+    accelerator: Accelerator | None = None
+
+
+class Objective:
+    """Base of the objectives: subclasses set ``name`` and implement :meth:`terms`."""
+
+    name: str = ""
+    reduction: Literal["sum", "mean"] = "mean"
+    needs_hidden_states: bool = False
+    """True when :meth:`terms` reads ``outputs.hidden_states`` (the forward pass then returns them)."""
+    replaces_weight_decay: bool = False
+    """True when the objective pulls encoder weights somewhere themselves (L2-SP towards the pretrained ones):
+    AdamW's decay towards zero would fight it, so the encoder's groups get none."""
+
+    def terms(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs: Any, state: Any
+    ) -> dict[str, torch.Tensor]:
+        """``{term name: weighted value}`` of ``batch`` (``state``: the loop state, None outside the loop)."""
+        raise NotImplementedError
+
+
+class ObjectiveSet:
+    """The run's objectives as the loop's loss function.
+
+    ``objectives(model, batch, state) -> (summed terms, {name: per-step term})``: one forward pass (with hidden
+    states if an objective reads them), then every objective's terms.
+    """
+
+    def __init__(self, objectives: list[Objective]) -> None:
+        self.objectives = list(objectives)
+        self.needs_hidden_states = any(o.needs_hidden_states for o in self.objectives)
+        self.replaces_weight_decay = any(o.replaces_weight_decay for o in self.objectives)
+
+    def __call__(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs = model_inputs(batch)
+        if self.needs_hidden_states:
+            inputs["output_hidden_states"] = True
+        outputs = model(**inputs)
+        return self.terms(model, batch, outputs, state)
+
+    def terms(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs: Any, state: Any = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The terms of outputs computed elsewhere (a flow that runs its own forward pass)."""
+        summed: torch.Tensor | None = None
+        per_step: dict[str, torch.Tensor] = {}
+        for objective in self.objectives:
+            for name, value in objective.terms(model, batch, outputs, state).items():
+                if objective.reduction == "sum":
+                    summed = value if summed is None else summed + value
+                else:
+                    per_step[name] = value
+        if summed is None:  # regularisers alone are refused by the config; keep the loop's types regardless
+            summed = torch.zeros((), device=batch["labels"].device)
+        return summed, per_step
+
+    def regularisers(self) -> ObjectiveSet:
+        """The per-step objectives alone (for a flow that computes its own summed terms)."""
+        return ObjectiveSet([o for o in self.objectives if o.reduction != "sum"])
+
+
+def build_objectives(
+    config: Any, model: torch.nn.Module, accelerator: Accelerator | None = None
+) -> ObjectiveSet:
+    """Build ``config.objectives`` on ``model``; call it before the strategy changes the model."""
+    from hftransfer.registry import get_objective
+
+    built = []
+    for objective_config in config.objectives:
+        entry = get_objective(objective_config.name)
+        built.append(entry.build(ObjectiveContext(model, config, objective_config, accelerator)))
+    return ObjectiveSet(built)
