@@ -34,12 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hftransfer.data.batching import count_items  # noqa: E402
 from hftransfer.evaluation.inference import model_inputs  # noqa: E402
 from hftransfer.modeling.build import build_model  # noqa: E402
 from hftransfer.multitask.config import parse_multitask_config  # noqa: E402
 from hftransfer.multitask.run import setup  # noqa: E402
 from hftransfer.objectives.task import summed_cross_entropy  # noqa: E402
-from hftransfer.training.loop import count_items  # noqa: E402
 from hftransfer.training.optim import adamw, parameter_groups, scaled_learning_rate  # noqa: E402
 
 PRESET = (

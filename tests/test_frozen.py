@@ -21,6 +21,7 @@ from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
 from hftransfer.data.features import tokenize_sequence_task, tokenize_token_task
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import model_inputs, run_inference
+from hftransfer.objectives.task import task_loss
 from hftransfer.strategies import frozen_export
 from hftransfer.strategies.feature_cache import (
     cached_features,
@@ -31,7 +32,6 @@ from hftransfer.strategies.feature_cache import (
 from hftransfer.strategies.feature_data import FeatureDataset, FeatureStoreCollator, build_feature_loaders
 from hftransfer.strategies.frozen import ProbeModel, build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen, load_probe
-from hftransfer.training.loop import task_loss
 from tests.conftest import make_classification_examples, make_ner_examples
 
 TOKEN, SEQUENCE = "token-classification", "sequence-classification"

@@ -225,7 +225,7 @@ def test_clipping_inside_the_fused_step_takes_the_same_steps_as_clipping_first(
     first.fit()
     for name, value in _weights(first).items():
         torch.testing.assert_close(_weights(deferred)[name], value, atol=1e-6, rtol=1e-5, msg=name)
-    assert float(deferred._grad_norm) == pytest.approx(float(first._grad_norm), rel=1e-4)
+    assert float(deferred.meter.grad_norm) == pytest.approx(float(first.meter.grad_norm), rel=1e-4)
 
 
 def test_gradient_norm_matches_torch():

@@ -158,3 +158,17 @@ def build_eval_dataloader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | int, int]:
+    """Real (unpadded, as a device tensor: counting must not wait for the device) and padded tokens of a batch;
+    batches of cached encoder features (a frozen encoder's head trains on them) hold no tokens."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return 0, 0
+    return mask.sum(), mask.numel()
+
+
+def count_items(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Labelled items in a batch: tokens with a label for token tasks, examples for sequence tasks."""
+    return (batch["labels"] != -100).sum()

@@ -32,6 +32,7 @@ from transformers import (
 
 from hftransfer.config import save_config
 from hftransfer.data.features import tokenize, tokenize_options
+from hftransfer.data.mixing import MixedBatches
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
@@ -40,7 +41,6 @@ from hftransfer.export.save import save_pretrained_atomic
 from hftransfer.finetune import token_loaders
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
-from hftransfer.multitask.batches import MultitaskBatches
 from hftransfer.multitask.config import MultitaskConfig, TaskSpec
 from hftransfer.multitask.lora import (
     ADAPTER_FILE,
@@ -199,7 +199,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
     schedule = TaskSchedule(
         sizes, config.sampler.name, steps, config.train.seed, config.sampler.temperature, weights
     )
-    batches = MultitaskBatches(train_loaders, schedule, accelerator)
+    batches = MixedBatches(train_loaders, schedule, accelerator, tag="task")
     lr_scales = {name: (spec.lr or config.train.lr) / config.train.lr for name, spec in specs.items()}
     report["sampler"] = {
         "name": config.sampler.name,

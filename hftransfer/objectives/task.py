@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hftransfer.evaluation.inference import IGNORE_INDEX
+from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
 from hftransfer.objectives.base import Objective, ObjectiveContext
 from hftransfer.registry import register_objective
 
@@ -24,6 +24,11 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
+
+
+def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None) -> torch.Tensor:
+    """The task's cross-entropy alone, as a loop loss function (the default of ``TrainingLoop``)."""
+    return summed_cross_entropy(model(**model_inputs(batch)).logits, batch["labels"])
 
 
 class TaskLoss(Objective):

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from hftransfer.registry import get_strategy
 from hftransfer.strategies import freeze, gradual
 from hftransfer.strategies.base import StrategyContext, StrategyPlan
-from hftransfer.training.loop import LoopState
+from hftransfer.training.state import LoopState
 
 # Every module of this package is imported, so a built-in strategy registers itself by existing: adding one is
 # adding its file, with no list to edit here.

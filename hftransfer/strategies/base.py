@@ -26,7 +26,7 @@ from hftransfer.config import RunConfig, StrategyConfig
 from hftransfer.export.save import load_saved_weights, save_model
 from hftransfer.strategies.layers import count_parameters
 from hftransfer.strategies.transfer import param_groups
-from hftransfer.training.loop import LoopState
+from hftransfer.training.state import LoopState
 
 
 @dataclass

@@ -15,7 +15,7 @@ from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.strategies.layers import EncoderLayout
-from hftransfer.training.loop import LoopState
+from hftransfer.training.state import LoopState
 
 logger = logging.getLogger("hftransfer")
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -27,59 +26,21 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hftransfer.config import RunConfig
-from hftransfer.errors import ConfigError
-from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
-from hftransfer.objectives.task import summed_cross_entropy
-from hftransfer.runs import current_rss_mb, peak_memory_mb
+from hftransfer.data.batching import count_items
+from hftransfer.objectives.task import task_loss
+from hftransfer.training.callbacks import Callback, FastCpuDropout, MemorySampler, StepHook
 from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
 from hftransfer.training.clipping import clip_gradients, end_deferred_clip
-from hftransfer.training.fast_dropout import fast_cpu_dropout
-from hftransfer.training.optim import adamw, build_optimizer, build_scheduler, scaled_learning_rate
+from hftransfer.training.meters import TrainMeter, record_evaluation, step_budget, training_summary
+from hftransfer.training.optim import build_scheduler, prepare_training, scaled_learning_rate
+from hftransfer.training.state import LoopState
 from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
 
 # A loss function ``loss_fn(model, batch, state)`` returns the batch's loss *summed* over labelled items,
-# optionally with named per-batch terms (already weighted: penalties such as ``penalty_l2sp``, distillation losses
-# such as ``loss_soft``) that are added once per optimizer step and logged under their own names, apart from the
-# summed loss. ``state`` is the loop state (step, epoch; the total is ``TrainingLoop.total_steps``).
-# ``hftransfer.objectives.base.ObjectiveSet`` is the one every flow builds from ``config.objectives``.
+# optionally with named per-step terms (already weighted, logged under their names): see objectives/base.py.
 LossFn = Callable[..., torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]]
-
-
-def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None) -> torch.Tensor:
-    """Cross-entropy *summed* over labelled items (tokens or examples); the loop normalises it."""
-    return summed_cross_entropy(model(**model_inputs(batch)).logits, batch["labels"])
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-def count_items(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Labelled items in a batch: tokens with a label for token tasks, examples for sequence tasks."""
-    return (batch["labels"] != IGNORE_INDEX).sum()
-
-
-@dataclass
-class LoopState:
-    """Everything besides tensors that a resumed run needs to continue exactly where it stopped; objectives and
-    callbacks read it (a schedule over ``step / total_steps``)."""
-
-    step: int = 0
-    total_steps: int = 0
-    """The run's optimizer steps (set by the loop; a resumed run keeps the current config's)."""
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    stopped_early: bool = False
-    train_seconds: float = 0.0
-    step_seconds: float = 0.0
-    samples_seen: int = 0
-    tokens_seen: int = 0
-    padded_tokens_seen: int = 0
 
 
 @dataclass
@@ -96,14 +57,17 @@ class TrainingLoop:
         accelerator: the run's accelerator.
         model: an unprepared model; it is prepared here together with its optimizer and loaders.
         train_loader / eval_loader: unprepared loaders (``eval_loader`` may be None: no validation split). Objects
-            that are not DataLoaders pass through ``prepare`` untouched: a multitask run hands in its own batches
-            (prepared per task) and a dict of prepared per-task evaluation loaders.
+            that are not DataLoaders pass through ``prepare`` untouched: mixed sources
+            (:class:`~hftransfer.data.mixing.MixedBatches`, prepared per source) and a dict of prepared per-task
+            evaluation loaders.
         evaluate: ``evaluate(model, prepared_eval_loader) -> metrics`` (called on every process).
         save_model: ``save_model(model)`` writes the current model as the run's exported model (every process).
         config: the run config; ``run_dir``: where checkpoints and logs go.
         loss_fn: summed loss of a batch (default: task cross-entropy), optionally with weighted penalties.
         param_groups: optimizer parameter groups (default: decay / no-decay over trainable parameters).
         on_step_start: called with the loop state before every optimizer step (e.g. gradual unfreezing).
+        callbacks: more :class:`~hftransfer.training.callbacks.Callback` objects (CPU dropout masks and memory
+            sampling are always there).
         before_update: ``before_update(micro_batches) -> factor``, called just before each optimizer update;
             the factor multiplies every group's learning rate for that one update (e.g. a multitask run's per-task
             learning rate; the schedule itself is unchanged), and the call may set up the optimizer for the step.
@@ -126,6 +90,7 @@ class TrainingLoop:
         on_step_start: Callable[[LoopState], None] | None = None,
         before_update: Callable[[list[dict]], float] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        callbacks: list[Callback] | None = None,
     ) -> None:
         self.accelerator = accelerator
         self.config = config
@@ -140,43 +105,16 @@ class TrainingLoop:
         self.greater_is_better = config.greater_is_better()
         self.log = MetricsLog(accelerator, self.run_dir)
         self.state = LoopState()
-        # Unpadded tokens not yet in the state, kept on the device so that counting them never waits for it.
-        self._tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
-        self.training_peak_memory: dict[str, float] | None = None  # set when fit() ends
-        # Resident memory sampled when it is highest within a step (activations alive after the forward passes,
-        # optimizer state after the update), and before training: their difference is what training itself needs,
-        # which the process peak hides when loading the model and data peaked higher.
-        self._rss_before_training: float | None = None
-        self._rss_max_in_steps: float | None = None
+        self.meter = TrainMeter(accelerator)
+        self.memory = MemorySampler()
+        self.callbacks: list[Callback] = [FastCpuDropout(), self.memory, *(callbacks or [])]
 
-        if optimizer is None:
-            optimizer = (
-                adamw(param_groups, self.train_config)
-                if param_groups is not None
-                else build_optimizer(model, self.train_config)
-            )
-        if eval_loader is not None:
-            self.model, self.optimizer, self.train_loader, self.eval_loader = accelerator.prepare(
-                model, optimizer, train_loader, eval_loader
-            )
-        else:
-            self.model, self.optimizer, self.train_loader = accelerator.prepare(
-                model, optimizer, train_loader
-            )
-            self.eval_loader = None
-        if self.train_config.torch_compile:
-            # Module.compile compiles in place: parameter names, saving and unwrapping stay as they were (a
-            # torch.compile wrapper would prefix every state-dict key). Dynamic shapes: every batch has its own length.
-            accelerator.unwrap_model(self.model, keep_torch_compile=False).compile(
-                backend=self.train_config.compile_backend, dynamic=True
-            )
-        accum = self.train_config.grad_accum_steps
-        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / accum))
-        if self.train_config.max_steps is not None:
-            self.total_steps = self.train_config.max_steps
-        else:
-            self.total_steps = max(1, math.ceil(self.train_config.epochs * self.steps_per_epoch))
-        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.model, self.optimizer, self.train_loader, self.eval_loader = prepare_training(
+            accelerator, model, train_loader, eval_loader, self.train_config, param_groups, optimizer
+        )
+        self.steps_per_epoch, self.total_steps, self.num_epochs = step_budget(
+            self.train_config, len(self.train_loader)
+        )
         self.state.total_steps = self.total_steps
         # The schedule counts optimizer steps of this process, so it is stepped by hand rather than prepared
         # (a prepared scheduler steps once per process per call).
@@ -194,16 +132,30 @@ class TrainingLoop:
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, self.state.step, self.state.epoch)
 
     # ------------------------------------------------------------------------------------------------ train
+    @property
+    def training_peak_memory(self) -> dict[str, float] | None:
+        """The process peak up to the end of training (set when :meth:`fit` ends)."""
+        return self.memory.peak_at_end
+
+    def _all_callbacks(self) -> list[Callback]:
+        hook = [StepHook(self.on_step_start)] if self.on_step_start is not None else []
+        return [*hook, *self.callbacks]
+
     def fit(self) -> FitResult:
         """Train until ``total_steps`` or early stopping; returns the final loop state."""
-        with self._dropout_masks():
+        self._active = self._all_callbacks()
+        for callback in self._active:
+            callback.on_fit_start(self)
+        try:
             return self._fit()
+        except BaseException:
+            self._end_callbacks()
+            raise
 
-    def _dropout_masks(self) -> AbstractContextManager:
-        train = self.train_config
-        if not train.fast_cpu_dropout or train.torch_compile or self.accelerator.device.type != "cpu":
-            return nullcontext()
-        return fast_cpu_dropout(self.accelerator.unwrap_model(self.model))
+    def _end_callbacks(self) -> None:
+        active, self._active = getattr(self, "_active", []), []
+        for callback in active:
+            callback.on_fit_end(self.state)
 
     def _fit(self) -> FitResult:
         state, accelerator = self.state, self.accelerator
@@ -223,29 +175,20 @@ class TrainingLoop:
             disable=not accelerator.is_local_main_process,
         )
         self.model.train()
-        self._running = torch.zeros(2, device=accelerator.device)  # [loss sum, items] since the last log
-        self._penalties: dict[str, torch.Tensor] = {}  # penalty sums over the steps since the last log
-        self._steps_since_log = 0
+        self.meter.reset()
         self._last_eval_step = -1
         best_model_saved = False
         started = time.perf_counter()
         seconds_before = state.train_seconds
-        self._rss_before_training = current_rss_mb()
         while state.step < self.total_steps and not state.stopped_early and state.epoch < self.num_epochs:
             self.train_loader.set_epoch(state.epoch)
-            if hasattr(self.train_loader, "iterate"):
-                # Multitask batches know where each task's loader stands at any step of the epoch.
-                batches = self.train_loader.iterate(state.batches_in_epoch)
-            elif state.batches_in_epoch:
-                batches = iter(accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch))
-            else:
-                batches = iter(self.train_loader)
+            batches = self.train_loader.iterate(state.batches_in_epoch)
             while state.step < self.total_steps:
                 window = list(islice(batches, self.train_config.grad_accum_steps))
                 if not window:
                     break
-                if self.on_step_start is not None:
-                    self.on_step_start(state)
+                for callback in self._active:
+                    callback.on_step_start(state)
                 step_started = time.perf_counter()
                 self._optimizer_step(window)
                 state.step_seconds += time.perf_counter() - step_started
@@ -274,8 +217,7 @@ class TrainingLoop:
             best_model_saved |= self._evaluate_and_select()
         progress.close()
         state.train_seconds = seconds_before + time.perf_counter() - started
-        # The process peak up to here (loading and evaluations included), before a final export adds its own.
-        self.training_peak_memory = peak_memory_mb()
+        self._end_callbacks()
         if not best_model_saved and state.best_step is None:
             # No validation split: the exported model is the final one.
             self.save_model_fn(self.model)
@@ -299,20 +241,16 @@ class TrainingLoop:
                     # A penalty is per step: each of the window's micro-batches contributes its share.
                     share = value / len(window)
                     loss = loss + share
-                    self._penalties[name] = self._penalties.get(name, 0.0) + share.detach().float()
+                    self.meter.add_term(name, share)
                 if last:
-                    self._sample_rss()
+                    for callback in self._active:
+                        callback.before_last_backward()
                 accelerator.backward(loss)
-            self._running[0] += loss_sum.detach().float()
-            self.state.samples_seen += batch["labels"].shape[0] * accelerator.num_processes
-            if "attention_mask" in batch:  # cached-feature batches of frozen heads have no tokens
-                self._tokens += batch["attention_mask"].sum()
-                self.state.padded_tokens_seen += batch["attention_mask"].numel() * accelerator.num_processes
-        self._running[1] += items
-        self._steps_since_log += 1
+            self.meter.add_batch(batch, loss_sum, self.state)
+        self.meter.end_step(items)
         if self.train_config.max_grad_norm is not None:
             # On CPU with fused AdamW the rescaling happens inside the optimizer step (see training/clipping.py).
-            self._grad_norm = clip_gradients(
+            self.meter.grad_norm = clip_gradients(
                 accelerator, self.model, self.optimizer, self.train_config.max_grad_norm
             )
         factor = self.before_update(window) if self.before_update is not None else 1.0
@@ -325,81 +263,21 @@ class TrainingLoop:
             end_deferred_clip(self.optimizer)
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
-        self._sample_rss()
+        for callback in self._active:
+            callback.on_step_end(self.state)
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _sample_rss(self) -> None:
-        rss = current_rss_mb()
-        if rss is not None:
-            self._rss_max_in_steps = max(rss, self._rss_max_in_steps or 0.0)
-
     def _log_train(self, progress: tqdm) -> None:
-        running = (
-            self.accelerator.reduce(self._running, reduction="sum")
-            if self.accelerator.num_processes > 1
-            else self._running
-        )
-        loss_sum, items = running.tolist()  # the only host sync of the step, once per log interval
-        self._running.zero_()
-        self._sync_tokens()
-        metrics = {"loss": loss_sum / max(items, 1), "lr": self.scheduler.get_last_lr()[0]}
-        for name, total in self._penalties.items():
-            # Mean over steps and processes of the weighted penalty, logged apart from the task loss.
-            total = (
-                self.accelerator.reduce(total, reduction="mean")
-                if self.accelerator.num_processes > 1
-                else total
-            )
-            metrics[name] = float(total) / max(self._steps_since_log, 1)
-        self._penalties, self._steps_since_log = {}, 0
-        if getattr(self, "_grad_norm", None) is not None:
-            metrics["grad_norm"] = float(self._grad_norm)
-        if self.state.train_seconds > 0:
-            metrics["samples_per_second"] = self.state.samples_seen / self.state.train_seconds
+        metrics = self.meter.log_metrics(self.state, self.scheduler.get_last_lr()[0])
         progress.set_postfix(loss=f"{metrics['loss']:.4f}")
         self.log.log("train", metrics, step=self.state.step, epoch=self.epoch_progress())
 
-    def _sync_tokens(self) -> None:
-        """Move the device-side token count into the loop state (a host sync: only at log and summary time)."""
-        # This process's count times the processes (as for samples): no collective outside the logging one.
-        self.state.tokens_seen += int(self._tokens) * self.accelerator.num_processes
-        self._tokens.zero_()
-
     def summary(self) -> dict[str, Any]:
-        """Steps, epochs, time and throughput of the training so far (the ``train`` entry of ``metrics.json``).
-
-        ``runtime_seconds`` is the wall time of training including evaluations and saves; ``step_seconds`` only the
-        optimizer steps (forward, backward, update). Tokens are real (unpadded) ones; ``padded_tokens`` is what the
-        model computed on (the basis of achieved FLOP/s). ``peak_memory_mb`` is the process peak up to the end of
-        training; ``rss_mb`` the resident memory before training and the most sampled inside the steps, whose
-        difference (``growth_in_steps``) is what training adds: gradients, optimizer state, activations.
-        """
-        self._sync_tokens()
-        state, epochs = self.state, self.epoch_progress()
-        return {
-            "steps": state.step,
-            "epochs": round(epochs, 4),
-            "runtime_seconds": round(state.train_seconds, 2),
-            "step_seconds": round(state.step_seconds, 2),
-            "samples": state.samples_seen,
-            "tokens": state.tokens_seen,
-            "padded_tokens": state.padded_tokens_seen,
-            "samples_per_second": state.samples_seen / state.train_seconds if state.train_seconds else None,
-            "tokens_per_second": state.tokens_seen / state.train_seconds if state.train_seconds else None,
-            "seconds_per_epoch": round(state.train_seconds / epochs, 3) if epochs else None,
-            "stopped_early": state.stopped_early,
-            "num_processes": self.accelerator.num_processes,
-            "peak_memory_mb": self.training_peak_memory,
-            "rss_mb": {
-                "before_training": _round(self._rss_before_training),
-                "max_in_steps": _round(self._rss_max_in_steps),
-                "growth_in_steps": _round(
-                    self._rss_max_in_steps - self._rss_before_training
-                    if self._rss_max_in_steps is not None and self._rss_before_training is not None
-                    else None
-                ),
-            },
-        }
+        """The ``train`` entry of ``metrics.json`` (see :func:`~hftransfer.training.meters.training_summary`)."""
+        self.meter.sync_tokens(self.state)
+        return training_summary(
+            self.state, self.epoch_progress(), self.accelerator.num_processes, self.memory
+        )
 
     def epoch_progress(self) -> float:
         """Epochs done, with the fraction of the current one."""
@@ -421,32 +299,23 @@ class TrainingLoop:
             step=state.step,
             epoch=self.epoch_progress(),
         )
-        if self.metric_name not in metrics:
-            available = ", ".join(sorted(k for k in metrics if not k.startswith("per_")))
-            raise ConfigError(
-                f"train.metric_for_best={self.metric_name!r} is not a reported metric; use one of: {available}"
-            )
-        value = float(metrics[self.metric_name])
-        better = state.best_metric is None or (
-            value > state.best_metric if self.greater_is_better else value < state.best_metric
+        better = record_evaluation(
+            state,
+            metrics,
+            self.metric_name,
+            self.greater_is_better,
+            self.train_config.early_stopping_patience,
         )
         if better:
-            state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
             self.save_model_fn(self.model)
-            logger.info("New best %s=%.4f at step %d: model saved", self.metric_name, value, state.step)
-        else:
-            state.evals_without_improvement += 1
-            patience = self.train_config.early_stopping_patience
-            if patience is not None and state.evals_without_improvement >= patience:
-                state.stopped_early = True
-                logger.info(
-                    "Early stopping: %s did not improve for %d evaluations", self.metric_name, patience
-                )
+            logger.info(
+                "New best %s=%.4f at step %d: model saved", self.metric_name, state.best_metric, state.step
+            )
         self.model.train()
         return better
 
     def _save_checkpoint(self) -> None:
-        self._sync_tokens()  # the count pending on the device belongs to the saved state
+        self.meter.sync_tokens(self.state)  # the count pending on the device belongs to the saved state
         path = save_checkpoint(
             self.accelerator,
             self.run_dir,

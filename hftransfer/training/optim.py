@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from transformers import get_linear_schedule_with_warmup
@@ -78,3 +79,40 @@ def scaled_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> Ite
     finally:
         for group, lr in zip(optimizer.param_groups, scheduled):
             group["lr"] = lr
+
+
+def prepare_training(
+    accelerator: Any,
+    model: torch.nn.Module,
+    train_loader: Any,
+    eval_loader: Any,
+    config: TrainConfig,
+    param_groups: list[dict] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any, Any]:
+    """Model, optimizer (AdamW over ``param_groups`` unless given) and loaders through ``accelerator.prepare``;
+    a single training loader comes back as :class:`~hftransfer.data.mixing.LoaderBatches` (mixed sources are
+    batches already), and the model compiled in place when ``train.torch_compile``."""
+    from torch.utils.data import DataLoader
+
+    from hftransfer.data.mixing import LoaderBatches
+
+    if optimizer is None:
+        optimizer = (
+            adamw(param_groups, config) if param_groups is not None else build_optimizer(model, config)
+        )
+    if eval_loader is not None:
+        model, optimizer, train_loader, eval_loader = accelerator.prepare(
+            model, optimizer, train_loader, eval_loader
+        )
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if isinstance(train_loader, DataLoader):
+        train_loader = LoaderBatches(train_loader, accelerator)
+    if config.torch_compile:
+        # Module.compile compiles in place: parameter names, saving and unwrapping stay as they were (a
+        # torch.compile wrapper would prefix every state-dict key). Dynamic shapes: every batch has its own length.
+        accelerator.unwrap_model(model, keep_torch_compile=False).compile(
+            backend=config.compile_backend, dynamic=True
+        )
+    return model, optimizer, train_loader, eval_loader
