@@ -38,6 +38,7 @@ from hftransfer.evaluation.inference import run_inference
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.objectives.base import build_objectives
+from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
 from hftransfer.training.loop import FitResult, TrainingLoop
@@ -106,6 +107,7 @@ def setup(config: RunConfig, recipe: str) -> Run:
         accelerator=accelerator,
         encoder_weight_decay=not objectives.replaces_weight_decay,
     )
+    attach_owned_modules(plan, objectives.owners, config)
     if plan.train_loader is not None:  # the strategy trains on data of its own (e.g. cached encoder features)
         train_loader, eval_loaders = plan.train_loader, plan.eval_loaders or {}
     else:

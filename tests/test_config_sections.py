@@ -55,7 +55,9 @@ def test_objective_lists_replace_append_and_change_one_field(tmp_path):
     names = lambda config: [(o.name, o.weight) for o in config.objectives]  # noqa: E731
     assert names(parse_config([], default_config=preset)) == [("task", 1.0), ("drift", 1.0)]
     assert names(parse_config(["objectives=[task]"], default_config=preset)) == [("task", 1.0)]
-    config = parse_config(["objectives+=l2sp", "objectives.drift.weight=0.5", "objectives.0.weight=2"], preset)
+    config = parse_config(
+        ["objectives+=l2sp", "objectives.drift.weight=0.5", "objectives.0.weight=2"], preset
+    )
     assert names(config) == [("task", 2.0), ("drift", 0.5), ("l2sp", 0.01)]
     later = _yaml(tmp_path / "later.yaml", {"objectives": [{"name": "task", "weight": 3.0}]})
     assert names(parse_config(["--config", str(later)], default_config=preset)) == [("task", 3.0)]
@@ -72,12 +74,17 @@ def test_saved_configs_parse_back_and_older_run_directories_still_load(tmp_path)
     for name, extra in {"lora": {"r": 4, "alpha": 8.0, "lora_pooler": "train", "lora_export": "both"},
                         "frozen": {"head": "linear", "feature_layer": -1, "feature_layers": 1,
                                    "cache_features": True}}.items():  # fmt: skip
-        old = _yaml(tmp_path / f"old_{name}.yaml", {**base, "strategy": {**OLD_STRATEGY, "name": name, **extra}})
+        old = _yaml(
+            tmp_path / f"old_{name}.yaml", {**base, "strategy": {**OLD_STRATEGY, "name": name, **extra}}
+        )
         assert load_config_file(old).strategy.name == name
     moved = _yaml(
-        tmp_path / "old_l2sp.yaml", {**base, "strategy": {**OLD_STRATEGY, "name": "full", "l2sp_weight": 0.01}}
+        tmp_path / "old_l2sp.yaml",
+        {**base, "strategy": {**OLD_STRATEGY, "name": "full", "l2sp_weight": 0.01}},
     )
-    with pytest.raises(ConfigError, match=r"strategy.l2sp_weight moved.*objectives\+=\[\{name: l2sp, weight: 0.01"):
+    with pytest.raises(
+        ConfigError, match=r"strategy.l2sp_weight moved.*objectives\+=\[\{name: l2sp, weight: 0.01"
+    ):
         load_config_file(moved)
 
 

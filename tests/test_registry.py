@@ -157,7 +157,7 @@ from hftransfer.registry import register_objective, register_strategy
 from hftransfer.strategies.base import encoder_plan, finish_plan
 from hftransfer.strategies.layers import EncoderLayout
 
-SEEN = []
+seen = []
 
 
 @dataclass
@@ -194,7 +194,7 @@ class ConfidencePenalty(Objective):
         self.weight = context.objective.weight
 
     def terms(self, model, batch, outputs, state):
-        SEEN.append((state.step, state.total_steps))
+        seen.append((state.step, state.total_steps))
         mask = batch["labels"] != -100
         probs = outputs.logits.float().softmax(-1)
         entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1)[mask].mean()
@@ -233,7 +233,8 @@ def test_a_plugin_file_adds_a_typed_strategy_and_an_objective_that_sees_the_loop
     metrics = finetune_ner.main(argv)
     module = sys.modules["hftransfer_plugin_my_plugin"]
     # the objective saw every micro-batch (two per step) with the loop's step and total
-    assert module.SEEN == [(step, 4) for step in range(4) for _ in range(2)]
+    expected = [(step, 4) for step in range(4) for _ in range(2)]
+    assert module.seen == expected
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     penalties = [r["penalty_confidence"] for r in records if r["split"] == "train"]
     assert len(penalties) == 4 and all(p < 0 for p in penalties)
@@ -262,3 +263,70 @@ def test_plugins_that_cannot_be_imported_are_config_errors(tmp_path):
         parse_config(["plugins=[no_such_plugin_module]"])
     with pytest.raises(ConfigError, match="is not a file"):
         parse_config([f"plugins=[{tmp_path / 'missing.py'}]"])
+
+
+OWNING_PLUGIN = '''
+import torch
+
+from hftransfer.objectives.base import Objective
+from hftransfer.registry import register_objective
+
+
+class LengthProbe(Objective):
+    """Owns a module: a linear probe that predicts each sentence's length from its first token's last hidden
+    state (a stand-in for a domain head)."""
+
+    name = "length_probe"
+    needs_hidden_states = True
+
+    def __init__(self, context):
+        self.weight = context.objective.weight
+        self.module = torch.nn.Linear(context.model.config.hidden_size, 1)
+
+    def extend_outputs(self, outputs, module):
+        outputs["length_guess"] = module(outputs.hidden_states[-1][:, 0]).squeeze(-1)
+
+    def terms(self, model, batch, outputs, state):
+        lengths = batch["attention_mask"].sum(-1).float()
+        return {"penalty_length": self.weight * (outputs["length_guess"] - lengths).pow(2).mean()}
+
+
+register_objective("length_probe", build=LengthProbe, regulariser=True)
+'''
+
+
+def test_an_objective_owns_a_module_that_trains_in_its_own_group_and_stays_out_of_the_export(
+    tiny_model_dir, ner_files, tmp_path
+):
+    import json
+
+    from safetensors.torch import load_file as load
+
+    plugin = tmp_path / "owning_plugin.py"
+    plugin.write_text(OWNING_PLUGIN, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    metrics = finetune_ner.main(
+        _argv(
+            tiny_model_dir,
+            ner_files,
+            run_dir,
+            f"plugins=[{plugin}]",
+            "objectives+=[{name: length_probe, weight: 0.1}]",
+            "strategy.head_lr=5e-3",
+            "train.max_steps=6",
+            "train.log_every_steps=1",
+            "train.save_every_steps=6",
+        )
+    )
+    assert metrics["strategy"]["lr_groups"]["length_probe"] == 5e-3  # its own group, at the head's LR
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["penalty_length"] for r in records if r["split"] == "train"]
+    assert len(losses) == 6 and losses[-1] < losses[0]  # the probe learns
+    exported = load(str(run_dir / "model" / "model.safetensors"))
+    assert not any("owned" in key or "length" in key for key in exported)
+    from transformers import AutoModelForTokenClassification
+
+    AutoModelForTokenClassification.from_pretrained(run_dir / "model")  # a plain token model
+    # the checkpoint holds the probe with the model, so a resumed run continues it
+    checkpoint = load(str(run_dir / "checkpoints" / "step-00000006" / "model.safetensors"))
+    assert any(key.startswith("owned.length_probe.") for key in checkpoint)

@@ -20,36 +20,6 @@ from hftransfer.objectives.base import ObjectiveSet
 from hftransfer.objectives.task import summed_cross_entropy
 
 
-class DistillModel(nn.Module):
-    """The student plus the learned projections of its hidden states into the teacher's width.
-
-    The projections live in this module so that the optimizer, DDP and checkpoints see them with the student;
-    they are applied inside ``forward`` (DDP only tracks parameters used there). Only ``student`` is exported.
-    """
-
-    def __init__(
-        self, student: nn.Module, projection: HiddenProjection | None, layer_map: Sequence[tuple[int, int]]
-    ):
-        super().__init__()
-        self.student = student
-        self.projection = projection
-        self.layer_map = list(layer_map)
-
-    @property
-    def config(self) -> Any:
-        return self.student.config
-
-    def forward(self, *, project_hidden: bool = False, **inputs: Any) -> Any:
-        outputs = self.student(**inputs)
-        if project_hidden:
-            # One projected state per mapped pair, in map order (the identity when the widths agree).
-            outputs["projected_hidden"] = tuple(
-                self.projection(index, outputs.hidden_states[s])
-                for index, (s, _) in enumerate(self.layer_map)
-            )
-        return outputs
-
-
 class DistillObjective:
     """``objective(model, batch) -> (weighted summed hard-label loss, {"loss_soft": ..., ...})``.
 
@@ -58,6 +28,9 @@ class DistillObjective:
         teacher: the frozen teacher, run on the same batch when hidden states or attention maps are matched
             (the student must then share its tokenizer).
         layer_map: ``(student, teacher)`` hidden-state indices (0 = embeddings; attention uses 1..L).
+        projection: the learned projections of the student's mapped hidden states into the teacher's width; the
+            objective owns it (``hftransfer/objectives/owned.py``), so it trains with the student and is not
+            exported.
         regularisers: the run's per-step objectives (L2-SP, drift), applied to the student.
     """
 
@@ -73,6 +46,7 @@ class DistillObjective:
         attention_weight: float = 0.0,
         layer_map: Sequence[tuple[int, int]] = (),
         regularisers: ObjectiveSet | None = None,
+        projection: HiddenProjection | None = None,
     ) -> None:
         if (hidden_weight or attention_weight) and teacher is None:
             raise ValueError("hidden-state or attention matching needs the teacher model")
@@ -82,8 +56,17 @@ class DistillObjective:
         self.hard_weight, self.soft_weight, self.temperature = hard_weight, soft_weight, temperature
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
         self.layer_map = list(layer_map)
+        self.module = projection if hidden_weight else None
         self.regularisers = regularisers or ObjectiveSet([])
         self.needs_hidden_states = bool(hidden_weight) or self.regularisers.needs_hidden_states
+
+    name = "projection"  # the name its owned module trains under (an AdamW group of its own)
+
+    def extend_outputs(self, outputs: Any, module: nn.Module) -> None:
+        # One projected state per mapped pair, in map order (the identity when the widths agree).
+        outputs["projected_hidden"] = tuple(
+            module(index, outputs.hidden_states[s]) for index, (s, _) in enumerate(self.layer_map)
+        )
 
     def __call__(
         self, model: nn.Module, batch: dict[str, torch.Tensor], state: Any = None
@@ -94,8 +77,8 @@ class DistillObjective:
             extra["output_hidden_states"] = True
         if self.attention_weight:
             extra["output_attentions"] = True
-        if self.hidden_weight:
-            extra["project_hidden"] = True
+        if self.module is not None:
+            extra["objective_outputs"] = True
         outputs = model(**inputs, **extra)
         logits = outputs.logits  # [batch, (seq,) num_labels]
         hard = summed_cross_entropy(logits, batch["labels"])
@@ -125,7 +108,5 @@ class DistillObjective:
                 terms["loss_attention"] = self.attention_weight * attention_mse(
                     outputs.attentions, teacher_out.attentions, pairs, inputs["attention_mask"]
                 )
-        student = getattr(model, "module", model)  # the regularisers look at the student's own weights
-        student = getattr(student, "student", student)
-        terms.update(self.regularisers.terms(student, batch, outputs, state)[1])
+        terms.update(self.regularisers.terms(model, batch, outputs, state)[1])
         return self.hard_weight * hard, terms

@@ -23,7 +23,7 @@ from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.sources import TaskData, load_task_data, read_transfer_set
 from hftransfer.distill.config import DistillRunConfig
 from hftransfer.distill.losses import HiddenProjection, uniform_layer_map
-from hftransfer.distill.objective import DistillModel, DistillObjective
+from hftransfer.distill.objective import DistillObjective
 from hftransfer.distill.student import every_other_layer, layer_dropped_student
 from hftransfer.distill.teacher import Teacher, cached_teacher_logits, load_teacher, same_tokenizer
 from hftransfer.errors import ConfigError
@@ -31,6 +31,7 @@ from hftransfer.finetune import Run, assemble_run, token_loaders, tokenize_split
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.objectives.base import build_objectives
+from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import start_run
 from hftransfer.strategies import needs_unused_parameter_search, plan_strategy
 
@@ -109,13 +110,6 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         projection = HiddenProjection(
             plan.model.config.hidden_size, teacher.model.config.hidden_size, len(layer_map)
         )
-        trainable = list(projection.parameters())
-        if trainable:
-            plan.param_groups.append(
-                {"name": "projection", "params": trainable, "lr": config.strategy.head_lr or config.train.lr,
-                 "weight_decay": config.train.weight_decay}
-            )  # fmt: skip
-            plan.report["lr_groups"]["projection"] = plan.param_groups[-1]["lr"]
     objective = DistillObjective(
         teacher_logits if distill.soft_weight else None,
         hard_weight=distill.hard_weight,
@@ -126,8 +120,9 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         attention_weight=distill.attention_weight,
         layer_map=layer_map,
         regularisers=objectives.regularisers(),
+        projection=projection,
     )
-    _train_student_only(plan, projection, layer_map)
+    attach_owned_modules(plan, [objective], config)
     report["distill"] = {
         "layer_map": [list(pair) for pair in layer_map],
         "student": distill.student,
@@ -217,20 +212,6 @@ def _layer_map(config: DistillRunConfig, student_config: Any, teacher_config: An
         if config.distill.attention_weight and (s == 0 or t == 0):
             raise ConfigError(f"distill.layer_map pair [{s}, {t}]: attention maps exist for layers 1..L only")
     return pairs
-
-
-def _train_student_only(plan: Any, projection: HiddenProjection | None, layer_map: list) -> None:
-    """Wrap the student with the projections; saving, restoring and exporting see the student alone."""
-    save_best, restore_best, export = plan.save_best, plan.restore_best, plan.export
-    plan.model = DistillModel(plan.model, projection, layer_map)
-
-    def inner(accelerator, trained):
-        return accelerator.unwrap_model(trained).student
-
-    plan.save_best = lambda accelerator, trained: save_best(accelerator, inner(accelerator, trained))
-    plan.restore_best = lambda accelerator, trained: restore_best(accelerator, inner(accelerator, trained))
-    if export is not None:
-        plan.export = lambda accelerator, trained: export(accelerator, inner(accelerator, trained))
 
 
 def _transfer_examples(config: DistillRunConfig, data: TaskData) -> Dataset | None:

@@ -53,7 +53,7 @@ from hftransfer.multitask.lora import (
 from hftransfer.multitask.model import MultitaskModel, TaskView
 from hftransfer.multitask.optim import PerTaskAdamW, groups_per_task
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
-from hftransfer.objectives.base import ObjectiveSet, build_objectives
+from hftransfer.objectives.base import build_objectives
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import freeze_layers
 from hftransfer.strategies.layers import count_parameters
@@ -84,19 +84,6 @@ class MultitaskRun:
     @property
     def model_dir(self) -> Path:
         return self.run_dir / "model"
-
-
-class WeightedObjective:
-    """The run's objectives with each task's summed loss multiplied by its ``loss_weight``."""
-
-    def __init__(self, objectives: ObjectiveSet, weights: dict[str, float]) -> None:
-        self.objectives, self.weights = objectives, weights
-
-    def __call__(
-        self, model: torch.nn.Module, batch: dict, state: Any = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, penalties = self.objectives(model, batch, state)
-        return loss * self.weights[batch["task"]], penalties
 
 
 def task_step(
@@ -247,7 +234,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
         save_model=lambda trained: save_multitask(accelerator, trained, tokenizer, model_dir, specs, data),
         config=config,
         run_dir=run_dir,
-        loss_fn=WeightedObjective(objectives, {n: s.loss_weight for n, s in specs.items()}),
+        loss_fn=objectives,
         param_groups=groups,
         optimizer=optimizer,
         on_step_start=on_step_start,

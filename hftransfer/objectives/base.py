@@ -23,6 +23,7 @@ from accelerate import Accelerator
 
 from hftransfer.config import ObjectiveConfig
 from hftransfer.evaluation.inference import model_inputs
+from hftransfer.objectives.owned import inner_model
 
 
 @dataclass
@@ -47,6 +48,13 @@ class Objective:
     replaces_weight_decay: bool = False
     """True when the objective pulls encoder weights somewhere themselves (L2-SP towards the pretrained ones):
     AdamW's decay towards zero would fight it, so the encoder's groups get none."""
+    module: torch.nn.Module | None = None
+    """A trainable module the objective owns (a projection, a domain head): trained in its own parameter group,
+    run inside the model's forward by :meth:`extend_outputs` so that DDP sees it, left out of exports
+    (``owned.py``)."""
+
+    def extend_outputs(self, outputs: Any, module: torch.nn.Module) -> None:
+        """Add what ``module`` computes from the model's outputs to them (training forward passes only)."""
 
     def terms(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs: Any, state: Any
@@ -66,6 +74,7 @@ class ObjectiveSet:
         self.objectives = list(objectives)
         self.needs_hidden_states = any(o.needs_hidden_states for o in self.objectives)
         self.replaces_weight_decay = any(o.replaces_weight_decay for o in self.objectives)
+        self.owners = [o for o in self.objectives if o.module is not None]
 
     def __call__(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None
@@ -73,13 +82,18 @@ class ObjectiveSet:
         inputs = model_inputs(batch)
         if self.needs_hidden_states:
             inputs["output_hidden_states"] = True
+        if self.owners:  # the model is wrapped with their modules (owned.attach_owned_modules)
+            inputs["objective_outputs"] = True
         outputs = model(**inputs)
         return self.terms(model, batch, outputs, state)
 
     def terms(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs: Any, state: Any = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The terms of outputs computed elsewhere (a flow that runs its own forward pass)."""
+        """The terms of outputs computed elsewhere (a flow that runs its own forward pass). Objectives see the
+        model under its wrappers (DDP, the owned modules), with the parameter names of the model they were built
+        on."""
+        model = inner_model(model)
         summed: torch.Tensor | None = None
         per_step: dict[str, torch.Tensor] = {}
         for objective in self.objectives:

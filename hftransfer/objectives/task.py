@@ -32,17 +32,24 @@ def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any
 
 
 class TaskLoss(Objective):
-    """Cross-entropy of the model's logits against the batch's labels (tokens or examples)."""
+    """Cross-entropy of the model's logits against the batch's labels (tokens or examples); in a run of several
+    tasks, times the batch's task's ``loss_weight``."""
 
     name = "task"
     reduction = "sum"
 
     def __init__(self, context: ObjectiveContext) -> None:
         self.weight = context.objective.weight
+        tasks = getattr(context.config, "tasks", None) or []
+        self.task_weights = {task.name: task.loss_weight for task in tasks}
 
     def terms(self, model: torch.nn.Module, batch: dict, outputs: Any, state: Any) -> dict[str, torch.Tensor]:
         loss = summed_cross_entropy(outputs.logits, batch["labels"])
-        return {"loss": loss if self.weight == 1.0 else self.weight * loss}
+        if self.weight != 1.0:
+            loss = self.weight * loss
+        if self.task_weights:
+            loss = loss * self.task_weights[batch["task"]]
+        return {"loss": loss}
 
 
 register_objective("task", build=TaskLoss, describe=lambda config: "cross-entropy on the labels")

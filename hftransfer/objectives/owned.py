@@ -1,0 +1,72 @@
+"""Modules that objectives own (a hidden-state projection, a domain head): trained with the model, out of exports.
+
+An objective sets ``module`` and implements ``extend_outputs(outputs, module)``. The flow wraps the strategy's
+model in :class:`WithObjectiveModules`, whose ``forward`` runs each owned module on the model's outputs when the
+objectives ask for it (``objective_outputs=True``, the training forward; evaluation calls the model as it is).
+Running them inside ``forward`` is what lets DDP see their parameters; keeping them in one module lets the
+optimizer and checkpoints hold them with the model. Saving, restoring and exporting see the inner model alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class WithObjectiveModules(nn.Module):
+    """The trained model plus ``owned``: each owning objective's module, under the objective's name."""
+
+    def __init__(self, model: nn.Module, owners: list[Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.owned = nn.ModuleDict({owner.name: owner.module for owner in owners})
+        self.owners = list(owners)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def forward(self, *, objective_outputs: bool = False, **inputs: Any) -> Any:
+        outputs = self.model(**inputs)
+        if objective_outputs:
+            for owner in self.owners:
+                owner.extend_outputs(outputs, self.owned[owner.name])
+        return outputs
+
+
+def inner_model(model: nn.Module) -> nn.Module:
+    """The model objectives and exports look at: under DDP / torch.compile wrappers and :class:`WithObjectiveModules`."""
+    while hasattr(model, "module"):
+        model = model.module
+    model = getattr(model, "_orig_mod", model)
+    return model.model if isinstance(model, WithObjectiveModules) else model
+
+
+def attach_owned_modules(plan: Any, owners: list[Any], config: Any) -> Any:
+    """Wrap ``plan.model`` with the modules ``owners`` own: each gets an AdamW group of its own (LR
+    ``strategy.head_lr``, default ``train.lr``: like a head, it starts from scratch), and the plan's save, restore
+    and export see the inner model alone. Returns ``plan`` (unchanged without owners)."""
+    owners = [owner for owner in owners if getattr(owner, "module", None) is not None]
+    if not owners:
+        return plan
+    save_best, restore_best, export = plan.save_best, plan.restore_best, plan.export
+    plan.model = WithObjectiveModules(plan.model, owners)
+    lr = config.strategy.head_lr or config.train.lr
+    for owner in owners:
+        trainable = [p for p in owner.module.parameters() if p.requires_grad]
+        if trainable:  # an identity projection (equal widths) has nothing to train
+            plan.param_groups.append(
+                {"name": owner.name, "params": trainable, "lr": lr, "weight_decay": config.train.weight_decay}
+            )
+            plan.report.setdefault("lr_groups", {})[owner.name] = lr
+
+    def inner(accelerator: Any, trained: torch.nn.Module) -> torch.nn.Module:
+        return accelerator.unwrap_model(trained).model
+
+    plan.save_best = lambda accelerator, trained: save_best(accelerator, inner(accelerator, trained))
+    plan.restore_best = lambda accelerator, trained: restore_best(accelerator, inner(accelerator, trained))
+    if export is not None:
+        plan.export = lambda accelerator, trained: export(accelerator, inner(accelerator, trained))
+    return plan
