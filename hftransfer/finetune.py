@@ -42,6 +42,7 @@ from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
 from hftransfer.training.loop import FitResult, TrainingLoop
+from hftransfer.training.threads import thread_report
 from hftransfer.utils import atomic_write_json
 
 logger = logging.getLogger("hftransfer")
@@ -275,6 +276,7 @@ def evaluate_best(run: Run) -> dict[str, Any]:
         f"best_validation_{run.loop.metric_name}": state.best_metric,
         "train": run.loop.summary(),
         "peak_memory_mb": peak_memory_mb(),
+        "threads": thread_report(),
         "eval_seconds": round(time.perf_counter() - started, 2),
         "label_names": run.data.label_names,
         **run.report,

@@ -34,6 +34,7 @@ from hftransfer.evaluation.metrics import sequence_classification_metrics, token
 from hftransfer.strategies.frozen import HEAD_CONFIG_FILE
 from hftransfer.strategies.frozen_export import load_probe
 from hftransfer.strategies.lora import ADAPTER_META, load_adapter
+from hftransfer.training.threads import configure_cpu_threads, local_process_count
 from hftransfer.utils import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,12 @@ class Predictor:
         loaded, self.task = load_for_prediction(self.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.accelerator = Accelerator(cpu=cpu)
+        # The runs' rule: all cores, also under accelerate launch (which defaults to one thread).
+        self.threads = configure_cpu_threads(
+            None,
+            num_local_processes=local_process_count(self.accelerator.num_processes),
+            device_type=self.accelerator.device.type,
+        )
         self.model = self.accelerator.prepare_model(loaded, evaluation_mode=True)
         id2label = {int(i): label for i, label in loaded.config.id2label.items()}
         self.label_names = [id2label[i] for i in range(len(id2label))]

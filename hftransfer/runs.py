@@ -27,6 +27,7 @@ from hftransfer.config import RunConfig
 from hftransfer.errors import ConfigError
 from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
 from hftransfer.training.host_memory import reuse_freed_host_memory
+from hftransfer.training.threads import configure_cpu_threads, local_process_count
 from hftransfer.utils import atomic_write_json, flatten_dict
 
 logger = logging.getLogger("hftransfer")
@@ -124,6 +125,12 @@ def start_run(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
     setup_logging(accelerator)
+    # All cores under every launch line (accelerate launch defaults to 1 thread); metrics.json records it.
+    configure_cpu_threads(
+        getattr(config.train, "cpu_threads", None),
+        num_local_processes=local_process_count(accelerator.num_processes),
+        device_type=accelerator.device.type,
+    )
     if config.train.reuse_host_memory and accelerator.device.type == "cpu":
         reuse_freed_host_memory()
     _check_run_dir(run_dir, config, accelerator)

@@ -179,6 +179,11 @@ class TrainConfig:
     """Accelerate trackers (``tensorboard``, ``wandb``, ...). None: tensorboard when installed. [] disables."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    cpu_threads: int | None = None
+    """Threads each process computes with on CPU. None: the machine's physical cores shared by the local
+    processes, unless you chose a count another way (an exported ``OMP_NUM_THREADS``, ``accelerate launch
+    --num_cpu_threads_per_process N``); ``accelerate launch``'s own default of 1 is replaced. See
+    ``hftransfer/training/threads.py``."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -191,7 +196,13 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_every_steps", "save_every_steps", "early_stopping_patience"):
+        for name in (
+            "max_steps",
+            "eval_every_steps",
+            "save_every_steps",
+            "early_stopping_patience",
+            "cpu_threads",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"train.{name} must be >= 1 or null, got {value}")

@@ -61,6 +61,7 @@ from hftransfer.strategies.transfer import (
     param_groups,
 )
 from hftransfer.training.loop import FitResult, TrainingLoop
+from hftransfer.training.threads import thread_report
 from hftransfer.utils import atomic_directory, atomic_write_json, recover_directory
 
 logger = logging.getLogger("hftransfer")
@@ -371,6 +372,7 @@ def evaluate_best(run: MultitaskRun) -> dict[str, Any]:
         },
         "eval_seconds": round(time.perf_counter() - started, 2),
         "peak_memory_mb": peak_memory_mb(),
+        "threads": thread_report(),
         "label_names": {name: run.data[name].label_names for name in run.specs},
         **run.report,
     }
