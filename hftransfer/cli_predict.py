@@ -5,7 +5,7 @@
     hftransfer evaluate runs/ner/model test.conll --output test.preds.conll | jq .f1
 
 Both read every format the recipes read (``data.*`` overrides name the columns) through
-:func:`hftransfer.predict.predict_file`, so a run's ``model/``, a LoRA ``adapter/`` or a frozen encoder + head
+:func:`hftransfer.predict.predict_file`, so a run's ``model/``, a peft ``adapter/`` or a frozen encoder + head
 export predicts exactly as it did in training.
 """
 

@@ -31,9 +31,9 @@ from hftransfer.data.features import tokenize
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+from hftransfer.export.peft_adapter import ADAPTER_META, load_adapter
 from hftransfer.strategies.frozen import HEAD_CONFIG_FILE
 from hftransfer.strategies.frozen_export import load_probe
-from hftransfer.strategies.lora import ADAPTER_META, load_adapter
 from hftransfer.training.threads import configure_cpu_threads, local_process_count
 from hftransfer.utils import atomic_write_json, atomic_write_text
 
@@ -82,8 +82,8 @@ class Predictions:
 def load_for_prediction(model_dir: str) -> tuple[torch.nn.Module, str]:
     """The model of a directory written by any hftransfer strategy, and its task.
 
-    Besides ordinary transformers models (full fine-tuning, freeze-N, merged LoRA, native frozen heads) this
-    loads a LoRA adapter directory (``hftransfer_adapter.json``) and a frozen encoder + head export
+    Besides ordinary transformers models (full fine-tuning, freeze-N, merged adapters, native frozen heads) this
+    loads an adapter directory of any peft method (``hftransfer_adapter.json``) and a frozen encoder + head export
     (``head_config.json``) whose head has no transformers equivalent.
     """
     directory = Path(model_dir)

@@ -289,13 +289,13 @@ def test_adapter_round_trip(tiny_model_dir, tmp_path, task):
 
 
 def test_load_adapter_without_adapter_raises(tmp_path, tiny_model_dir):
-    with pytest.raises(ConfigError, match="no LoRA adapter"):
+    with pytest.raises(ConfigError, match="no peft adapter"):
         load_adapter(tmp_path)
     model = lora(tiny_model_dir, TOKEN)
     model.save_pretrained(tmp_path / "peft-only")  # a peft adapter without hftransfer's metadata
     with pytest.raises(ConfigError, match="hftransfer_adapter.json"):
         load_adapter(tmp_path / "peft-only")
-    with pytest.raises(ConfigError, match="no LoRA adapter"):
+    with pytest.raises(ConfigError, match="no peft adapter"):
         set_adapter_state(model, tmp_path)
 
 

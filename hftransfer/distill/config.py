@@ -115,8 +115,13 @@ class DistillRunConfig(RunConfig):
                 f"model.head_bias_init={self.model.head_bias_init} with distill.student=teacher_layers: the student "
                 "keeps the teacher's trained head; the prior start is for a new head (distill.student=pretrained)"
             )
-        if self.distill.student == "teacher_layers" and self.strategy.name == "lora":
+        strategy = get_strategy(self.strategy.name)
+        if (
+            self.distill.student == "teacher_layers"
+            and strategy.trains_encoder
+            and not strategy.updates_pretrained_weights
+        ):  # an adapter strategy (LoRA, ...): what trains sits beside the pretrained weights it refers to
             raise ConfigError(
-                "strategy.name=lora with distill.student=teacher_layers: the layer-dropped student has no "
+                f"strategy.name={strategy.name} with distill.student=teacher_layers: the layer-dropped student has no "
                 "pretrained checkpoint for an adapter to refer to; train it in full (or freeze layers)"
             )

@@ -76,13 +76,14 @@ def resolve_teacher(spec: str) -> str:
 def load_teacher(spec: str, task: str, label_names: Sequence[str], revision: str | None = None) -> Teacher:
     """Load the teacher named by ``spec`` (see :func:`resolve_teacher`), frozen and in eval mode.
 
-    A LoRA adapter teacher is merged into a plain model (the same function, and faster to run).
+    An adapter teacher (of any peft method that merges, such as LoRA) is merged into a plain model (the same
+    function, and faster to run).
 
     Raises:
         ConfigError: nothing loadable there, a teacher for another task, or labels other than the task's.
     """
+    from hftransfer.export.peft_adapter import can_merge, merge_adapter
     from hftransfer.predict import load_for_prediction
-    from hftransfer.strategies.lora import merge_lora
 
     source = resolve_teacher(spec)
     if Path(source).exists():
@@ -99,8 +100,8 @@ def load_teacher(spec: str, task: str, label_names: Sequence[str], revision: str
             ) from None
     if teacher_task != task:
         raise ConfigError(f"distill.teacher={spec!r} is a {teacher_task} model, but the task is {task}")
-    if hasattr(model, "merge_and_unload"):
-        model = merge_lora(model)
+    if can_merge(model):
+        model = merge_adapter(model)
     model.eval().requires_grad_(False)
     id2label = model.config.id2label  # frozen-head exports (ProbeModel) carry a config with the labels too
     teacher_names = [id2label[i] if i in id2label else id2label[str(i)] for i in range(len(id2label))]

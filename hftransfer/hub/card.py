@@ -36,7 +36,7 @@ class CardFacts:
 
     repo_id: str
     task: str  # token-classification / sequence-classification
-    kind: str  # "model", "adapter" (LoRA alone), "merged" (LoRA merged), "student", "multitask task"
+    kind: str  # "model", "adapter" (a peft adapter alone), "merged" (one merged), "student", "multitask task"
     config: dict[str, Any]
     metrics: dict[str, Any]  # {"validation": {...}, "test": {...}} of this model
     data: dict[str, Any]  # the task's data config
@@ -203,8 +203,8 @@ def build_card(facts: CardFacts) -> ModelCard:
     )
     what = {
         "model": "a fine-tuned model",
-        "merged": "a fine-tuned model (LoRA adapter merged into the encoder)",
-        "adapter": "a LoRA adapter (with the trained head) for the base model below",
+        "merged": "a fine-tuned model (a peft adapter merged into the encoder)",
+        "adapter": "a peft adapter (with the trained head) for the base model below",
         "student": "a distilled student model",
         "multitask task": f"the `{facts.task_name}` task of a multitask model (one shared encoder, one head per task)",
     }[facts.kind]

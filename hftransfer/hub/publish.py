@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from hftransfer.errors import HFTransferError
+from hftransfer.export.peft_adapter import ADAPTER_META, is_adapter_directory
 from hftransfer.hub import WHAT
 from hftransfer.hub.card import CardFacts, base_model_id, build_card
-from hftransfer.strategies.lora import ADAPTER_META
 from hftransfer.utils import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -53,36 +53,41 @@ def _read(run_dir: Path, name: str, required: bool = True) -> Any:
     return yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text)
 
 
-def _is_adapter(directory: Path) -> bool:
-    return (directory / "adapter_config.json").is_file()
-
-
-def _single_source(run_dir: Path, config: dict[str, Any], what: str) -> tuple[Path, str]:
-    """The directory to publish for a single-task (or distillation) run, and its kind."""
+def _single_source(
+    run_dir: Path, config: dict[str, Any], metrics: dict[str, Any], what: str
+) -> tuple[Path, str]:
+    """The directory to publish for a single-task (or distillation) run, and its kind, decided from what the run
+    holds (for any adapter strategy): an adapter directory in ``adapter/`` or ``model/``, and whether the run's
+    export (``metrics.json``) merged an adapter into the plain model in ``model/``."""
     model, adapter = run_dir / "model", run_dir / "adapter"
     strategy = config.get("strategy", {}).get("name", "full")
+    merged = "merged" in (metrics.get("export") or {})
     if what == "adapter":
         for candidate in (adapter, model):
-            if _is_adapter(candidate):
+            if is_adapter_directory(candidate):
                 return candidate, "adapter"
         raise HubError(
-            f"{run_dir}: no LoRA adapter to publish (strategy.name={strategy}); use --what model"
-            if strategy != "lora"
-            else f"{run_dir}: the adapter was not kept (strategy.lora_export=merged); use --what merged"
+            f"{run_dir}: the adapter was not kept (the run exported the merged model only); use --what merged"
+            if merged
+            else f"{run_dir}: no adapter to publish (strategy.name={strategy}); use --what model"
         )
-    if what == "merged" and strategy != "lora":
-        raise HubError(f"{run_dir}: --what merged is for LoRA runs; this one is strategy.name={strategy}")
-    if what in ("model", "merged") and _is_adapter(model):
+    if what in ("model", "merged") and is_adapter_directory(model):
         raise HubError(
-            f"{run_dir}: model/ holds the adapter alone (strategy.lora_export=adapter); publish it with --what adapter"
+            f"{run_dir}: model/ holds the adapter alone (the run exported no merged model); publish it with "
+            "--what adapter"
+        )
+    if what == "merged" and not merged:
+        raise HubError(
+            f"{run_dir}: --what merged is for runs that merged an adapter into the encoder; this one "
+            f"(strategy.name={strategy}) did not"
         )
     if not model.is_dir():
         raise HubError(f"{run_dir}: no model/ directory to publish")
-    if _is_adapter(model):
+    if is_adapter_directory(model):
         return model, "adapter"
     if "distill" in config:
         return model, "student"
-    return model, "merged" if strategy == "lora" else "model"
+    return model, "merged" if merged else "model"
 
 
 def _stage_folder(source: Path, target: Path, card_facts: CardFacts, run_dir: Path) -> None:
@@ -157,7 +162,7 @@ def stage_run(
             _stage_folder(source, staging / facts.repo_id.split("/")[-1], facts, run_dir)
             staged.append(StagedRepo(facts.repo_id, staging / facts.repo_id.split("/")[-1], facts.kind))
         return staged
-    source, kind = _single_source(run_dir, config, what)
+    source, kind = _single_source(run_dir, config, metrics, what)
     facts = CardFacts(
         repo_id=repo_id,
         task=config["task"],

@@ -1,8 +1,9 @@
 """Where a parameter sits in an encoder classifier: the new head, the embeddings, or encoder layer ``i``.
 
-Names are read the same way for plain transformers models and for peft-wrapped ones (peft prefixes
-``base_model.model.`` and renames trained head copies ``<head>.modules_to_save.default``), so layer-wise learning
-rates and freezing work under LoRA too.
+Names are read the same way for plain transformers models and for peft-wrapped ones of any method (peft prefixes
+``base_model.model.``, moves a wrapped layer's weights to ``<layer>.base_layer.``, and keeps trained copies of saved
+modules as ``<module>.modules_to_save.<adapter>.`` beside ``<module>.original_module.``), so layer-wise learning
+rates and freezing work under LoRA or any other peft method too.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from hftransfer.errors import ConfigError
 _LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
 _PEFT_PREFIX = "base_model.model."
 _MULTITASK_PREFIX = re.compile(r"^task_models\.[^.]+\.")  # MultitaskModel: task_models.<task>.<HF name>
+# What peft inserts inside a wrapped module's name: the wrapped layer, a saved module's copy or its original.
+_PEFT_WRAPPING = re.compile(r"\.(?:base_layer|original_module|modules_to_save\.[^.]+)(?=\.)")
 
 
 def plain_name(name: str) -> str:
-    """The parameter's name in the unwrapped transformers (task) model."""
+    """The parameter's name in the unwrapped transformers (task) model; a weight that a peft method adds (such as
+    LoRA's ``lora_A``) keeps its own name under the module it belongs to."""
     name = name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name
-    return _MULTITASK_PREFIX.sub("", name)
+    return _PEFT_WRAPPING.sub("", _MULTITASK_PREFIX.sub("", name))
 
 
 @dataclass(frozen=True)

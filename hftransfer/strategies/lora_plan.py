@@ -1,27 +1,17 @@
 """LoRA as a strategy: adapters (``lora.py``) on the encoder, the head trained in full, and what ``model/`` holds
-at the end (``strategy.lora_export``: the adapter, a merged plain model, or both)."""
+at the end (``strategy.lora_export``: the adapter, a merged plain model, or both; ``adapters.adapter_plan``)."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
-from accelerate import Accelerator
+from typing import Literal
 
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
-from hftransfer.export.save import save_pretrained_atomic
 from hftransfer.registry import register_strategy
-from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
-from hftransfer.strategies.lora import (
-    apply_lora,
-    default_target_modules,
-    merge_lora,
-    save_adapter,
-    set_adapter_state,
-)
+from hftransfer.strategies.adapters import adapter_plan
+from hftransfer.strategies.base import StrategyContext, StrategyPlan
+from hftransfer.strategies.lora import apply_lora, default_target_modules
 
 
 @dataclass
@@ -58,11 +48,9 @@ class LoraConfig(EncoderStrategyConfig):
 
 
 def build_lora(context: StrategyContext) -> StrategyPlan:
-    plan = encoder_plan(context)
-    strategy, run_dir, tokenizer = context.strategy, context.run_dir, context.tokenizer
-    base_name = context.base_model_name_or_path
-    plan.model = apply_lora(
-        plan.model,
+    strategy = context.strategy
+    model = apply_lora(
+        context.model,
         context.config.task,
         r=strategy.r,
         alpha=strategy.alpha,
@@ -70,40 +58,15 @@ def build_lora(context: StrategyContext) -> StrategyPlan:
         target_modules=strategy.target_modules,
         train_pooler=strategy.lora_pooler == "train",
     )
-    # The best adapter is snapshotted where it is finally exported from; "adapter" export puts it in model/.
-    adapter_dir = run_dir / ("model" if strategy.lora_export == "adapter" else "adapter")
-
-    def save_best(accelerator: Accelerator, trained: torch.nn.Module) -> None:
-        if accelerator.is_main_process:
-            save_adapter(accelerator.unwrap_model(trained), adapter_dir, base_name, tokenizer)
-        accelerator.wait_for_everyone()
-
-    def restore_best(accelerator: Accelerator, trained: torch.nn.Module) -> None:
-        set_adapter_state(accelerator.unwrap_model(trained), adapter_dir)
-
-    def export(accelerator: Accelerator, trained: torch.nn.Module) -> dict[str, Any]:
-        produced = {"adapter": str(adapter_dir)}
-        if strategy.lora_export != "adapter":
-            if accelerator.is_main_process:
-                merged = merge_lora(accelerator.unwrap_model(trained))
-                save_pretrained_atomic(merged, tokenizer, run_dir / "model")
-            produced["merged"] = str(run_dir / "model")
-            if strategy.lora_export == "merged" and accelerator.is_main_process:
-                shutil.rmtree(adapter_dir, ignore_errors=True)
-                produced.pop("adapter")
-            accelerator.wait_for_everyone()
-        return produced
-
-    plan.save_best, plan.restore_best, plan.export = save_best, restore_best, export
-    plan.report["lora"] = {
+    report = {
         "r": strategy.r,
         "alpha": strategy.alpha,
         "dropout": strategy.lora_dropout,
         # As configured: peft's own record expands all-linear, including modules it then excludes.
-        "target_modules": strategy.target_modules or default_target_modules(plan.model.get_base_model()),
+        "target_modules": strategy.target_modules or default_target_modules(model.get_base_model()),
         "export": strategy.lora_export,
     }
-    return finish_plan(plan, context)
+    return adapter_plan(context, model, strategy.lora_export, {"lora": report})
 
 
 def describe_lora(strategy: dict, report: dict) -> str:

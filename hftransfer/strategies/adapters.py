@@ -1,0 +1,257 @@
+"""Any peft method as a strategy: wrap the encoder (:func:`apply_peft`) and plan saving, restoring and exporting
+the adapter (:func:`adapter_plan`). A method's own module adds its options, its peft config and its defaults
+(LoRA: ``lora.py`` + ``lora_plan.py``).
+
+The encoder's pretrained weights stay fixed and the method's weights train next to them, while the new, randomly
+initialised head is trained in full and saved with the adapter (peft's ``modules_to_save``), because an adapter
+without its head reloads as a model that predicts noise. Saving, reloading and merging are
+``hftransfer.export.peft_adapter``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import torch
+from accelerate import Accelerator
+from peft import PeftConfig, PeftModel, TaskType, get_peft_model
+from transformers import PreTrainedModel
+
+from hftransfer.errors import ConfigError
+from hftransfer.export.peft_adapter import (
+    TASK_TYPES,
+    adapter_parameter_names,
+    can_merge,
+    merge_adapter,
+    save_adapter,
+    set_adapter_state,
+)
+from hftransfer.export.save import save_pretrained_atomic
+from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
+
+ALL_LINEAR = "all-linear"
+EXPORTS = ("adapter", "merged", "both")
+
+T = TypeVar("T")
+
+
+def per_architecture(model: PreTrainedModel, table: Mapping[str, T], what: str, fix: str) -> T:
+    """``table[model_type]``: a method's default for this architecture (e.g. the modules it adapts).
+
+    Raises:
+        ConfigError: the architecture has no default (``what``: what is missing; ``fix``: how to set it).
+    """
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in table:
+        raise ConfigError(
+            f"no default {what} for model type {model_type!r} (known: {', '.join(table)}); {fix}"
+        )
+    return table[model_type]
+
+
+def apply_peft(
+    model: PreTrainedModel,
+    task: str,
+    make_config: Callable[..., PeftConfig],
+    *,
+    target_modules: list[str] | None,
+    default_targets: Callable[[PreTrainedModel], list[str]] | None = None,
+    train_pooler: bool = True,
+) -> PeftModel:
+    """Wrap ``model`` (changed in place) with a peft method; the head is trained in full and saved with it.
+
+    Args:
+        model: a transformers ``*ForTokenClassification`` / ``*ForSequenceClassification`` model.
+        task: ``"token-classification"`` or ``"sequence-classification"``.
+        make_config: ``make_config(task_type=, target_modules=, modules_to_save=, exclude_modules=)`` returns the
+            method's peft config with its own options (e.g. ``functools.partial(peft.LoraConfig, r=8)``).
+        target_modules: module names (suffixes, peft style) to adapt; ``["all-linear"]`` adapts every linear
+            layer of the encoder; ``None`` uses ``default_targets(model)``.
+        default_targets: the method's default target modules for the model's architecture (needed when
+            ``target_modules`` is ``None``).
+        train_pooler: sequence tasks: train the encoder's pooler in full with the head (default); ``False``
+            treats it as an encoder layer (adapted if targeted, otherwise fixed).
+
+    Returns:
+        The peft model. Only the method's weights and the copies of the head (and, for sequence tasks, of the
+        encoder's pooler) require gradients.
+
+    Raises:
+        ConfigError: unknown task, or target names that match no encoder module.
+    """
+    task_type = task_type_of(task)
+    trained_in_full = head_modules(model, task, train_pooler=train_pooler)
+    targets: str | list[str]
+    if target_modules is None:
+        if default_targets is None:
+            raise ConfigError("strategy.target_modules: this method has no default for it; name the modules")
+        targets = default_targets(model)
+    elif ALL_LINEAR in target_modules:
+        if len(target_modules) != 1:
+            raise ConfigError(
+                f"strategy.target_modules: {ALL_LINEAR} cannot be combined with names, got {target_modules}"
+            )
+        targets = ALL_LINEAR
+    else:
+        targets = list(target_modules)
+    if isinstance(targets, list):
+        check_targets(model, targets, trained_in_full)
+
+    config = make_config(
+        task_type=task_type,
+        target_modules=targets,
+        # The head is new and task-specific: train all of it rather than adapt random weights. peft adds
+        # "classifier"/"score" itself; naming the real head modules also covers other head names.
+        modules_to_save=list(trained_in_full),
+        # Recent peft already skips modules_to_save when matching targets; older releases (and all-linear, which
+        # expands to every nn.Linear including the head) need the explicit exclusion.
+        exclude_modules=module_regex(trained_in_full),
+    )
+    peft_model = get_peft_model(model, config)
+    # Guarantee the contract whatever peft's defaults: the method's weights and head copies train, nothing else.
+    trained = adapter_parameter_names(peft_model)
+    for name, param in peft_model.named_parameters():
+        param.requires_grad_(name in trained)
+    return peft_model
+
+
+def adapter_plan(
+    context: StrategyContext,
+    model: PeftModel,
+    export: str,
+    report: dict[str, Any],
+    *,
+    decay_adapters: bool = True,
+) -> StrategyPlan:
+    """The plan of a peft strategy: ``model`` (from :func:`apply_peft`) trains, the best adapter is snapshotted
+    and restored as an adapter, and at the end ``model/`` holds what ``export`` says: the adapter (``adapter``),
+    a plain merged model (``merged``), or the merged model plus the adapter in ``adapter/`` (``both``).
+
+    Args:
+        report: what the run reports about the strategy (``metrics.json``'s ``strategy``), e.g. ``{"lora": {...}}``.
+        decay_adapters: ``False`` gives the method's own weights no weight decay (for weights that multiply
+            activations and start at 1, which decay would pull towards 0); the head keeps its decay.
+
+    Raises:
+        ConfigError: a merged export of a method that cannot be merged.
+    """
+    if export not in EXPORTS:
+        raise ConfigError(f"the export of an adapter must be one of {', '.join(EXPORTS)}, got {export!r}")
+    if export != "adapter" and not can_merge(model):
+        raise ConfigError(
+            f"export={export}: this peft method cannot be merged into the encoder; export the adapter"
+        )
+    plan = encoder_plan(context)
+    plan.model = model
+    run_dir, tokenizer, base_name = context.run_dir, context.tokenizer, context.base_model_name_or_path
+    # The best adapter is snapshotted where it is finally exported from; "adapter" export puts it in model/.
+    adapter_dir = run_dir / ("model" if export == "adapter" else "adapter")
+
+    def save_best(accelerator: Accelerator, trained: torch.nn.Module) -> None:
+        if accelerator.is_main_process:
+            save_adapter(accelerator.unwrap_model(trained), adapter_dir, base_name, tokenizer)
+        accelerator.wait_for_everyone()
+
+    def restore_best(accelerator: Accelerator, trained: torch.nn.Module) -> None:
+        set_adapter_state(accelerator.unwrap_model(trained), adapter_dir)
+
+    def export_model(accelerator: Accelerator, trained: torch.nn.Module) -> dict[str, Any]:
+        produced = {"adapter": str(adapter_dir)}
+        if export != "adapter":
+            if accelerator.is_main_process:
+                merged = merge_adapter(accelerator.unwrap_model(trained))
+                save_pretrained_atomic(merged, tokenizer, run_dir / "model")
+            produced["merged"] = str(run_dir / "model")
+            if export == "merged" and accelerator.is_main_process:
+                shutil.rmtree(adapter_dir, ignore_errors=True)
+                produced.pop("adapter")
+            accelerator.wait_for_everyone()
+        return produced
+
+    plan.save_best, plan.restore_best, plan.export = save_best, restore_best, export_model
+    plan.report.update(report)
+    plan = finish_plan(plan, context)
+    if not decay_adapters:
+        own = adapter_parameter_names(model, saved_modules=False)
+        undecayed = {id(param) for name, param in model.named_parameters() if name in own}
+        plan.param_groups = _without_decay(plan.param_groups, undecayed)
+        plan.report["lr_groups"] = {group["name"]: group["lr"] for group in plan.param_groups}
+    return plan
+
+
+def task_type_of(task: str) -> TaskType:
+    if task not in TASK_TYPES:
+        raise ConfigError(f"task must be one of {sorted(TASK_TYPES)} for a peft adapter, got {task!r}")
+    return TASK_TYPES[task]
+
+
+def head_modules(model: PreTrainedModel, task: str, *, train_pooler: bool = True) -> list[str]:
+    """Module names (relative to ``model``) that train in full: the head, plus (unless ``train_pooler`` is false)
+    the pooler for sequence tasks."""
+    prefix = model.base_model_prefix
+    # The head is whatever sits next to the encoder and has weights: "classifier", DistilBERT's "pre_classifier",
+    # DeBERTa's "pooler" (ContextPooler), ... Dropout has none.
+    names = [
+        name
+        for name, child in model.named_children()
+        if name != prefix and any(True for _ in child.parameters())
+    ]
+    pooler = getattr(getattr(model, prefix, None), "pooler", None)
+    if train_pooler and task == "sequence-classification" and isinstance(pooler, torch.nn.Module):
+        # BERT's pooler feeds the classifier; its pretrained weights (never trained for classification in
+        # sentence-transformers checkpoints) are part of the head, so train it fully rather than adapt it.
+        names.append(f"{prefix}.pooler")
+    return names
+
+
+def module_regex(names: list[str]) -> str:
+    """A regex (peft ``fullmatch``es it against module names) for these modules and everything inside them."""
+    return "^(" + "|".join(re.escape(name) for name in names) + r")(\..*)?$"
+
+
+def check_targets(model: PreTrainedModel, targets: list[str], trained_in_full: list[str]) -> None:
+    """Every target name must match an encoder module (peft matches a name or a dotted suffix).
+
+    Raises:
+        ConfigError: naming ``strategy.target_modules``, for a name that matches nothing or only the head.
+    """
+    inside_head = re.compile(module_regex(trained_in_full))
+    names = [name for name, _ in model.named_modules() if name]
+    for target in targets:
+        matches = [name for name in names if name == target or name.endswith("." + target)]
+        if matches and all(inside_head.fullmatch(name) for name in matches):
+            raise ConfigError(
+                f"strategy.target_modules: {target!r} is part of the head ({', '.join(trained_in_full)}), which "
+                "is trained in full; name encoder modules instead"
+            )
+        if not matches:
+            linear = sorted(
+                {
+                    name.rsplit(".", 1)[-1]
+                    for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear) and not inside_head.fullmatch(name)
+                }
+            )
+            raise ConfigError(
+                f"strategy.target_modules: {target!r} matches no module of {type(model).__name__}; its linear "
+                f"modules are named {', '.join(linear[:10])} (or use [{ALL_LINEAR}])"
+            )
+
+
+def _without_decay(groups: list[dict], undecayed: set[int]) -> list[dict]:
+    """The same groups with the parameters in ``undecayed`` moved to their unit's ``/no_decay`` group."""
+    regrouped: dict[str, dict] = {}
+    for group in groups:
+        for param in group["params"]:
+            if group["weight_decay"] != 0.0 and id(param) in undecayed:
+                name = group["name"].replace("/decay", "/no_decay")
+                target = regrouped.setdefault(
+                    name, {**group, "params": [], "name": name, "weight_decay": 0.0}
+                )
+            else:
+                target = regrouped.setdefault(group["name"], {**group, "params": []})
+            target["params"].append(param)
+    return list(regrouped.values())
