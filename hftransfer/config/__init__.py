@@ -4,7 +4,8 @@ derived from them.
 * ``schema.py``: the core sections (model, data, train);
 * ``plugins.py``: the bases of the strategy and objective configs that each registered method subclasses;
 * ``run.py``: :class:`RunConfig` and the checks across sections;
-* ``sections.py`` and ``parse.py``: merging the sources and parsing them.
+* ``sections.py`` and ``parse.py``: merging the sources and parsing them; ``help.py``: ``--help`` for the
+  registered strategies and objectives.
 """
 
 from hftransfer.config.parse import (

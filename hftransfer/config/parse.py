@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from hftransfer.config.plugins import load_plugins, plugin_help
+from hftransfer.config.help import plugin_help
+from hftransfer.config.plugins import load_plugins
 from hftransfer.config.run import RunConfig
 from hftransfer.config.sections import PLUGIN_SECTIONS, extract_sections, mentioned_plugins
 from hftransfer.errors import ConfigError
