@@ -330,3 +330,23 @@ def test_an_objective_owns_a_module_that_trains_in_its_own_group_and_stays_out_o
     # the checkpoint holds the probe with the model, so a resumed run continues it
     checkpoint = load(str(run_dir / "checkpoints" / "step-00000006" / "model.safetensors"))
     assert any(key.startswith("owned.length_probe.") for key in checkpoint)
+
+
+def test_model_cards_describe_the_objectives_beyond_the_task_loss():
+    from hftransfer.hub.card import describe_objectives
+
+    assert describe_objectives([{"name": "task", "weight": 1.0}]) == []  # the default goes without saying
+    lines = describe_objectives(
+        [
+            {"name": "task", "weight": 2.0},
+            {"name": "l2sp", "weight": 0.01},
+            {"name": "drift", "weight": 0.5, "distance": "kl"},
+            {"name": "from_elsewhere", "weight": 1.0},
+        ]
+    )
+    assert lines == [
+        "cross-entropy on the labels (weight 2.0)",
+        "L2-SP 0.01",
+        "output-drift penalty 0.5 (kl)",
+        "objective from_elsewhere",
+    ]

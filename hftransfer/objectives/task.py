@@ -52,4 +52,9 @@ class TaskLoss(Objective):
         return {"loss": loss}
 
 
-register_objective("task", build=TaskLoss, describe=lambda config: "cross-entropy on the labels")
+def describe_task(config: dict) -> str:
+    weight = config.get("weight", 1.0)
+    return "cross-entropy on the labels" + (f" (weight {weight})" if weight != 1.0 else "")
+
+
+register_objective("task", build=TaskLoss, describe=describe_task)
