@@ -34,24 +34,12 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import finetune_classifier  # noqa: E402
 import finetune_ner  # noqa: E402
 
+from tests.test_lora import AUTO, ID2LABEL, SEQUENCE, TOKEN, build, logits  # noqa: E402
+from tests.test_lora import sgd_steps as lora_sgd_steps  # noqa: E402
 from tests.test_strategy_recipes import _argv  # noqa: E402
 
-TOKEN, SEQUENCE = "token-classification", "sequence-classification"
-ID2LABEL = {
-    TOKEN: {0: "O", 1: "B-per", 2: "I-per", 3: "B-loc", 4: "I-loc"},
-    SEQUENCE: {0: "negative", 1: "positive"},
-}
-AUTO = {TOKEN: AutoModelForTokenClassification, SEQUENCE: AutoModelForSequenceClassification}
 PRESET = ROOT / "recipes" / "configs" / "minilm" / "ner_full.yaml"
 HIDDEN, INTERMEDIATE, LAYERS = 32, 37, 2  # the tiny BERT of conftest
-
-
-def build(model_dir: Path, task: str):
-    torch.manual_seed(0)
-    id2label = ID2LABEL[task]
-    return AUTO[task].from_pretrained(
-        model_dir, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()}
-    )
 
 
 def ia3_plan(model_dir: Path, task: str, tmp_path: Path, **strategy):
@@ -70,28 +58,10 @@ def ia3_plan(model_dir: Path, task: str, tmp_path: Path, **strategy):
     )
 
 
-def batch(task: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(5, 40, (3, 7), generator=generator)  # [batch, seq]; ids past the special tokens
-    shape = (3, 7) if task == TOKEN else (3,)
-    labels = torch.randint(0, len(ID2LABEL[task]), shape, generator=generator)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
-
-
-def sgd_steps(model: torch.nn.Module, task: str, steps: int = 1, lr: float = 0.5) -> None:
-    model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
-    for step in range(steps):
-        model(**batch(task, seed=step)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
-
-@torch.no_grad()
-def logits(model: torch.nn.Module, task: str) -> torch.Tensor:
-    model.eval()
-    inputs = {k: v for k, v in batch(task, seed=5).items() if k != "labels"}
-    return model(**inputs).logits  # [batch, seq, num_labels] or [batch, num_labels]
+def sgd_steps(model: torch.nn.Module, task: str, steps: int = 1) -> None:
+    lora_sgd_steps(
+        model, task, steps, lr=0.5
+    )  # IA3's vectors move slowly: a larger step than LoRA's tests take
 
 
 def perturb_vectors(model: torch.nn.Module) -> None:
