@@ -203,18 +203,20 @@ def _load_builtins() -> None:
         importlib.import_module(package)
 
 
+def _lookup(table: dict, name: str, unknown: str) -> Any:
+    _load_builtins()
+    if name not in table:
+        raise ConfigError(f"{unknown}; use one of {sorted(table)}")
+    return table[name]
+
+
 def get_strategy(name: str) -> StrategyEntry:
     """The registered strategy ``name``.
 
     Raises:
         ConfigError: no strategy of that name; the message lists the registered ones.
     """
-    _load_builtins()
-    if name not in _STRATEGIES:
-        raise ConfigError(
-            f"strategy.name={name!r} is not a registered strategy; use one of {strategy_names()}"
-        )
-    return _STRATEGIES[name]
+    return _lookup(_STRATEGIES, name, f"strategy.name={name!r} is not a registered strategy")
 
 
 def get_objective(name: str) -> ObjectiveEntry:
@@ -223,12 +225,7 @@ def get_objective(name: str) -> ObjectiveEntry:
     Raises:
         ConfigError: no objective of that name; the message lists the registered ones.
     """
-    _load_builtins()
-    if name not in _OBJECTIVES:
-        raise ConfigError(
-            f"objectives: {name!r} is not a registered objective; use one of {objective_names()}"
-        )
-    return _OBJECTIVES[name]
+    return _lookup(_OBJECTIVES, name, f"objectives: {name!r} is not a registered objective")
 
 
 def strategy_names() -> list[str]:

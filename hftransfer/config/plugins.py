@@ -99,52 +99,55 @@ def strategy_config(
     Raises:
         ConfigError: an unknown strategy, a field it does not have (naming who has it), a wrong value.
     """
-    from hftransfer.registry import get_strategy, strategy_names
+    from hftransfer.registry import get_strategy
 
     if isinstance(spec, StrategyConfig) and not fields:
         return spec
     values = dict(_as_mapping(spec, "strategy"), **fields)
-    entry = get_strategy(values.setdefault("name", "full"))
-    own = set(field_names(entry.config))
+    entry = get_strategy(values.setdefault("name", StrategyConfig.name))
     hints = typing.get_type_hints(entry.config)
-    for key in list(values):
-        if key in own:
-            if values[key] is None and type(None) not in typing.get_args(hints[key]):
+    for key, value in list(values.items()):
+        if key in hints:
+            if value is None and type(None) not in typing.get_args(hints[key]):
                 del values[
                     key
                 ]  # null for a field that cannot be null: its default (older configs wrote unset ones so)
-            continue
-        moved = _legacy_key(key, values[key])
-        if moved == "ignore":
+        elif _unset_in_older_configs(key, value):
             del values[key]
-            continue
-        if moved:
-            raise ConfigError(moved)
-        encoder_default = {f.name: f.default for f in dataclasses.fields(EncoderStrategyConfig)}
-        if values[key] == encoder_default.get(
-            key, dataclasses.MISSING
-        ):  # older config.yaml: listed at its default
-            del values[key]
-            continue
-        if key in field_names(EncoderStrategyConfig) and not issubclass(entry.config, EncoderStrategyConfig):
-            raise ConfigError(
-                f"strategy.{key} needs encoder weights that train, but strategy.name={entry.name} keeps the encoder "
-                "fixed (the head's LR is strategy.head_lr, default train.lr)"
-            )
-        owners = [n for n in strategy_names() if key in field_names(get_strategy(n).config)]
-        if (
-            owners and values[key] is None
-        ):  # an older config.yaml lists every strategy's fields, unset ones null
-            del values[key]
-            continue
-        where = (
-            f"it is a field of strategy {', '.join(owners)}" if owners else "no registered strategy has it"
-        )
-        raise ConfigError(
-            f"strategy.{key} is not a field of strategy.name={entry.name} ({where}); {entry.name} has: "
-            f"{', '.join(sorted(own - {'name'}))}"
-        )
+        else:
+            raise ConfigError(_foreign_field(key, value, entry))
     return typed(entry.config, values, "strategy")
+
+
+# An older config.yaml lists every strategy's fields: the others' unset (null), layer_lr_decay at its default.
+_ENCODER_DEFAULTS = {item.name: item.default for item in dataclasses.fields(EncoderStrategyConfig)}
+
+
+def _unset_in_older_configs(key: str, value: Any) -> bool:
+    from hftransfer.registry import get_strategy, strategy_names
+
+    if _legacy_key(key, value) == "ignore" or _ENCODER_DEFAULTS.get(key, dataclasses.MISSING) == value:
+        return True
+    return value is None and any(key in field_names(get_strategy(n).config) for n in strategy_names())
+
+
+def _foreign_field(key: str, value: Any, entry: Any) -> str:
+    """Why ``strategy.<key>`` does not belong under ``entry``'s strategy: it moved, it needs encoder weights that
+    train, or another strategy has it."""
+    from hftransfer.registry import get_strategy, strategy_names
+
+    moved = _legacy_key(key, value)
+    if moved:
+        return moved
+    if key in _ENCODER_DEFAULTS:
+        return (
+            f"strategy.{key} needs encoder weights that train, but strategy.name={entry.name} keeps the encoder "
+            "fixed (the head's LR is strategy.head_lr, default train.lr)"
+        )
+    owners = [n for n in strategy_names() if key in field_names(get_strategy(n).config)]
+    where = f"it is a field of strategy {', '.join(owners)}" if owners else "no registered strategy has it"
+    own = sorted(set(field_names(entry.config)) - {"name"})
+    return f"strategy.{key} is not a field of strategy.name={entry.name} ({where}); {entry.name} has: {', '.join(own)}"
 
 
 def objective_config(

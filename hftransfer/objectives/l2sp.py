@@ -11,6 +11,7 @@ import torch
 
 from hftransfer.config import ObjectiveConfig
 from hftransfer.objectives.base import Objective, ObjectiveContext
+from hftransfer.objectives.owned import inner_model
 from hftransfer.registry import register_objective
 from hftransfer.strategies.layers import EncoderLayout
 
@@ -22,13 +23,6 @@ class L2SPConfig(ObjectiveConfig):
     name: str = "l2sp"
     weight: float = 0.01
     """Multiplier of the summed squared distance to the pretrained weights (a per-step term)."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under DDP / torch.compile wrappers, whose parameter names match a snapshot of the plain model."""
-    while hasattr(model, "module"):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
 
 
 class L2SP(Objective):
@@ -57,7 +51,8 @@ class L2SP(Objective):
     def penalty(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         """The unweighted distance."""
         total = None
-        for name, param in unwrap(model).named_parameters():
+        # Under DDP / torch.compile / owned-module wrappers, the names that match the snapshot of the plain model.
+        for name, param in inner_model(model).named_parameters():
             reference = self.reference.get(name)
             if reference is None or not param.requires_grad:
                 continue

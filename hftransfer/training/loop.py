@@ -108,6 +108,7 @@ class TrainingLoop:
         self.meter = TrainMeter(accelerator)
         self.memory = MemorySampler()
         self.callbacks: list[Callback] = [FastCpuDropout(), self.memory, *(callbacks or [])]
+        self._active: list[Callback] = []  # the callbacks of the fit in progress
 
         self.model, self.optimizer, self.train_loader, self.eval_loader = prepare_training(
             accelerator, model, train_loader, eval_loader, self.train_config, param_groups, optimizer
@@ -153,7 +154,7 @@ class TrainingLoop:
             raise
 
     def _end_callbacks(self) -> None:
-        active, self._active = getattr(self, "_active", []), []
+        active, self._active = self._active, []
         for callback in active:
             callback.on_fit_end(self.state)
 
