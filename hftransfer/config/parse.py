@@ -22,7 +22,13 @@ import yaml
 from hftransfer.config.help import plugin_help
 from hftransfer.config.plugins import load_plugins
 from hftransfer.config.run import RunConfig
-from hftransfer.config.sections import PLUGIN_SECTIONS, extract_sections, mentioned_plugins
+from hftransfer.config.sections import (
+    PLUGIN_SECTIONS,
+    config_files,
+    extract_sections,
+    mentioned_plugins,
+    read_yaml,
+)
 from hftransfer.errors import ConfigError
 
 
@@ -138,16 +144,10 @@ def _replace_lists_whole(
     fields = _dataclass_list_fields(schema)
     if not fields:
         return argv, default_config
-    # YAML sources in the order jsonargparse applies them, keyed by their argv index (-1: the preset).
-    paths = {-1: Path(default_config)} if default_config else {}
-    for index, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            paths[index] = Path(arg.split("=", 1)[1])
-        elif arg == "--config" and index + 1 < len(argv):
-            paths[index + 1] = Path(argv[index + 1])
+    paths = config_files(argv, default_config)
     contents = {}
     for position, path in paths.items():
-        content = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        content = read_yaml(path)
         contents[position] = content if isinstance(content, dict) else {}
     argv = list(argv)
     for name in fields:

@@ -84,27 +84,36 @@ def extract_sections(
 def mentioned_plugins(argv: list[str], default_config: str | Path | None) -> list[str]:
     """Every module any source lists under ``plugins`` (importing one a later source drops does no harm)."""
     found: list[str] = []
-    paths = [Path(default_config)] if default_config else []
-    for index, arg in enumerate(argv):
-        if arg == "--config" and index + 1 < len(argv):
-            paths.append(Path(argv[index + 1]))
-        elif arg.startswith("--config="):
-            paths.append(Path(arg[9:]))
-        elif arg.startswith(("--plugins=", "--plugins+=")):
+    for arg in argv:
+        if arg.startswith(("--plugins=", "--plugins+=")):
             value = load_value(arg.split("=", 1)[1])
             found += value if isinstance(value, list) else [value]
-    for path in paths:
-        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) if path.is_file() else None
+    for path in config_files(argv, default_config).values():
+        content = read_yaml(path)
         if isinstance(content, dict) and isinstance(content.get("plugins"), list):
             found += content["plugins"]
     return [str(item) for item in found if item]
 
 
+def config_files(argv: list[str], default_config: str | Path | None) -> dict[int, Path]:
+    """The YAML sources in the order jsonargparse applies them, keyed by their argv index (-1: the preset)."""
+    paths = {-1: Path(default_config)} if default_config else {}
+    for index, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            paths[index] = Path(arg.split("=", 1)[1])
+        elif arg == "--config" and index + 1 < len(argv):
+            paths[index + 1] = Path(argv[index + 1])
+    return paths
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML source as the command line's values are read (``1e-4`` a float); None when there is no such file."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) if path.is_file() else None
+
+
 def _strip_file(path: Path, sections: tuple[str, ...], merged: dict, tmp: Path, tag: str) -> Path:
     """Merge ``path``'s plug-in sections and return a copy without them (``path`` itself when it has none)."""
-    if not path.is_file():
-        return path  # jsonargparse reports the missing file
-    content = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    content = read_yaml(path)  # a missing file: None, and jsonargparse reports it
     if not isinstance(content, dict) or not any(name in content for name in sections):
         return path
     for name in sections:
