@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -348,10 +349,19 @@ def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, 
         parse_multitask_config(["--config", str(yaml_path)])
     with pytest.raises(ConfigError, match="at least one task"):
         parse_multitask_config(["tasks=[]"])
-    with pytest.raises(ConfigError, match="single-task options"):
-        parse_multitask_config(
-            ["--config", str(_tasks_yaml(tmp_path, task_files)), "strategy.name=frozen", "strategy.head=mlp"]
+    # The frozen strategy checks its own options when it meets the shared encoder, before any training step.
+    with pytest.raises(ConfigError, match="strategy.head is a single-task option"):
+        multitask.main(
+            _argv(
+                tiny_model_dir,
+                tmp_path,
+                task_files,
+                tmp_path / "frozen",
+                "strategy.name=frozen",
+                "strategy.head=mlp",
+            )
         )
+    assert not (tmp_path / "frozen" / "metrics.jsonl").exists()
     with pytest.raises(ConfigError, match="selects by 'average'"):
         parse_multitask_config(
             ["--config", str(_tasks_yaml(tmp_path, task_files)), "train.metric_for_best=f1"]
@@ -382,8 +392,10 @@ def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, 
     [
         ["strategy.name=lora", "strategy.r=4", "strategy.layer_lr_decay=0.5", "strategy.head_lr=1e-2"],
         ["strategy.name=frozen"],
+        ["strategy.name=ia3"],
+        ["strategy.name=bitfit"],
     ],
-    ids=["shared-lora+llrd", "frozen-encoder"],
+    ids=["shared-lora+llrd", "frozen-encoder", "shared-ia3", "bitfit"],
 )
 def test_multitask_strategies_train_the_intended_parameters_and_export_plain_models(
     tiny_model_dir, task_files, tmp_path, strategy
@@ -400,8 +412,16 @@ def test_multitask_strategies_train_the_intended_parameters_and_export_plain_mod
             1e-2
         )
         assert metrics["strategy"]["lora"]["target_modules"] == ["query", "value"]
-    else:
+    elif strategy[0].endswith("frozen"):
         assert set(groups) <= {"head/decay", "head/no_decay"}  # only the heads train
+    if strategy[0].endswith(
+        ("lora", "ia3")
+    ):  # one adapter, shared by the tasks, kept beside their merged exports
+        assert (run_dir / "model" / "shared_adapter.safetensors").exists()
+        assert any(
+            "ia3_l" in key or "lora_A" in key
+            for key in load_file(run_dir / "model" / "shared_adapter.safetensors")
+        )
     # exports are plain models that predict exactly like the (best) multitask model
     multitask_model = load_multitask(run_dir / "model")
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model" / "ner")

@@ -80,10 +80,6 @@ class SamplerConfig:
             raise ConfigError(f"sampler.steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
 
 
-# Strategies a shared encoder supports (lora: one adapter shared by all tasks); frozen means "encoder fixed, every head trains" (no feature cache here).
-MULTITASK_STRATEGIES = ("full", "frozen", "freeze", "gradual", "lora")
-
-
 @dataclass
 class MultitaskConfig:
     """A multitask run: one shared encoder, one head per task."""
@@ -128,22 +124,6 @@ class MultitaskConfig:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ConfigError(f"tasks: two tasks are named {duplicates[0]!r}; task names must be unique")
-        if self.strategy.name not in MULTITASK_STRATEGIES:
-            raise ConfigError(
-                f"strategy.name={self.strategy.name} is not available for multitask runs yet; use one of "
-                f"{', '.join(MULTITASK_STRATEGIES)}"
-            )
-        if self.strategy.name == "frozen":
-            used = [
-                f
-                for f in ("feature_layers", "head_hidden_size", "pooling")
-                if getattr(self.strategy, f) not in (None, 1)
-            ]
-            if self.strategy.head != "linear" or self.strategy.feature_layer != -1 or used:
-                raise ConfigError(
-                    "strategy.name=frozen in a multitask run trains each task's own transformers head on the last "
-                    "layer; strategy.head/feature_layer/feature_layers/pooling are single-task options"
-                )
         if self.optimizer_state == "per_task" and self.train.grad_accum_steps != 1:
             raise ConfigError(
                 "optimizer_state=per_task needs train.grad_accum_steps=1: an accumulated step could mix tasks, "

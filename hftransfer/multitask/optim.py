@@ -12,6 +12,7 @@ task then takes full-size Adam steps on the shared encoder; the shared state sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -79,3 +80,20 @@ def groups_per_task(
                 task_groups.append({**group, "params": params, "name": f"{name}:{group['name']}"})
         result[name] = task_groups
     return result
+
+
+def task_step(
+    scales: dict[str, float], optimizer: PerTaskAdamW | None
+) -> Callable[[list[dict]], float] | None:
+    """The loop's ``before_update``: selects the step's task in a per-task optimizer and returns the step's
+    learning-rate factor (its task's; the mean when accumulation mixes tasks in one step). None when neither
+    applies, so the loop does nothing extra per step."""
+    if optimizer is None and all(scale == 1.0 for scale in scales.values()):
+        return None
+
+    def before_update(window: list[dict]) -> float:
+        if optimizer is not None:  # per-task state needs single-task steps (grad_accum_steps=1, checked)
+            optimizer.active = window[0]["task"]
+        return sum(scales[batch["task"]] for batch in window) / len(window)
+
+    return before_update

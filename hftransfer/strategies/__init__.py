@@ -21,9 +21,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.registry import get_strategy
-from hftransfer.strategies import freeze, gradual
 from hftransfer.strategies.base import StrategyContext, StrategyPlan
-from hftransfer.training.state import LoopState
 
 # Every module of this package is imported, so a built-in strategy registers itself by existing: adding one is
 # adding its file, with no list to edit here.
@@ -33,26 +31,9 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "StrategyContext",
     "StrategyPlan",
-    "freeze_layers",
     "needs_unused_parameter_search",
     "plan_strategy",
 ]
-
-
-def freeze_layers(
-    model: torch.nn.Module, strategy: Any, report: dict[str, Any]
-) -> Callable[[LoopState], None] | None:
-    """Apply ``freeze`` (fix the bottom layers) or ``gradual`` (start with the head alone) to a model that another
-    flow builds (multitask); other strategies are left alone. Returns gradual unfreezing's per-step hook, if any,
-    and records what it did in ``report``."""
-    if strategy.name == "freeze":
-        report["frozen_layers"] = freeze.apply_freeze(model, strategy.freeze_layers)
-    elif strategy.name == "gradual":
-        hook, report["layer_groups"] = gradual.unfreezing_hook(
-            model, strategy.unfreeze_every, strategy.unfreeze_unit
-        )
-        return hook
-    return None
 
 
 def needs_unused_parameter_search(config: Any) -> bool:
@@ -70,11 +51,15 @@ def plan_strategy(
     features: dict[str, Dataset] | None = None,
     accelerator: Accelerator | None = None,
     encoder_weight_decay: bool = True,
+    shared_encoder: bool = False,
+    save_model: Callable[[Accelerator, torch.nn.Module], None] | None = None,
+    restore_model: Callable[[Accelerator, torch.nn.Module], None] | None = None,
 ) -> StrategyPlan:
     """Apply ``config.strategy`` to a freshly built (pretrained encoder + new head) model.
 
     ``encoder_weight_decay=False`` when an objective replaces weight decay on the encoder (the run's
-    ``ObjectiveSet.replaces_weight_decay``).
+    ``ObjectiveSet.replaces_weight_decay``). A multitask model passes ``shared_encoder=True`` and its own
+    ``save_model`` / ``restore_model`` (every task exported on its own); see :class:`StrategyContext`.
 
     Raises:
         ConfigError: an unknown strategy, or one that does not fit this model (e.g. more frozen layers than it has).
@@ -89,5 +74,8 @@ def plan_strategy(
         features,
         accelerator,
         encoder_weight_decay=encoder_weight_decay,
+        shared_encoder=shared_encoder,
+        save_model=save_model,
+        restore_model=restore_model,
     )
     return entry.build(context)

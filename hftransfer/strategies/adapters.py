@@ -31,6 +31,7 @@ from hftransfer.export.peft_adapter import (
 )
 from hftransfer.export.save import save_pretrained_atomic
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
+from hftransfer.training.optim import without_decay
 
 ALL_LINEAR = "all-linear"
 EXPORTS = ("adapter", "merged", "both")
@@ -118,17 +119,49 @@ def apply_peft(
     return peft_model
 
 
+def adapt_encoder(
+    context: StrategyContext,
+    make_config: Callable[..., PeftConfig],
+    *,
+    target_modules: list[str] | None,
+    default_targets: Callable[[PreTrainedModel], list[str]] | None = None,
+    train_pooler: bool = True,
+) -> tuple[torch.nn.Module, list[str]]:
+    """Apply a peft method to the run's model: :func:`apply_peft` on a single task model, or one adapter in the
+    encoder that a multitask model's tasks share (``shared_adapter.py``). Returns the model to train and the
+    target modules (as configured, or the architecture's default)."""
+    # Imported here: shared_adapter reuses this module's target-name helpers.
+    from hftransfer.strategies.shared_adapter import inject_shared
+
+    if context.shared_encoder:
+        targets = inject_shared(
+            context.model, make_config, target_modules=target_modules, default_targets=default_targets
+        )
+        return context.model, targets
+    model = apply_peft(
+        context.model,
+        context.config.task,
+        make_config,
+        target_modules=target_modules,
+        default_targets=default_targets,
+        train_pooler=train_pooler,
+    )
+    # As configured: peft's own record expands all-linear, including modules it then excludes.
+    return model, list(target_modules or default_targets(model.get_base_model()))
+
+
 def adapter_plan(
     context: StrategyContext,
-    model: PeftModel,
+    model: torch.nn.Module,
     export: str,
     report: dict[str, Any],
     *,
     decay_adapters: bool = True,
 ) -> StrategyPlan:
-    """The plan of a peft strategy: ``model`` (from :func:`apply_peft`) trains, the best adapter is snapshotted
+    """The plan of a peft strategy: ``model`` (from :func:`adapt_encoder`) trains, the best adapter is snapshotted
     and restored as an adapter, and at the end ``model/`` holds what ``export`` says: the adapter (``adapter``),
-    a plain merged model (``merged``), or the merged model plus the adapter in ``adapter/`` (``both``).
+    a plain merged model (``merged``), or the merged model plus the adapter in ``adapter/`` (``both``). A multitask
+    model is saved the run's way (every task merged, the shared adapter beside them).
 
     Args:
         report: what the run reports about the strategy (``metrics.json``'s ``strategy``), e.g. ``{"lora": {...}}``.
@@ -140,6 +173,25 @@ def adapter_plan(
     """
     if export not in EXPORTS:
         raise ConfigError(f"the export of an adapter must be one of {', '.join(EXPORTS)}, got {export!r}")
+    if context.shared_encoder:
+        if export == "adapter":
+            raise ConfigError(
+                "a multitask run exports every task as a merged model with the shared adapter beside them; an "
+                "adapter-only export is for single-task runs (set the strategy's export to both)"
+            )
+        plan = encoder_plan(context)
+        plan.model = model
+    else:
+        plan = _single_adapter_plan(context, model, export)
+    plan.report.update(report)
+    plan = finish_plan(plan, context)
+    if not decay_adapters:
+        plan.param_groups = without_decay(plan.param_groups, _adapter_ids(context, model))
+        plan.report["lr_groups"] = {group["name"]: group["lr"] for group in plan.param_groups}
+    return plan
+
+
+def _single_adapter_plan(context: StrategyContext, model: PeftModel, export: str) -> StrategyPlan:
     if export != "adapter" and not can_merge(model):
         raise ConfigError(
             f"export={export}: this peft method cannot be merged into the encoder; export the adapter"
@@ -172,14 +224,18 @@ def adapter_plan(
         return produced
 
     plan.save_best, plan.restore_best, plan.export = save_best, restore_best, export_model
-    plan.report.update(report)
-    plan = finish_plan(plan, context)
-    if not decay_adapters:
-        own = adapter_parameter_names(model, saved_modules=False)
-        undecayed = {id(param) for name, param in model.named_parameters() if name in own}
-        plan.param_groups = _without_decay(plan.param_groups, undecayed)
-        plan.report["lr_groups"] = {group["name"]: group["lr"] for group in plan.param_groups}
     return plan
+
+
+def _adapter_ids(context: StrategyContext, model: torch.nn.Module) -> set[int]:
+    """The method's own weights (not the head copies), by identity."""
+    from hftransfer.strategies.shared_adapter import adapter_parameter_names as shared_names
+
+    if context.shared_encoder:
+        own, named = shared_names(model.encoder), model.encoder.named_parameters()
+    else:
+        own, named = adapter_parameter_names(model, saved_modules=False), model.named_parameters()
+    return {id(param) for name, param in named if name in own}
 
 
 def task_type_of(task: str) -> TaskType:
@@ -239,19 +295,3 @@ def check_targets(model: PreTrainedModel, targets: list[str], trained_in_full: l
                 f"strategy.target_modules: {target!r} matches no module of {type(model).__name__}; its linear "
                 f"modules are named {', '.join(linear[:10])} (or use [{ALL_LINEAR}])"
             )
-
-
-def _without_decay(groups: list[dict], undecayed: set[int]) -> list[dict]:
-    """The same groups with the parameters in ``undecayed`` moved to their unit's ``/no_decay`` group."""
-    regrouped: dict[str, dict] = {}
-    for group in groups:
-        for param in group["params"]:
-            if group["weight_decay"] != 0.0 and id(param) in undecayed:
-                name = group["name"].replace("/decay", "/no_decay")
-                target = regrouped.setdefault(
-                    name, {**group, "params": [], "name": name, "weight_decay": 0.0}
-                )
-            else:
-                target = regrouped.setdefault(group["name"], {**group, "params": []})
-            target["params"].append(param)
-    return list(regrouped.values())

@@ -44,6 +44,13 @@ class StrategyContext:
     accelerator: Accelerator | None = None
     encoder_weight_decay: bool = True
     """False when an objective pulls the encoder's weights somewhere itself (L2-SP): its groups get no decay."""
+    shared_encoder: bool = False
+    """True when several task models share one encoder (a multitask model): adapters go into the shared encoder,
+    and nothing is precomputed per task."""
+    save_model: Callable[[Accelerator, torch.nn.Module], None] | None = None
+    """How the run saves the model it trains (default: a plain HF model in ``run_dir/model``)."""
+    restore_model: Callable[[Accelerator, torch.nn.Module], None] | None = None
+    """How the run loads what ``save_model`` wrote back into the trained model."""
 
     @property
     def strategy(self) -> StrategyConfig:
@@ -80,8 +87,8 @@ def encoder_plan(context: StrategyContext) -> StrategyPlan:
     return StrategyPlan(
         context.model,
         [],
-        save_best=save_plain,
-        restore_best=restore_plain,
+        save_best=context.save_model or save_plain,
+        restore_best=context.restore_model or restore_plain,
         report={"name": context.strategy.name},
     )
 

@@ -15,12 +15,12 @@ from safetensors.torch import load_file, save_file
 from hftransfer.config import StrategyConfig
 from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
-from hftransfer.strategies.base import StrategyContext, StrategyPlan
+from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
 from hftransfer.strategies.feature_data import build_feature_loaders
 from hftransfer.strategies.frozen import build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen
-from hftransfer.strategies.layers import count_parameters
+from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.training.optim import parameter_groups
 from hftransfer.utils import atomic_directory
 
@@ -62,8 +62,11 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
 
     Returns:
         The plan: its model is the head alone, and its training and evaluation loaders run over cached features
-        rather than token ids.
+        rather than token ids. For a multitask model (several heads on one encoder), the token model itself with
+        the encoder fixed (:func:`fixed_encoder_plan`).
     """
+    if context.shared_encoder:
+        return fixed_encoder_plan(context)
     model, config, features = context.model, context.config, context.features
     tokenizer, accelerator, run_dir = context.tokenizer, context.accelerator, context.run_dir
     base_model_name_or_path = context.base_model_name_or_path
@@ -175,6 +178,34 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         eval_loaders=eval_loaders,
     )
     return plan
+
+
+def fixed_encoder_plan(context: StrategyContext) -> StrategyPlan:
+    """The encoder fixed inside the token model, every task's own transformers head trained: what ``frozen``
+    means where features cannot be cached per task (several tasks read one encoder).
+
+    Raises:
+        ConfigError: a head option of the feature-cache form (they shape a head of our own, not the task's).
+    """
+    strategy = context.strategy
+    defaults = FrozenConfig()
+    changed = [
+        name
+        for name in ("head", "head_hidden_size", "feature_layer", "feature_layers", "pooling")
+        if getattr(strategy, name) != getattr(defaults, name)
+    ]
+    if changed:
+        raise ConfigError(
+            "strategy.name=frozen in a multitask run trains each task's own transformers head on the last layer; "
+            f"strategy.{changed[0]} is a single-task option (as are head, head_hidden_size, feature_layer, "
+            "feature_layers and pooling)"
+        )
+    plan = encoder_plan(context)
+    layout = EncoderLayout.of(plan.model)
+    for name, param in plan.model.named_parameters():
+        if not layout.is_head(name):
+            param.requires_grad_(False)
+    return finish_plan(plan, context)
 
 
 def describe_frozen(strategy: dict, report: dict) -> str:

@@ -13,8 +13,9 @@ from peft import IA3Config as PeftIA3Config
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
-from hftransfer.strategies.adapters import ALL_LINEAR, adapter_plan, apply_peft, per_architecture
+from hftransfer.strategies.adapters import ALL_LINEAR, adapt_encoder, adapter_plan, per_architecture
 from hftransfer.strategies.base import StrategyContext, StrategyPlan
+from hftransfer.strategies.layers import EncoderLayout
 
 # (targets, feed-forward targets): peft's defaults (BERT, RoBERTa, DeBERTa-v2) and the same layers elsewhere. Names
 # match as dotted suffixes, so BERT's "output.dense" also rescales the attention output projection's input, as in peft.
@@ -65,14 +66,15 @@ def build_ia3(context: StrategyContext) -> StrategyPlan:
     targets, feedforward = strategy.target_modules, strategy.feedforward_modules
     if targets is None or feedforward is None:
         fix = "set strategy.target_modules and strategy.feedforward_modules ([] for none)"
-        default_targets, default_feedforward = per_architecture(context.model, _DEFAULTS, "IA3 modules", fix)
+        default_targets, default_feedforward = per_architecture(
+            EncoderLayout.task_model(context.model), _DEFAULTS, "IA3 modules", fix
+        )
         targets = targets or list(default_targets)
         if feedforward is None:  # the architecture's feed-forward projections among the targets
             feedforward = [name for name in default_feedforward if ALL_LINEAR in targets or name in targets]
     _check_feedforward(feedforward, targets)
-    model = apply_peft(
-        context.model,
-        context.config.task,
+    model, _ = adapt_encoder(
+        context,
         functools.partial(PeftIA3Config, feedforward_modules=list(feedforward)),
         target_modules=targets,
     )

@@ -37,12 +37,18 @@ class EncoderLayout:
     encoder_prefix: str  # e.g. "bert": parameters under it are pretrained, the rest is the new head
     num_layers: int
 
-    @classmethod
-    def of(cls, model: torch.nn.Module) -> EncoderLayout:
-        # peft wrappers expose the transformers model; a multitask model's task models all share one encoder.
+    @staticmethod
+    def task_model(model: torch.nn.Module) -> torch.nn.Module:
+        """The transformers task model that stands for ``model``'s layout and architecture: itself, the model
+        under a peft wrapper, or a multitask model's first task (its task models all share one encoder)."""
         base = getattr(model, "get_base_model", lambda: model)()
         if hasattr(base, "task_models"):
             base = next(iter(base.task_models.values()))
+        return base
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> EncoderLayout:
+        base = cls.task_model(model)
         prefix = getattr(base, "base_model_prefix", "")
         num_layers = getattr(getattr(base, "config", None), "num_hidden_layers", None)
         if not prefix or not hasattr(base, prefix) or num_layers is None:

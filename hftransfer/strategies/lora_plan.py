@@ -3,15 +3,18 @@ at the end (``strategy.lora_export``: the adapter, a merged plain model, or both
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
+
+from peft import LoraConfig as PeftLoraConfig
 
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
-from hftransfer.strategies.adapters import adapter_plan
+from hftransfer.strategies.adapters import adapt_encoder, adapter_plan
 from hftransfer.strategies.base import StrategyContext, StrategyPlan
-from hftransfer.strategies.lora import apply_lora, default_target_modules
+from hftransfer.strategies.lora import default_target_modules
 
 
 @dataclass
@@ -49,21 +52,20 @@ class LoraConfig(EncoderStrategyConfig):
 
 def build_lora(context: StrategyContext) -> StrategyPlan:
     strategy = context.strategy
-    model = apply_lora(
-        context.model,
-        context.config.task,
-        r=strategy.r,
-        alpha=strategy.alpha,
-        dropout=strategy.lora_dropout,
+    model, targets = adapt_encoder(
+        context,
+        functools.partial(
+            PeftLoraConfig, r=strategy.r, lora_alpha=strategy.alpha, lora_dropout=strategy.lora_dropout
+        ),
         target_modules=strategy.target_modules,
+        default_targets=default_target_modules,
         train_pooler=strategy.lora_pooler == "train",
     )
     report = {
         "r": strategy.r,
         "alpha": strategy.alpha,
         "dropout": strategy.lora_dropout,
-        # As configured: peft's own record expands all-linear, including modules it then excludes.
-        "target_modules": strategy.target_modules or default_target_modules(model.get_base_model()),
+        "target_modules": targets,
         "export": strategy.lora_export,
     }
     return adapter_plan(context, model, strategy.lora_export, {"lora": report})

@@ -116,3 +116,19 @@ def prepare_training(
             backend=config.compile_backend, dynamic=True
         )
     return model, optimizer, train_loader, eval_loader
+
+
+def without_decay(groups: list[dict], undecayed: set[int]) -> list[dict]:
+    """The same groups with the parameters in ``undecayed`` moved to their unit's ``/no_decay`` group."""
+    regrouped: dict[str, dict] = {}
+    for group in groups:
+        for param in group["params"]:
+            if group["weight_decay"] != 0.0 and id(param) in undecayed:
+                name = group["name"].replace("/decay", "/no_decay")
+                target = regrouped.setdefault(
+                    name, {**group, "params": [], "name": name, "weight_decay": 0.0}
+                )
+            else:
+                target = regrouped.setdefault(group["name"], {**group, "params": []})
+            target["params"].append(param)
+    return list(regrouped.values())
