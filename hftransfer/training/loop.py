@@ -29,11 +29,12 @@ from hftransfer.config import RunConfig
 from hftransfer.data.batching import count_items
 from hftransfer.objectives.task import task_loss
 from hftransfer.training.callbacks import Callback, FastCpuDropout, MemorySampler, StepHook
-from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
+from hftransfer.training.checkpoint import save_checkpoint
 from hftransfer.training.clipping import clip_gradients, end_deferred_clip
-from hftransfer.training.meters import TrainMeter, record_evaluation, step_budget, training_summary
+from hftransfer.training.meters import TrainMeter, step_budget, training_summary
 from hftransfer.training.optim import build_scheduler, prepare_training, scaled_learning_rate
-from hftransfer.training.state import LoopState
+from hftransfer.training.selection import BestModelSelection
+from hftransfer.training.state import LoopState, load_loop_state
 from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
@@ -54,24 +55,20 @@ class TrainingLoop:
     """Optimise ``model`` on ``train_loader``; evaluate, keep the best model, checkpoint and resume.
 
     Args:
-        accelerator: the run's accelerator.
-        model: an unprepared model; it is prepared here together with its optimizer and loaders.
-        train_loader / eval_loader: unprepared loaders (``eval_loader`` may be None: no validation split). Objects
-            that are not DataLoaders pass through ``prepare`` untouched: mixed sources
-            (:class:`~hftransfer.data.mixing.MixedBatches`, prepared per source) and a dict of prepared per-task
-            evaluation loaders.
-        evaluate: ``evaluate(model, prepared_eval_loader) -> metrics`` (called on every process).
-        save_model: ``save_model(model)`` writes the current model as the run's exported model (every process).
-        config: the run config; ``run_dir``: where checkpoints and logs go.
-        loss_fn: summed loss of a batch (default: task cross-entropy), optionally with weighted penalties.
-        param_groups: optimizer parameter groups (default: decay / no-decay over trainable parameters).
-        on_step_start: called with the loop state before every optimizer step (e.g. gradual unfreezing).
-        callbacks: more :class:`~hftransfer.training.callbacks.Callback` objects (CPU dropout masks and memory
-            sampling are always there).
-        before_update: ``before_update(micro_batches) -> factor``, called just before each optimizer update;
-            the factor multiplies every group's learning rate for that one update (e.g. a multitask run's per-task
-            learning rate; the schedule itself is unchanged), and the call may set up the optimizer for the step.
-        optimizer: a ready optimizer over ``model``'s parameters (default: AdamW over ``param_groups``).
+        model, train_loader, eval_loader: unprepared (prepared here with the optimizer); ``eval_loader`` may be
+            None (no validation). Objects that are not DataLoaders pass ``prepare`` untouched: mixed sources
+            (:class:`~hftransfer.data.mixing.MixedBatches`) and dicts of prepared per-task evaluation loaders.
+        evaluate: ``evaluate(model, prepared_eval_loader) -> metrics``; ``save_model(model)`` exports the current
+            model (both called on every process). ``config``: the run config; ``run_dir``: checkpoints and logs.
+        loss_fn: ``loss_fn(model, batch, state)``: summed loss, optionally with weighted per-step terms.
+        param_groups: optimizer parameter groups (default: decay / no-decay over trainable parameters), or a
+            ready ``optimizer`` over the model's parameters.
+        on_step_start: called with the loop state before every optimizer step (e.g. gradual unfreezing);
+            ``callbacks``: more :class:`~hftransfer.training.callbacks.Callback` objects (CPU dropout masks and
+            memory sampling are always there).
+        before_update: ``before_update(micro_batches) -> factor`` just before each update: the factor multiplies
+            every group's learning rate for that update (a multitask run's per-task rate; the schedule is
+            unchanged), and the call may set up the optimizer for the step.
     """
 
     def __init__(
@@ -102,8 +99,15 @@ class TrainingLoop:
         self.on_step_start = on_step_start
         self.before_update = before_update
         self.metric_name = config.metric_for_best()
-        self.greater_is_better = config.greater_is_better()
         self.log = MetricsLog(accelerator, self.run_dir)
+        self.selection = BestModelSelection(
+            evaluate,
+            save_model,
+            config.metric_for_best(),
+            config.greater_is_better(),
+            config.train.early_stopping_patience,
+            self.log,
+        )
         self.state = LoopState()
         self.meter = TrainMeter(accelerator)
         self.memory = MemorySampler()
@@ -125,9 +129,7 @@ class TrainingLoop:
     # ----------------------------------------------------------------------------------------------- resume
     def resume(self, checkpoint: Path) -> None:
         """Load a checkpoint written by this loop; training then continues at its step with the same data order."""
-        saved = load_checkpoint(self.accelerator, checkpoint)
-        known = {field.name for field in dataclasses.fields(LoopState)}
-        self.state = LoopState(**{key: value for key, value in saved.items() if key in known})
+        self.state = load_loop_state(self.accelerator, checkpoint)
         self.state.total_steps = self.total_steps
         self.log.truncate_after(self.state.step)
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, self.state.step, self.state.epoch)
@@ -289,29 +291,8 @@ class TrainingLoop:
         """Evaluate; save the model when it is the best so far. Returns True when it saved."""
         if self.eval_loader is None:
             return False
-        state = self.state
-        self._last_eval_step = state.step
-        metrics = self.evaluate_fn(self.model, self.eval_loader)
-        # Logged with the training time so far (earlier evaluations included) for time-to-target curves; kept out
-        # of the metrics themselves, which metric_for_best chooses from.
-        self.log.log(
-            "validation",
-            {**metrics, "train_seconds": round(state.train_seconds, 2)},
-            step=state.step,
-            epoch=self.epoch_progress(),
-        )
-        better = record_evaluation(
-            state,
-            metrics,
-            self.metric_name,
-            self.greater_is_better,
-            self.train_config.early_stopping_patience,
-        )
-        if better:
-            self.save_model_fn(self.model)
-            logger.info(
-                "New best %s=%.4f at step %d: model saved", self.metric_name, state.best_metric, state.step
-            )
+        self._last_eval_step = self.state.step
+        better = self.selection.evaluate(self.model, self.eval_loader, self.state, self.epoch_progress())
         self.model.train()
         return better
 

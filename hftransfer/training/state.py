@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from hftransfer.training.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -24,3 +30,11 @@ class LoopState:
     samples_seen: int = 0
     tokens_seen: int = 0
     padded_tokens_seen: int = 0
+
+
+def load_loop_state(accelerator: Accelerator, checkpoint: Path) -> LoopState:
+    """The state saved with a checkpoint (and its tensors loaded into the prepared objects); fields a newer or
+    older release does not know are ignored, so checkpoints survive upgrades."""
+    saved = load_checkpoint(accelerator, checkpoint)
+    known = {field.name for field in dataclasses.fields(LoopState)}
+    return LoopState(**{key: value for key, value in saved.items() if key in known})
