@@ -76,7 +76,7 @@ def main() -> None:
         loaders = run.loop.train_loader.loaders
         steps = {"ner": args.ner_steps, "sentiment": args.sentiment_steps}
         batches = {name: list(islice(iter(loaders[name]), steps[name])) for name in steps}
-        specs = run.specs
+        specs = run.extras["specs"]
         singles = {
             name: build_model(config.model, specs[name].task, run.data[name].label_names) for name in steps
         }

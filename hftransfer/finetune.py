@@ -15,9 +15,7 @@ tokenizer, an ordinary Hugging Face model directory).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,48 +26,23 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.assets import resolve_model_name
-from hftransfer.config import RunConfig, save_config
+from hftransfer.config import RunConfig
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader, build_train_dataloader
 from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
+from hftransfer.flow.core import Run, evaluate_best, finish, start_loop, train
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.objectives.base import build_objectives
 from hftransfer.objectives.owned import attach_owned_modules
-from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
+from hftransfer.runs import start_run
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
-from hftransfer.training.loop import FitResult, TrainingLoop
-from hftransfer.training.threads import thread_report
-from hftransfer.utils import atomic_write_json
 
+__all__ = ["Run", "assemble_run", "evaluate_best", "finish", "setup", "start_loop", "token_loaders", "train"]
 logger = logging.getLogger("hftransfer")
-
-
-@dataclass
-class Run:
-    """The state of one fine-tuning run, passed between the recipe steps."""
-
-    config: RunConfig
-    accelerator: Accelerator
-    run_dir: Path
-    data: TaskData
-    tokenizer: PreTrainedTokenizerBase
-    loop: TrainingLoop
-    evaluate: Callable[..., dict[str, Any]]
-    plan: StrategyPlan
-    eval_loaders: dict[str, DataLoader] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
-    fit: FitResult | None = None
-    final_metrics: dict[str, Any] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Flow-specific state (e.g. a distillation run's teacher)."""
-
-    @property
-    def model_dir(self) -> Path:
-        return self.run_dir / "model"
 
 
 def setup(config: RunConfig, recipe: str) -> Run:
@@ -171,27 +144,21 @@ def assemble_run(
         output = run_inference(model, loader, accelerator, config.task, desc=f"Evaluating {split}")
         return compute_metrics(output, data.splits[split], config.task, data.label_names)
 
-    loop = TrainingLoop(
+    loop = start_loop(
+        config,
         accelerator,
-        plan.model,
-        train_loader,
-        eval_loaders.get("validation"),
+        run_dir,
+        trackers=trackers,
+        resume_from=resume_from,
+        model=plan.model,
+        train_loader=train_loader,
+        eval_loader=eval_loaders.get("validation"),
         evaluate=evaluate,
         save_model=lambda m: plan.save_best(accelerator, m),
-        config=config,
-        run_dir=run_dir,
         loss_fn=objectives,
         param_groups=plan.param_groups,
         on_step_start=plan.on_step_start,
     )
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
-    if trackers:
-        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
-    if resume_from is not None:
-        loop.resume(resume_from)
     # Loaders for the final evaluation; validation reuses the loop's prepared one.
     prepared = {"validation": loop.eval_loader} if loop.eval_loader is not None else {}
     if "test" in eval_loaders:
@@ -246,52 +213,3 @@ def _log_summary(run: Run) -> None:
         100 * trainable / total,
         {name: f"{lr:.2g}" for name, lr in run.plan.report["lr_groups"].items()},
     )
-
-
-def train(run: Run) -> FitResult:
-    """Run the training loop (resuming if the run was set up from a checkpoint)."""
-    run.fit = run.loop.fit()
-    return run.fit
-
-
-def evaluate_best(run: Run) -> dict[str, Any]:
-    """Reload the exported (best) model and score it on validation and test; writes ``metrics.json``."""
-    accelerator = run.accelerator
-    accelerator.wait_for_everyone()
-    run.plan.restore_best(accelerator, run.loop.model)
-    started = time.perf_counter()
-    results: dict[str, Any] = {}
-    for split, loader in run.eval_loaders.items():
-        split_started = time.perf_counter()
-        results[split] = run.evaluate(run.loop.model, loader, split)
-        # Inference and metrics of the split: what a user waits for when scoring a dataset.
-        results[split]["seconds"] = round(time.perf_counter() - split_started, 3)
-        run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
-    if run.plan.export is not None:
-        run.report["export"] = run.plan.export(accelerator, run.loop.model)
-    state = run.loop.state
-    run.final_metrics = {
-        **results,
-        "best_step": state.best_step,
-        f"best_validation_{run.loop.metric_name}": state.best_metric,
-        "train": run.loop.summary(),
-        "peak_memory_mb": peak_memory_mb(),
-        "threads": thread_report(),
-        "eval_seconds": round(time.perf_counter() - started, 2),
-        "label_names": run.data.label_names,
-        **run.report,
-    }
-    if accelerator.is_main_process:
-        atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
-    return run.final_metrics
-
-
-def finish(run: Run) -> None:
-    """Close trackers, push to the Hub when asked (``push_to_hub``), and print where the results are."""
-    run.accelerator.end_training()
-    publish_if_asked(run.config, run.run_dir, run.accelerator, run.final_metrics)
-    metric = run.loop.metric_name
-    for split in ("validation", "test"):
-        if split in run.final_metrics and metric in run.final_metrics[split]:
-            logger.info("%s %s = %.4f", split, metric, run.final_metrics[split][metric])
-    logger.info("Model: %s  Metrics: %s", run.model_dir, run.run_dir / "metrics.json")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from hftransfer.config import parse_config
 from hftransfer.errors import ConfigError
-from hftransfer.finetune import evaluate_best, finish, setup, train
+from hftransfer.finetune import setup
+from hftransfer.flow import evaluate_best, finish, train
 from hftransfer.utils import run_main
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "minilm" / "classifier_full.yaml"

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from hftransfer.flow import evaluate_best, finish, train
 from hftransfer.multitask.config import parse_multitask_config
-from hftransfer.multitask.run import evaluate_best, finish, setup, train
+from hftransfer.multitask.run import setup
 from hftransfer.utils import run_main
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "minilm" / "multitask_ner_sentiment.yaml"

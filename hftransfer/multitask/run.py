@@ -13,36 +13,26 @@ multitask model with one shared encoder.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from accelerate import Accelerator
-from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
-
 from hftransfer.assets import resolve_model_name
-from hftransfer.config import save_config
 from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.mixing import MixedBatches
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.finetune import token_loaders
+from hftransfer.flow import Run, evaluate_best, finish, start_loop, train
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
-from hftransfer.multitask.config import MultitaskConfig, TaskSpec
+from hftransfer.multitask.config import MultitaskConfig
 from hftransfer.multitask.evaluation import task_evaluator
 from hftransfer.multitask.export import TASKS_FILE, load_multitask, load_multitask_weights, save_multitask
 from hftransfer.multitask.model import MultitaskModel
 from hftransfer.multitask.optim import PerTaskAdamW, groups_per_task, task_step
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
 from hftransfer.objectives.base import build_objectives
-from hftransfer.runs import peak_memory_mb, publish_if_asked, start_run, tracker_config
-from hftransfer.strategies import StrategyPlan, plan_strategy
-from hftransfer.training.loop import FitResult, TrainingLoop
-from hftransfer.training.threads import thread_report
-from hftransfer.utils import atomic_write_json
+from hftransfer.runs import start_run
+from hftransfer.strategies import plan_strategy
 
 __all__ = [
     "TASKS_FILE",
@@ -57,27 +47,7 @@ __all__ = [
 logger = logging.getLogger("hftransfer")
 
 
-@dataclass
-class MultitaskRun:
-    config: MultitaskConfig
-    accelerator: Accelerator
-    run_dir: Path
-    specs: dict[str, TaskSpec]
-    data: dict[str, TaskData]
-    tokenizer: PreTrainedTokenizerBase
-    loop: TrainingLoop
-    eval_loaders: dict[str, dict[str, DataLoader]]
-    plan: StrategyPlan
-    report: dict[str, Any] = field(default_factory=dict)
-    fit: FitResult | None = None
-    final_metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def model_dir(self) -> Path:
-        return self.run_dir / "model"
-
-
-def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
+def setup(config: MultitaskConfig, recipe: str = "multitask") -> Run:
     """Load every task's data, build one task model per task around one shared encoder, and the loop.
 
     Raises:
@@ -175,40 +145,39 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
                 "unscale the shared encoder's gradients once per task); set train.mixed_precision to bf16 or no"
             )
         optimizer = PerTaskAdamW(groups_per_task(groups, model.encoder, model.task_models), config.train)
-    loop = TrainingLoop(
+    loop = start_loop(
+        config,
         accelerator,
-        model,
-        batches,
-        eval_loaders["validation"] or None,
+        run_dir,
+        trackers=trackers,
+        resume_from=resume_from,
+        model=model,
+        train_loader=batches,
+        eval_loader=eval_loaders["validation"] or None,
         evaluate=evaluate,
         save_model=lambda trained: plan.save_best(accelerator, trained),
-        config=config,
-        run_dir=run_dir,
         loss_fn=objectives,
         param_groups=groups,
         optimizer=optimizer,
         on_step_start=plan.on_step_start,
         before_update=task_step(lr_scales, optimizer),
     )
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
-    if trackers:
-        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
-    if resume_from is not None:
-        loop.resume(resume_from)
-    run = MultitaskRun(
+    run = Run(
         config,
         accelerator,
         run_dir,
-        specs,
         data,
         tokenizer,
         loop,
-        {k: v for k, v in eval_loaders.items() if v},
+        evaluate,
         plan,
+        {split: loaders for split, loaders in eval_loaders.items() if loaders},
         report,
+        extras={
+            "specs": specs,
+            "metrics": {name: spec.primary_metric() for name, spec in specs.items()},
+            "train_summary": _steps_per_task,
+        },
     )
     parameters = strategy_report["parameters"]
     logger.info(
@@ -223,51 +192,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> MultitaskRun:
     return run
 
 
-def train(run: MultitaskRun) -> FitResult:
-    run.fit = run.loop.fit()
-    return run.fit
-
-
-def evaluate_best(run: MultitaskRun) -> dict[str, Any]:
-    """Reload the best model, evaluate every task on validation and test; writes ``metrics.json``."""
-    accelerator = run.accelerator
-    accelerator.wait_for_everyone()
-    run.plan.restore_best(accelerator, run.loop.model)
-    started = time.perf_counter()
-    results = {}
-    for split, loaders in run.eval_loaders.items():
-        results[split] = run.loop.evaluate_fn(run.loop.model, loaders, split)
-        run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
-    state = run.loop.state
-    schedule = run.loop.train_loader.schedule
+def _steps_per_task(run: Run) -> dict[str, Any]:
+    state, schedule = run.loop.state, run.loop.train_loader.schedule
     drawn = schedule.consumed(state.epoch, state.batches_in_epoch)
-    run.final_metrics = {
-        **results,
-        "best_step": state.best_step,
-        "best_validation_average": state.best_metric,
-        "train": {
-            **run.loop.summary(),
-            "steps_per_task": {name: drawn[i] for i, name in enumerate(run.specs)},
-        },
-        "eval_seconds": round(time.perf_counter() - started, 2),
-        "peak_memory_mb": peak_memory_mb(),
-        "threads": thread_report(),
-        "label_names": {name: run.data[name].label_names for name in run.specs},
-        **run.report,
-    }
-    if accelerator.is_main_process:
-        atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
-    return run.final_metrics
-
-
-def finish(run: MultitaskRun) -> None:
-    run.accelerator.end_training()
-    publish_if_asked(run.config, run.run_dir, run.accelerator, run.final_metrics)
-    for split in ("validation", "test"):
-        if split in run.final_metrics:
-            scores = {
-                n: round(m[run.specs[n].primary_metric()], 4)
-                for n, m in run.final_metrics[split]["tasks"].items()
-            }
-            logger.info("%s: average %.4f %s", split, run.final_metrics[split]["average"], scores)
-    logger.info("Models: %s/<task>  Metrics: %s", run.model_dir, run.run_dir / "metrics.json")
+    return {"steps_per_task": {name: drawn[i] for i, name in enumerate(run.extras["specs"])}}

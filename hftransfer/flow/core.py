@@ -1,0 +1,149 @@
+"""The steps every run shares, whatever its tasks, strategy and objectives: the :class:`Run` passed between the
+recipe steps, the training loop with the run directory's config, trackers and resumed state (:func:`start_loop`),
+training, the final evaluation of the best model with ``metrics.json`` (:func:`evaluate_best`), and the end of the
+run (:func:`finish`).
+
+A run of one task keeps its ``data`` as one :class:`~hftransfer.data.sources.TaskData`; a run of several keeps
+``{task: TaskData}``, its evaluation returns each task's metrics under ``tasks`` with their ``average``, and its
+``extras`` say what it adds (each task's primary metric, the steps each task got).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from hftransfer.config import save_config
+from hftransfer.data.sources import TaskData
+from hftransfer.runs import peak_memory_mb, publish_if_asked, tracker_config
+from hftransfer.strategies import StrategyPlan
+from hftransfer.training.loop import FitResult, TrainingLoop
+from hftransfer.training.threads import thread_report
+from hftransfer.utils import atomic_write_json
+
+logger = logging.getLogger("hftransfer")
+
+
+@dataclass
+class Run:
+    """The state of one fine-tuning run, passed between the recipe steps."""
+
+    config: Any
+    """The run config (``RunConfig``, a multitask or a distillation config)."""
+    accelerator: Accelerator
+    run_dir: Path
+    data: TaskData | dict[str, TaskData]
+    """The task's data, or ``{task: TaskData}`` in a run of several tasks."""
+    tokenizer: PreTrainedTokenizerBase
+    loop: TrainingLoop
+    evaluate: Callable[..., dict[str, Any]]
+    plan: StrategyPlan
+    eval_loaders: dict[str, DataLoader] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    fit: FitResult | None = None
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Flow-specific state (e.g. a distillation run's teacher)."""
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+    @property
+    def label_names(self) -> list[str] | dict[str, list[str]]:
+        """The label names, or each task's when the run has several (``data`` is then ``{task: TaskData}``)."""
+        if isinstance(self.data, dict):
+            return {name: task_data.label_names for name, task_data in self.data.items()}
+        return self.data.label_names
+
+
+def start_loop(
+    config: Any,
+    accelerator: Accelerator,
+    run_dir: Path,
+    *,
+    trackers: list[str],
+    resume_from: Path | None,
+    model: torch.nn.Module,
+    train_loader: Any,
+    eval_loader: Any,
+    **loop_options: Any,
+) -> TrainingLoop:
+    """The training loop of any run (one task or several), with the run directory's ``config.yaml`` written, the
+    trackers started and, when resuming, the checkpoint's state loaded. ``loop_options``: the rest of
+    :class:`TrainingLoop`'s keyword arguments."""
+    loop = TrainingLoop(
+        accelerator, model, train_loader, eval_loader, config=config, run_dir=run_dir, **loop_options
+    )
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    if trackers:
+        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
+    if resume_from is not None:
+        loop.resume(resume_from)
+    return loop
+
+
+def train(run: Run) -> FitResult:
+    """Run the training loop (resuming if the run was set up from a checkpoint)."""
+    run.fit = run.loop.fit()
+    return run.fit
+
+
+def evaluate_best(run: Run) -> dict[str, Any]:
+    """Reload the exported (best) model and score it on validation and test; writes ``metrics.json``."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    run.plan.restore_best(accelerator, run.loop.model)
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    for split, loader in run.eval_loaders.items():
+        split_started = time.perf_counter()
+        results[split] = run.evaluate(run.loop.model, loader, split)
+        # Inference and metrics of the split: what a user waits for when scoring a dataset.
+        results[split]["seconds"] = round(time.perf_counter() - split_started, 3)
+        run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
+    if run.plan.export is not None:
+        run.report["export"] = run.plan.export(accelerator, run.loop.model)
+    state = run.loop.state
+    train_summary = run.loop.summary()
+    if "train_summary" in run.extras:  # what a flow adds (a multitask run: the steps each task got)
+        train_summary.update(run.extras["train_summary"](run))
+    run.final_metrics = {
+        **results,
+        "best_step": state.best_step,
+        f"best_validation_{run.loop.metric_name}": state.best_metric,
+        "train": train_summary,
+        "peak_memory_mb": peak_memory_mb(),
+        "threads": thread_report(),
+        "eval_seconds": round(time.perf_counter() - started, 2),
+        "label_names": run.label_names,
+        **run.report,
+    }
+    if accelerator.is_main_process:
+        atomic_write_json(run.run_dir / "metrics.json", run.final_metrics)
+    return run.final_metrics
+
+
+def finish(run: Run) -> None:
+    """Close trackers, push to the Hub when asked (``push_to_hub``), and print where the results are."""
+    run.accelerator.end_training()
+    publish_if_asked(run.config, run.run_dir, run.accelerator, run.final_metrics)
+    metric = run.loop.metric_name
+    for split in ("validation", "test"):
+        if split in run.final_metrics and metric in run.final_metrics[split]:
+            scores = run.final_metrics[split]
+            per_task = {n: round(m[run.extras["metrics"][n]], 4) for n, m in scores.get("tasks", {}).items()}
+            logger.info("%s %s = %.4f%s", split, metric, scores[metric], f" {per_task}" if per_task else "")
+    logger.info("Model: %s  Metrics: %s", run.model_dir, run.run_dir / "metrics.json")
