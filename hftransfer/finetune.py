@@ -103,22 +103,26 @@ def setup(config: RunConfig, recipe: str) -> Run:
 
 
 def tokenize_splits(
-    data: TaskData, tokenizer: PreTrainedTokenizerBase, config: RunConfig
+    data: TaskData, tokenizer: PreTrainedTokenizerBase, config: Any
 ) -> tuple[dict[str, Dataset], dict[str, Any]]:
     """Every split's features, and the report (data report + per-split feature counts) they start."""
+    features, counts = tokenize_task(data, tokenizer, config.task, config.data)
+    return features, {"data": data.report, "features": counts}
+
+
+def tokenize_task(
+    data: TaskData, tokenizer: PreTrainedTokenizerBase, task: str, data_config: Any
+) -> tuple[dict[str, Dataset], dict[str, dict[str, int]]]:
+    """One task's features per split (cached by ``datasets``), and each split's example/feature counts."""
     label2id = {label: index for index, label in enumerate(data.label_names)}
     features: dict[str, Dataset] = {}
-    report: dict[str, Any] = {"data": data.report, "features": {}}
+    counts: dict[str, dict[str, int]] = {}
     for split, examples in data.splits.items():
-        features[split], counts = tokenize(
-            examples,
-            tokenizer,
-            config.task,
-            label2id,
-            **tokenize_options(config.data),
+        features[split], split_counts = tokenize(
+            examples, tokenizer, task, label2id, **tokenize_options(data_config)
         )
-        report["features"][split] = {"examples": len(examples), "features": len(features[split]), **counts}
-    return features, report
+        counts[split] = {"examples": len(examples), "features": len(features[split]), **split_counts}
+    return features, counts
 
 
 def assemble_run(

@@ -16,11 +16,10 @@ import logging
 from typing import Any
 
 from hftransfer.assets import resolve_model_name
-from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.mixing import MixedBatches
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
-from hftransfer.finetune import token_loaders
+from hftransfer.finetune import token_loaders, tokenize_task
 from hftransfer.flow import Run, evaluate_best, finish, start_loop, train
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
@@ -94,21 +93,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> Run:
             raise ConfigError(
                 f"tasks.{name}.data.max_length={spec.data.max_length} exceeds the model's {limit}"
             )
-        label2id = {label: i for i, label in enumerate(data[name].label_names)}
-        features, report["features"][name] = {}, {}
-        for split, examples in data[name].splits.items():
-            features[split], counts = tokenize(
-                examples,
-                tokenizer,
-                spec.task,
-                label2id,
-                **tokenize_options(spec.data),
-            )
-            report["features"][name][split] = {
-                "examples": len(examples),
-                "features": len(features[split]),
-                **counts,
-            }
+        features, report["features"][name] = tokenize_task(data[name], tokenizer, spec.task, spec.data)
         if config.model.head_bias_init == "prior" and "train" in features:
             priors = report.setdefault("label_prior", {})
             priors[name] = init_head_bias_to_prior(task_models[name], features["train"]["labels"])
