@@ -30,9 +30,9 @@ TASKS = {
     },
 }
 STUDENTS = {
-    "hard_labels": ["distill.hard_weight=1", "distill.soft_weight=0", "distill.transfer_data=null"],
+    "hard_labels": ["objectives=[{name: task, weight: 1}]", "distill.transfer_data=null"],
     "logits": [],
-    "logits_hidden": ["distill.hidden_weight=1"],
+    "logits_hidden": ["objectives+=[{name: distill_hidden, weight: 1}]"],
 }
 
 

@@ -84,7 +84,7 @@ MULTITASK_VARIANTS = {
     "head_lr": ["strategy.head_lr=1e-3"],
 }
 STUDENTS = {
-    "undistilled": ["distill.hard_weight=1", "distill.soft_weight=0", "distill.transfer_data=null"],
+    "undistilled": ["objectives=[{name: task, weight: 1}]", "distill.transfer_data=null"],
     "distilled": [],
 }
 

@@ -8,6 +8,8 @@ A method joins the library with one call in its own module (peft's ``register_pe
 
     register_objective("l2sp", config=L2SPConfig, build=L2SP, regulariser=True)
 
+    register_objective("distill_soft", config=DistillSoftConfig, build=SoftLabels, teacher_outputs=("logits",))
+
 A strategy's ``build(context) -> StrategyPlan`` receives a :class:`~hftransfer.strategies.base.StrategyContext`
 (the freshly built model, the run config, tokenizer, run directory, tokenised features) and returns the plan the
 loop trains. An objective's ``build(context) -> Objective`` receives an
@@ -23,6 +25,9 @@ Strategy traits describe what the flow must know without naming the strategy:
   are and something added next to them trains (LoRA's adapters).
 * ``changes_trainable_set`` (default False): True when parameters start or stop training mid-run (gradual
   unfreezing), so DDP must look for parameters without gradients.
+
+Objective traits: ``regulariser`` (it alone teaches nothing), ``requires(strategy)`` (a strategy it refuses), and
+``teacher_outputs`` (what it reads from a teacher; only a distillation run has one).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from hftransfer.config.plugins import EncoderStrategyConfig, ObjectiveConfig, St
 from hftransfer.errors import ConfigError
 
 __all__ = [
+    "TEACHER_OUTPUTS",
     "ObjectiveEntry",
     "StrategyEntry",
     "get_objective",
@@ -76,11 +82,23 @@ class ObjectiveEntry:
     requires: Callable[[StrategyEntry], str | None] | None = None
     """``requires(strategy) -> reason`` or None: why this objective cannot go with that strategy."""
     legacy_keys: dict[str, tuple[str, Any]] = field(default_factory=dict)
-    """Old ``strategy.<key>`` fields this objective replaces: ``{old_key: (new_field, old_default)}``."""
+    """Old fields this objective replaces: ``{old_key: (new_field, old_default)}``; ``old_key`` is a
+    ``strategy.<key>`` field, or ``section.key`` of a core section (``distill.soft_weight``)."""
     describe: Callable[[dict[str, Any]], str] | None = None
     """``describe(objective_config) -> str``: a few words for model cards."""
+    teacher_outputs: tuple[str, ...] = ()
+    """What the objective reads from a teacher (see ``hftransfer/distill/teaching.py``): ``logits`` (its cached
+    predictions on the training data), ``hidden_states``, ``attentions`` (from its forward pass on the batch)."""
     module: str = field(default="", compare=False)
 
+    @property
+    def needs_teacher(self) -> bool:
+        """True when a run must load a teacher for this objective (a distillation run)."""
+        return bool(self.teacher_outputs)
+
+
+# What a teacher can give an objective: its cached predictions, and what its forward pass on the batch returns.
+TEACHER_OUTPUTS = ("logits", "hidden_states", "attentions")
 
 _STRATEGIES: dict[str, StrategyEntry] = {}
 _OBJECTIVES: dict[str, ObjectiveEntry] = {}
@@ -167,6 +185,7 @@ def register_objective(
     requires: Callable[[StrategyEntry], str | None] | None = None,
     legacy_keys: dict[str, tuple[str, Any]] | None = None,
     describe: Callable[[dict[str, Any]], str] | None = None,
+    teacher_outputs: tuple[str, ...] = (),
     replace: bool = False,
 ) -> ObjectiveEntry:
     """Make ``objectives: [{name: <name>, ...}]`` add the terms of ``build(context)`` to the loss.
@@ -178,12 +197,23 @@ def register_objective(
             ``name``); default: only ``weight``.
         regulariser: True when the objective alone teaches nothing (it holds other objectives back).
         requires: ``requires(strategy_entry) -> reason | None``, checked against the run's strategy.
-        legacy_keys: old ``strategy.<key>`` fields it replaces, ``{old_key: (new_field, old_default)}``: an old
-            config that sets one fails naming the objective (the old default is accepted and ignored).
+        legacy_keys: old fields it replaces, ``{old_key: (new_field, old_default)}``. A ``strategy.<key>`` set in
+            an old config fails naming the objective (the old default is accepted and ignored). A core section's
+            ``section.key`` set by a user fails naming the new form; in a config.yaml an older version saved
+            (where the section lists every such key) it is read as the objective it became
+            (``hftransfer/config/sections.py``).
         describe: ``describe(objective_config) -> str``, a few words for model cards.
+        teacher_outputs: what it reads from a teacher (``logits``, ``hidden_states``, ``attentions``): a run
+            without one refuses it, a distillation run prepares exactly these.
         replace: allow replacing an existing registration.
+
+    Raises:
+        ValueError: a malformed name or config class, a name taken, or an unknown teacher output.
     """
     _check_name("objective", name, _OBJECTIVES, build, replace)
+    unknown = set(teacher_outputs) - set(TEACHER_OUTPUTS)
+    if unknown:
+        raise ValueError(f"objective {name!r}: teacher_outputs {sorted(unknown)} not in {TEACHER_OUTPUTS}")
     entry = ObjectiveEntry(
         name,
         _config_class(name, config, ObjectiveConfig),
@@ -192,6 +222,7 @@ def register_objective(
         requires=requires,
         legacy_keys=dict(legacy_keys or {}),
         describe=describe,
+        teacher_outputs=tuple(teacher_outputs),
         module=getattr(build, "__module__", ""),
     )
     _OBJECTIVES[name] = entry

@@ -8,9 +8,13 @@
     accelerate launch recipes/distill.py distill.teacher=runs/teacher-ner-mpnet distill.student=pretrained \\
         model.name_or_path=minilm-l6          # a smaller pretrained encoder, another tokenizer: word-level KD
 
-Loss terms (``distill.hard_weight``, ``soft_weight`` + ``temperature``, ``hidden_weight``, ``attention_weight``)
-are logged apart. The student is exported like any fine-tuned model (``<run>/model``, ``pipeline`` loads it);
-``metrics.json`` gets a ``distill_report``: teacher vs student score, parameters and inference samples/s.
+The loss terms are objectives, logged apart: ``task`` (gold labels), ``distill_soft`` (the teacher's softened
+predictions; the preset's list has both at weight 0.5), ``distill_hidden`` and ``distill_attention``:
+
+    accelerate launch recipes/distill.py 'objectives+=[{name: distill_hidden}, {name: distill_attention}]'
+
+The student is exported like any fine-tuned model (``<run>/model``, ``pipeline`` loads it); ``metrics.json`` gets
+a ``distill_report``: teacher vs student score, parameters and inference samples/s.
 """
 
 from __future__ import annotations

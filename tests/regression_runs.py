@@ -64,10 +64,10 @@ CASES: dict[str, tuple[str, list[str]]] = {
     **{f"classifier_{name}": ("finetune_classifier", extra) for name, extra in STRATEGIES.items()},
     "multitask_proportional": ("multitask", ["sampler.name=proportional"]),
     "multitask_round_robin": ("multitask", ["sampler.name=round_robin"]),
-    "distill_logits": ("distill", ["distill.hard_weight=0.5", "distill.soft_weight=0.5"]),
+    "distill_logits": ("distill", ["objectives.task.weight=0.5", "objectives.distill_soft.weight=0.5"]),
     "distill_hidden": (
         "distill",
-        ["distill.soft_weight=0", "distill.hard_weight=1", "distill.hidden_weight=1"],
+        ["objectives=[{name: task, weight: 1}, {name: distill_hidden, weight: 1}]"],
     ),
 }
 # Log fields that measure time or memory, not behaviour.

@@ -78,8 +78,7 @@ def test_layer_dropped_student_with_every_term_exports_a_plain_model(ner_teacher
             f"distill.cache_dir={tmp_path / 'cache'}",
             "distill.student=teacher_layers",
             "distill.student_layers=[1]",
-            "distill.hidden_weight=1.0",
-            "distill.attention_weight=1.0",
+            "objectives+=[{name: distill_hidden, weight: 1.0}, {name: distill_attention, weight: 1.0}]",
             f"output_dir={run_dir}",
             "train.epochs=10",
             "train.lr=5e-3",
@@ -136,7 +135,7 @@ def test_student_with_another_tokenizer_distils_ner_word_by_word_and_caches_the_
 
     # hidden states cannot be compared token by token across tokenizers
     with pytest.raises(ConfigError, match="teacher's tokenizer"):
-        distill.main([*argv, f"output_dir={tmp_path / 'd'}", "distill.hidden_weight=1"])
+        distill.main([*argv, f"output_dir={tmp_path / 'd'}", "objectives+=[{name: distill_hidden}]"])
 
 
 def test_lora_teacher_and_lora_student(tiny_model_dir, ner_teacher, tmp_path):
@@ -200,7 +199,7 @@ def test_bad_distillation_configs_fail_before_training(ner_teacher, other_model_
                 *base,
                 f"distill.teacher={teacher_run}",
                 f"model.name_or_path={other}",
-                "distill.attention_weight=1",
+                "objectives+=[{name: distill_attention}]",
                 "distill.student=pretrained",
             ]
         )
@@ -222,7 +221,7 @@ def test_bad_distillation_configs_fail_before_training(ner_teacher, other_model_
     with pytest.raises(ConfigError, match="layer_map"):
         distill.main(
             [*base, f"distill.teacher={teacher_run}", "distill.student=teacher_layers", "distill.student_layers=[0]",
-             "distill.hidden_weight=1", "distill.layer_map=[[2,2]]"]
+             "objectives+=[{name: distill_hidden}]", "distill.layer_map=[[2,2]]"]
         )  # fmt: skip
 
 
@@ -257,7 +256,7 @@ def test_distilled_student_agrees_with_the_teacher_more_than_a_hard_label_studen
     common = ["distill.student=pretrained", f"model.name_or_path={other_model_dir}", "train.epochs=30", "train.lr=1e-2", "task=sequence-classification",
               "train.seed=0", "train.metric_for_best=accuracy", *_data(few), *COMMON]  # fmt: skip
     distill.main(
-        [*common, f"distill.teacher={teacher_dir}", "distill.hard_weight=1", "distill.soft_weight=0",
+        [*common, f"distill.teacher={teacher_dir}", "objectives=[{name: task}]",
          f"output_dir={tmp_path / 'hard'}"]
     )  # fmt: skip
     distilled = distill.main(
@@ -287,11 +286,11 @@ def test_hidden_states_of_another_width_are_matched_through_a_learned_projection
     run_dir = tmp_path / "run"
     metrics = distill.main(
         [f"distill.teacher={teacher_run}", "distill.student=pretrained", f"model.name_or_path={student_dir}",
-         "distill.hidden_weight=1", "distill.attention_weight=1", f"distill.cache_dir={tmp_path / 'cache'}",
+         "objectives+=[distill_hidden, distill_attention]", f"distill.cache_dir={tmp_path / 'cache'}",
          f"output_dir={run_dir}", "train.epochs=3", "train.lr=5e-3", "train.log_every_steps=2", *_data(files), *COMMON]
     )  # fmt: skip
     assert metrics["distill"]["layer_map"] == [[1, 2]]
-    assert "projection" in metrics["strategy"]["lr_groups"]
+    assert "distill_hidden" in metrics["strategy"]["lr_groups"]  # the projection, owned by the objective
     hidden = [r["loss_hidden"] for r in _read_log(run_dir) if r["split"] == "train"]
     assert hidden and hidden[-1] < hidden[0]  # the projected student states move towards the teacher's
     exported = AutoModelForTokenClassification.from_pretrained(run_dir / "model")

@@ -247,7 +247,7 @@ def test_two_process_distillation_run(tiny_model_dir, tmp_path, gloo_works):
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_ip", "127.0.0.1",
         "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "recipes" / "distill.py"), f"distill.teacher={teacher}", "distill.student_layers=[1]",
-        "distill.hidden_weight=1", f"distill.cache_dir={tmp_path / 'cache'}", f"output_dir={run_dir}", *data,
+        "objectives+=[{name: distill_hidden}]", f"distill.cache_dir={tmp_path / 'cache'}", f"output_dir={run_dir}", *data,
         "train.epochs=2", "train.batch_size=4", "train.eval_batch_size=4", "train.trackers=[]", "train.lr=3e-3",
     ]  # fmt: skip
     launch_or_fail(command, tmp_path, run_dir)

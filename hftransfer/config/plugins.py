@@ -245,6 +245,39 @@ def _as_mapping(spec: Any, where: str) -> dict[str, Any]:
     raise ConfigError(f"{where} must be a mapping with a name (e.g. {{name: ...}}) or a name, got {spec!r}")
 
 
+def moved_keys() -> dict[str, tuple[str, str]]:
+    """``{"section.key": (objective, field)}``: the core sections' keys that became fields of an objective
+    (registered as dotted ``legacy_keys``, e.g. ``distill.soft_weight``)."""
+    from hftransfer.registry import get_objective, objective_names
+
+    return {
+        key: (name, new_field)
+        for name in objective_names()
+        for key, (new_field, _) in get_objective(name).legacy_keys.items()
+        if "." in key
+    }
+
+
+def moved_key_message(key: str, value: Any) -> str:
+    """Where the core-section key ``key`` (set to ``value``) went, in the forms users type."""
+    name, new_field = moved_keys()[key]
+    if new_field == "weight" and value == 0:  # the old way to switch a term off
+        return (
+            f"{key}={value} moved to the objectives list, where a term that is off is one not listed: leave {name} "
+            f"out of objectives (e.g. objectives=[{{name: {ObjectiveConfig.name}}}])"
+        )
+    if name == ObjectiveConfig.name:  # listed in every run already
+        return (
+            f"{key} moved: it is the {name} objective's {new_field} now; use objectives.{name}.{new_field}={value}, "
+            f"or in YAML: objectives: [{{name: {name}, {new_field}: {value}}}, ...]"
+        )
+    return (
+        f"{key} moved: use objectives+=[{{name: {name}, {new_field}: {value}}}] or "
+        f"objectives.{name}.{new_field}={value} (when {name} is listed); in YAML: objectives: "
+        f"[{{name: {ObjectiveConfig.name}}}, {{name: {name}, {new_field}: {value}}}]"
+    )
+
+
 def _legacy_key(key: str, value: Any) -> str | None:
     """For an old ``strategy.<key>`` that an objective replaced: the message saying where it went, or ``ignore``
     when it holds the old default (older saved configs list it with that value)."""

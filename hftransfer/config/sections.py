@@ -8,6 +8,10 @@ the core sections, merged here, and typed afterwards (``plugins.py``). The rules
   that names another strategy keeps only the fields the new one also has (``head_lr``, ``layer_lr_decay``).
 * ``objectives``: a list set by a later source replaces the earlier one whole; ``objectives+=[...]`` appends;
   ``objectives.NAME.FIELD=VALUE`` (or ``objectives.INDEX.FIELD``) changes one field of a listed objective.
+
+Core-section keys that became objective fields (an objective's dotted ``legacy_keys``: ``distill.soft_weight``)
+fail naming the new form when a user sets them; a config.yaml an older version saved (it lists all of them) is
+read as the objectives they became, so old run directories load with the same meaning (:func:`older_objectives`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from hftransfer.config.plugins import ObjectiveConfig, moved_key_message, moved_keys
 from hftransfer.errors import ConfigError
 
 logger = logging.getLogger("hftransfer")
@@ -68,6 +73,10 @@ def extract_sections(
             continue
         if arg.startswith("--config="):
             out.append(f"--config={_strip_file(Path(arg[9:]), sections, merged, tmp, str(index))}")
+        elif arg.startswith("--") and arg[2:].split("=")[0] in moved_keys():
+            key, equals, raw = arg[2:].partition("=")
+            raw = raw if equals or index + 1 >= len(argv) else argv[index + 1]
+            raise ConfigError(moved_key_message(key, load_value(raw)))
         elif arg.startswith("--") and arg[2:].split("=")[0].split(".")[0].rstrip("+") in sections:
             key, equals, raw = arg[2:].partition("=")
             if not equals:  # argparse style: --strategy.r 4
@@ -114,7 +123,18 @@ def read_yaml(path: Path) -> Any:
 def _strip_file(path: Path, sections: tuple[str, ...], merged: dict, tmp: Path, tag: str) -> Path:
     """Merge ``path``'s plug-in sections and return a copy without them (``path`` itself when it has none)."""
     content = read_yaml(path)  # a missing file: None, and jsonargparse reports it
-    if not isinstance(content, dict) or not any(name in content for name in sections):
+    if not isinstance(content, dict):
+        return path
+    moved = _moved_in(content)
+    if moved:
+        objectives = older_objectives(content)
+        if objectives is None:  # only some of a section's moved keys: a user's file, not a saved one
+            raise ConfigError(f"{path}: {moved_key_message(*next(iter(moved.items())))}")
+        logger.info("%s: an older config; %s read as objectives %s", path, ", ".join(moved), objectives)
+        content["objectives"] = objectives
+        for section, _, key in (moved_key.partition(".") for moved_key in moved):
+            del content[section][key]
+    elif not any(name in content for name in sections):
         return path
     for name in sections:
         if name in content:
@@ -122,6 +142,57 @@ def _strip_file(path: Path, sections: tuple[str, ...], merged: dict, tmp: Path, 
     copy = tmp / f"sections-{tag}-{path.name}"
     copy.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
     return copy
+
+
+def _moved_in(content: dict) -> dict[str, Any]:
+    """``{"section.key": value}`` of the moved keys ``content`` sets, in file order."""
+    moved = moved_keys()
+    return {
+        f"{section}.{key}": value
+        for section, values in content.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if f"{section}.{key}" in moved
+    }
+
+
+def older_objectives(content: dict) -> list[dict] | None:
+    """The objectives list of a config an older version saved, with its moved keys in it; None when ``content``
+    sets no moved key, or only some of a section's (a user's file, not a saved one).
+
+    A weight of 0 was the old way to leave a term out: that objective is not listed (a task weight of 0 removes
+    the task's loss). Others are set on the listed objective, or inserted before the first regulariser (the
+    order the older flows added them in).
+    """
+    found, moved = _moved_in(content), moved_keys()
+    sections = {key.partition(".")[0] for key in found}
+    if not found or {k for k in moved if k.partition(".")[0] in sections} != set(found):
+        return None
+    listed = _objective_list(content.get("objectives") or [{"name": ObjectiveConfig.name}], "config.yaml")
+    fields: dict[str, dict[str, Any]] = {}
+    for key, value in found.items():
+        fields.setdefault(moved[key][0], {})[moved[key][1]] = value
+    for name, values in fields.items():
+        index = next((i for i, item in enumerate(listed) if item.get("name") == name), None)
+        if values.get("weight") == 0:
+            listed = [item for item in listed if item.get("name") != name]
+        elif index is not None:
+            listed[index].update(values)
+        else:
+            listed.insert(_first_regulariser(listed), {"name": name, **values})
+    return listed
+
+
+def _first_regulariser(listed: list[dict]) -> int:
+    from hftransfer.registry import get_objective
+
+    for index, item in enumerate(listed):
+        try:
+            if get_objective(item.get("name")).regulariser:
+                return index
+        except ConfigError:  # a plug-in objective this process does not know
+            continue
+    return len(listed)
 
 
 def _apply_source(merged: dict, section: str, value: Any, source: str) -> None:
@@ -209,8 +280,6 @@ def _objective_list(value: Any, source: str) -> list[dict]:
 
 
 def _current_objectives(merged: dict) -> list[dict]:
-    from hftransfer.config.plugins import ObjectiveConfig
-
     if merged.get("objectives") is None:
         return [
             {"name": ObjectiveConfig.name}

@@ -1,19 +1,24 @@
-"""Configuration of a distillation run: a fine-tuning run of the student plus the teacher and the loss terms."""
+"""Configuration of a distillation run: a fine-tuning run of the student plus the teacher (``distill``).
+
+What the student learns from is the objectives list: ``task`` (the gold labels), ``distill_soft`` (the teacher's
+soft labels), ``distill_hidden`` (hidden states), ``distill_attention`` (attention maps), and any regulariser. The
+default is the classic recipe (Hinton et al., 2015): ``[{name: task, weight: 0.5}, {name: distill_soft, weight: 0.5}]``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hftransfer.config import ModelConfig, ObjectiveConfig, RunConfig
+from hftransfer.config import ModelConfig, ObjectiveConfig, RunConfig, objective_config
 from hftransfer.errors import ConfigError
 from hftransfer.registry import get_objective, get_strategy
 
 
 @dataclass
 class DistillConfig:
-    """Teacher, student and the weights of the loss terms (each term is logged on its own: ``loss`` is the
-    weighted hard-label loss, ``loss_soft``, ``loss_hidden`` and ``loss_attention`` the weighted others)."""
+    """Teacher, student, how their layers line up, and the data the teacher labels. The loss terms are objectives
+    (``objectives: [{name: task, weight: 0.5}, {name: distill_soft, weight: 0.5}]``)."""
 
     teacher: str | None = None
     """Fine-tuned teacher: a run directory of ours (its ``model/``: full model, merged or adapter-only LoRA), a
@@ -27,20 +32,11 @@ class DistillConfig:
     student_layers: list[int] | None = None
     """``student=teacher_layers``: the teacher's encoder layers (0-based, increasing) the student keeps. Default:
     every other layer (0, 2, 4, ...)."""
-    hard_weight: float = 0.5
-    """Weight of the cross-entropy on the gold labels."""
-    soft_weight: float = 0.5
-    """Weight of ``T² · KL(teacher || student)`` on temperature-softened outputs."""
-    temperature: float = 2.0
-    """Softmax temperature T of the soft term."""
-    hidden_weight: float = 0.0
-    """Weight of the hidden-state MSE between mapped layers (a learned projection bridges different widths).
-    Needs the teacher's tokenizer (positions are compared token by token)."""
-    attention_weight: float = 0.0
-    """Weight of the attention-map MSE between mapped layers. Needs the teacher's tokenizer and head count."""
     layer_map: list[list[int]] | None = None
-    """Student -> teacher layer pairs ``[[s, t], ...]`` (1-based layer numbers, 0 = embeddings for hidden
-    states). Default: uniform, student layer i <-> teacher layer round(i * T / S)."""
+    """Student -> teacher layer pairs ``[[s, t], ...]`` that the ``distill_hidden`` and ``distill_attention``
+    objectives compare (1-based layer numbers, 0 = embeddings for hidden states; attention skips pairs with 0).
+    Default: uniform, student layer i <-> teacher layer round(i * T / S). Kept here rather than in each objective:
+    it describes how the two models line up, which both objectives share."""
     cache_teacher: bool = True
     """Keep the teacher's predictions on the training (and transfer) data on disk, keyed by teacher weights and
     tokenised data, so later runs skip the teacher pass."""
@@ -54,32 +50,45 @@ class DistillConfig:
     """Keep only the first N transfer examples."""
 
     def __post_init__(self) -> None:
-        for name in ("hard_weight", "soft_weight", "hidden_weight", "attention_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"distill.{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.hard_weight or self.soft_weight or self.hidden_weight or self.attention_weight):
-            raise ConfigError("distill: every loss weight is 0; nothing would be learned")
-        if self.temperature <= 0:
-            raise ConfigError(f"distill.temperature must be > 0, got {self.temperature}")
         if self.student_layers is not None and self.student != "teacher_layers":
             raise ConfigError("distill.student_layers needs distill.student=teacher_layers")
-        if self.layer_map is not None:
-            if not (self.hidden_weight or self.attention_weight):
-                raise ConfigError(
-                    "distill.layer_map is set but distill.hidden_weight and attention_weight are 0"
-                )
-            if not self.layer_map or any(len(pair) != 2 or min(pair) < 0 for pair in self.layer_map):
-                raise ConfigError(
-                    f"distill.layer_map must be [[student, teacher], ...] pairs of layer numbers >= 0, "
-                    f"got {self.layer_map}"
-                )
+        if self.layer_map is not None and (
+            not self.layer_map or any(len(pair) != 2 or min(pair) < 0 for pair in self.layer_map)
+        ):
+            raise ConfigError(
+                f"distill.layer_map must be [[student, teacher], ...] pairs of layer numbers >= 0, got {self.layer_map}"
+            )
         if self.transfer_data is None and self.max_transfer_samples is not None:
             raise ConfigError("distill.max_transfer_samples needs distill.transfer_data")
-        if self.transfer_data is not None and self.soft_weight == 0:
-            raise ConfigError(
-                "distill.transfer_data has no gold labels, so it only teaches through the soft term; set "
-                "distill.soft_weight > 0"
-            )
+
+
+def default_distill_objectives() -> list[ObjectiveConfig]:
+    """Gold labels and the teacher's soft labels, half each, at temperature 2 (the recipe's classic default)."""
+    return [
+        objective_config({"name": ObjectiveConfig.name, "weight": 0.5}),
+        objective_config({"name": "distill_soft", "weight": 0.5, "temperature": 2.0}),
+    ]
+
+
+def teacher_readers(config: RunConfig, *outputs: str) -> list[str]:
+    """The listed objectives that read any of ``outputs`` from the teacher (``logits``, ``hidden_states``, ...)."""
+    return [o.name for o in config.objectives if set(get_objective(o.name).teacher_outputs) & set(outputs)]
+
+
+def check_teacher_objectives(config: RunConfig) -> None:
+    """What the listed objectives need of the ``distill`` section: the transfer set teaches only through the
+    teacher's logits, and a layer map is only read by objectives that compare layers."""
+    distill = config.distill
+    if distill.transfer_data is not None and not teacher_readers(config, "logits"):
+        raise ConfigError(
+            "distill.transfer_data has no gold labels, so it only teaches through the teacher's soft labels; add "
+            "objectives+=[{name: distill_soft, weight: 0.5}]"
+        )
+    if distill.layer_map is not None and not teacher_readers(config, "hidden_states", "attentions"):
+        raise ConfigError(
+            "distill.layer_map is set but no objective compares layers; add objectives+=[{name: distill_hidden}] "
+            "or objectives+=[{name: distill_attention}], or drop distill.layer_map"
+        )
 
 
 @dataclass
@@ -87,6 +96,9 @@ class DistillRunConfig(RunConfig):
     """A distillation run: the student's fine-tuning run (task, model, data, train, strategy) plus ``distill``."""
 
     distill: DistillConfig = field(default_factory=DistillConfig)
+    objectives: list[ObjectiveConfig] = field(default_factory=default_distill_objectives)
+    """What the student learns from: ``[{name: task, weight: 0.5}, {name: distill_soft, weight: 0.5}]`` by
+    default; add ``distill_hidden`` / ``distill_attention`` (same tokenizer as the teacher) or regularisers."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,12 +111,7 @@ class DistillRunConfig(RunConfig):
                 f"strategy.name={self.strategy.name} with distillation: a fixed encoder cannot match the teacher; "
                 "use a strategy that trains the encoder"
             )
-        losses = [o for o in self.objectives if not get_objective(o.name).regulariser]
-        if [(o.name, o.weight) for o in losses] != [(ObjectiveConfig.name, 1.0)]:
-            raise ConfigError(
-                "objectives: a distillation run weights the task's loss with distill.hard_weight and adds the "
-                f"teacher's terms itself; besides {{name: {ObjectiveConfig.name}}} (weight 1) list only regularisers"
-            )
+        check_teacher_objectives(self)
         if self.distill.student == "teacher_layers" and self.model.name_or_path != ModelConfig.name_or_path:
             raise ConfigError(
                 f"model.name_or_path={self.model.name_or_path!r} is not used with distill.student=teacher_layers "

@@ -1,5 +1,6 @@
 """Distillation, wired end to end on top of the fine-tuning flow: the student is fine-tuned like any model (same
-loop, strategies, checkpoints and export), with the teacher's predictions as extra targets.
+loop, strategies, checkpoints and export); the objectives that read the teacher (``distill_soft``,
+``distill_hidden``, ``distill_attention``) get what it provides (``teaching.py``) in their build context.
 
     run = setup_distill(config)
     train(run)                    # hftransfer.finetune
@@ -21,17 +22,18 @@ from transformers import PreTrainedTokenizerBase
 from hftransfer.assets import resolve_model_name
 from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.sources import TaskData, load_task_data, read_transfer_set
-from hftransfer.distill.config import DistillRunConfig
-from hftransfer.distill.losses import HiddenProjection, uniform_layer_map
-from hftransfer.distill.objective import DistillObjective
+from hftransfer.distill.config import DistillRunConfig, teacher_readers
+from hftransfer.distill.losses import uniform_layer_map
 from hftransfer.distill.student import every_other_layer, layer_dropped_student
 from hftransfer.distill.teacher import Teacher, cached_teacher_logits, load_teacher, same_tokenizer
+from hftransfer.distill.teaching import TeacherContext
 from hftransfer.errors import ConfigError
 from hftransfer.finetune import Run, assemble_run, token_loaders, tokenize_splits
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.objectives.base import build_objectives
 from hftransfer.objectives.owned import attach_owned_modules
+from hftransfer.registry import get_objective
 from hftransfer.runs import start_run
 from hftransfer.strategies import needs_unused_parameter_search, plan_strategy
 
@@ -53,8 +55,8 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         data = load_task_data(config.data, config.task)
     teacher = load_teacher(distill.teacher, config.task, data.label_names, distill.teacher_revision)
     student, tokenizer, base_name = _build_student(config, teacher, data)
-    matching = bool(distill.hidden_weight or distill.attention_weight)
-    _check_matching(config, teacher, student, tokenizer)
+    # Before the teacher labels anything: attention matching switches both models to the eager kernel.
+    compared = _check_compared_outputs(config, teacher, student, tokenizer)
     for name, model, tok in (("student", student, tokenizer), ("teacher", teacher.model, teacher.tokenizer)):
         limit = (
             model_max_length(tok, model) if hasattr(model, "get_input_embeddings") else config.data.max_length
@@ -95,7 +97,10 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
     }
     teacher.model.to(device)
 
-    objectives = build_objectives(config, student, accelerator)  # before the strategy changes the student
+    layer_map = _layer_map(config, student.config, teacher.model.config, compared) if compared else []
+    teaching = TeacherContext(teacher, teacher_logits, shared, layer_map, frozenset(compared))
+    # Built before the strategy changes the student (L2-SP's reference is the starting point).
+    objectives = build_objectives(config, student, accelerator, teacher=teaching)
     plan = plan_strategy(
         student,
         config,
@@ -104,25 +109,7 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         base_model_name_or_path=base_name,
         encoder_weight_decay=not objectives.replaces_weight_decay,
     )
-    layer_map = _layer_map(config, plan.model.config, teacher.model.config) if matching else []
-    projection = None
-    if distill.hidden_weight:
-        projection = HiddenProjection(
-            plan.model.config.hidden_size, teacher.model.config.hidden_size, len(layer_map)
-        )
-    objective = DistillObjective(
-        teacher_logits if distill.soft_weight else None,
-        hard_weight=distill.hard_weight,
-        soft_weight=distill.soft_weight,
-        temperature=distill.temperature,
-        teacher=teacher.model if matching else None,
-        hidden_weight=distill.hidden_weight,
-        attention_weight=distill.attention_weight,
-        layer_map=layer_map,
-        regularisers=objectives.regularisers(),
-        projection=projection,
-    )
-    attach_owned_modules(plan, [objective], config)
+    attach_owned_modules(plan, objectives.owners, config)
     report["distill"] = {
         "layer_map": [list(pair) for pair in layer_map],
         "student": distill.student,
@@ -140,7 +127,7 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
         data=data,
         tokenizer=tokenizer,
         plan=plan,
-        objectives=objective,
+        objectives=objectives,
         train_loader=train_loader,
         eval_loaders=eval_loaders,
         report=report,
@@ -171,34 +158,44 @@ def _build_student(
     return student, teacher.tokenizer, teacher.source
 
 
-def _check_matching(
+def _check_compared_outputs(
     config: DistillRunConfig, teacher: Teacher, student: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
-) -> None:
-    distill = config.distill
-    if not (distill.hidden_weight or distill.attention_weight):
-        return
+) -> set[str]:
+    """What the listed objectives compare position by position (``hidden_states``, ``attentions``), after checking
+    that teacher and student can be compared so; switches both to the eager kernel for attention maps."""
+    names = teacher_readers(config, "hidden_states", "attentions")
+    declared = {output for o in config.objectives for output in get_objective(o.name).teacher_outputs}
+    compared = declared & {"hidden_states", "attentions"}
+    if not compared:
+        return compared
+    listed = ", ".join(names)
     if not teacher.is_transformers_model:
         raise ConfigError(
-            "distill.hidden_weight/attention_weight need a transformers teacher (hidden states)"
+            f"objectives: {listed} need a transformers teacher (its hidden states); this one is an encoder + "
+            "custom head"
         )
     if not same_tokenizer(tokenizer, teacher.tokenizer):
         raise ConfigError(
-            "distill.hidden_weight/attention_weight compare teacher and student token by token, so the student "
-            "needs the teacher's tokenizer; use distill.student=teacher_layers, a student with the same vocabulary, "
-            "or logits only (distill.hidden_weight=0 distill.attention_weight=0)"
+            f"objectives: {listed} compare teacher and student token by token, so the student needs the teacher's "
+            "tokenizer; use distill.student=teacher_layers, a student with the same vocabulary, or the teacher's "
+            f"logits alone (objectives without {listed})"
         )
-    if distill.attention_weight:
+    if "attentions" in compared:
         heads = (student.config.num_attention_heads, teacher.model.config.num_attention_heads)
         if heads[0] != heads[1]:
             raise ConfigError(
-                f"distill.attention_weight needs equal attention head counts; student {heads[0]}, teacher {heads[1]}"
+                f"objectives: {', '.join(teacher_readers(config, 'attentions'))} needs equal attention head counts; "
+                f"student {heads[0]}, teacher {heads[1]}"
             )
         # Attention probabilities are only returned by the eager kernel.
         for model in (student, teacher.model):
             model.set_attn_implementation("eager")
+    return compared
 
 
-def _layer_map(config: DistillRunConfig, student_config: Any, teacher_config: Any) -> list[tuple[int, int]]:
+def _layer_map(
+    config: DistillRunConfig, student_config: Any, teacher_config: Any, compared: set[str]
+) -> list[tuple[int, int]]:
     student_layers, teacher_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
     if config.distill.layer_map is None:
         return uniform_layer_map(student_layers, teacher_layers)
@@ -209,8 +206,11 @@ def _layer_map(config: DistillRunConfig, student_config: Any, teacher_config: An
                 f"distill.layer_map pair [{s}, {t}]: the student has layers 1..{student_layers}, the teacher "
                 f"1..{teacher_layers} (0 = embeddings)"
             )
-        if config.distill.attention_weight and (s == 0 or t == 0):
-            raise ConfigError(f"distill.layer_map pair [{s}, {t}]: attention maps exist for layers 1..L only")
+        if "attentions" in compared and (s == 0 or t == 0):
+            raise ConfigError(
+                f"distill.layer_map pair [{s}, {t}]: attention maps exist for layers 1..L only "
+                f"({', '.join(teacher_readers(config, 'attentions'))})"
+            )
     return pairs
 
 

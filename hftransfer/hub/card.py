@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hftransfer.assets import ALL_ASSETS, ENCODERS
 from hftransfer.config.plugins import default_objectives
+from hftransfer.config.sections import older_objectives
 from hftransfer.errors import ConfigError
 from hftransfer.registry import get_objective, get_strategy
 
@@ -111,7 +112,8 @@ def _strategy_line(facts: CardFacts) -> str:
     extras = []
     if strategy.get("layer_lr_decay", 1.0) != 1.0:
         extras.append(f"layer-wise LR decay {strategy['layer_lr_decay']}")
-    extras += describe_objectives(facts.config.get("objectives") or [])
+    # A config.yaml of an older distillation run holds its loss weights in ``distill``: read as the objectives.
+    extras += describe_objectives(older_objectives(facts.config) or facts.config.get("objectives") or [])
     return "; ".join(part for part in (details, *extras, trainable) if part)
 
 

@@ -10,7 +10,8 @@ steps, epoch) and returns its terms, already weighted. A term is either
   batch size or accumulation (each of a step's k micro-batches adds 1/k of it), and it is logged under its name.
 
 Objectives are built from ``config.objectives`` before the strategy changes the model, so those that keep a
-reference (L2-SP's pretrained weights, drift's original encoder) see the pretrained model.
+reference (L2-SP's pretrained weights, drift's original encoder) see the pretrained model. Objectives that read a
+teacher (distillation's) get what the run's teacher provides as ``context.teacher``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from accelerate import Accelerator
 
 from hftransfer.config import ObjectiveConfig
+from hftransfer.errors import ConfigError
 from hftransfer.evaluation.inference import model_inputs
 from hftransfer.objectives.owned import inner_model
 
@@ -36,6 +38,9 @@ class ObjectiveContext:
     objective: ObjectiveConfig
     """This objective's own (typed) section of ``config.objectives``."""
     accelerator: Accelerator | None = None
+    teacher: Any = None
+    """What a distillation run's teacher provides (a :class:`~hftransfer.distill.teaching.TeacherContext`: the
+    teacher, its cached predictions, its forward pass on a batch); None in runs without a teacher."""
 
 
 class Objective:
@@ -45,6 +50,8 @@ class Objective:
     reduction: Literal["sum", "mean"] = "mean"
     needs_hidden_states: bool = False
     """True when :meth:`terms` reads ``outputs.hidden_states`` (the forward pass then returns them)."""
+    needs_attentions: bool = False
+    """True when :meth:`terms` reads ``outputs.attentions`` (the forward pass then returns them)."""
     replaces_weight_decay: bool = False
     """True when the objective pulls encoder weights somewhere themselves (L2-SP towards the pretrained ones):
     AdamW's decay towards zero would fight it, so the encoder's groups get none."""
@@ -67,14 +74,22 @@ class ObjectiveSet:
     """The run's objectives as the loop's loss function.
 
     ``objectives(model, batch, state) -> (summed terms, {name: per-step term})``: one forward pass (with hidden
-    states if an objective reads them), then every objective's terms.
+    states or attention maps if an objective reads them), then every objective's terms. The loop adds the per-step
+    terms in the order of ``objectives``.
     """
 
     def __init__(self, objectives: list[Objective]) -> None:
         self.objectives = list(objectives)
         self.needs_hidden_states = any(o.needs_hidden_states for o in self.objectives)
+        self.needs_attentions = any(o.needs_attentions for o in self.objectives)
         self.replaces_weight_decay = any(o.replaces_weight_decay for o in self.objectives)
-        self.owners = [o for o in self.objectives if o.module is not None]
+
+    @property
+    def owners(self) -> list[Objective]:
+        """The objectives that own a module. Read when the flow attaches the modules (after the strategy), so an
+        objective may create its module then (distillation's projection: the seeded random initialisations then
+        come in the same order as when the flow built it itself)."""
+        return [o for o in self.objectives if o.module is not None]
 
     def __call__(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None
@@ -82,6 +97,8 @@ class ObjectiveSet:
         inputs = model_inputs(batch)
         if self.needs_hidden_states:
             inputs["output_hidden_states"] = True
+        if self.needs_attentions:
+            inputs["output_attentions"] = True
         if self.owners:  # the model is wrapped with their modules (owned.attach_owned_modules)
             inputs["objective_outputs"] = True
         outputs = model(**inputs)
@@ -112,13 +129,31 @@ class ObjectiveSet:
 
 
 def build_objectives(
-    config: Any, model: torch.nn.Module, accelerator: Accelerator | None = None
+    config: Any, model: torch.nn.Module, accelerator: Accelerator | None = None, teacher: Any = None
 ) -> ObjectiveSet:
-    """Build ``config.objectives`` on ``model``; call it before the strategy changes the model."""
+    """Build ``config.objectives`` on ``model``; call it before the strategy changes the model.
+
+    Args:
+        teacher: what the run's teacher provides (``ObjectiveContext.teacher``), for the objectives that read one.
+
+    Returns:
+        The set, teaching terms first and regularisers after them (each group in list order): the order in which
+        the per-step terms add up, which fixes the last bits of the loss.
+
+    Raises:
+        ConfigError: an objective that reads a teacher in a run without one.
+    """
     from hftransfer.registry import get_objective
 
-    built = []
+    built, regularisers = [], []
     for objective_config in config.objectives:
         entry = get_objective(objective_config.name)
-        built.append(entry.build(ObjectiveContext(model, config, objective_config, accelerator)))
-    return ObjectiveSet(built)
+        if entry.needs_teacher and teacher is None:
+            raise ConfigError(
+                f"objectives: {entry.name} needs a teacher (its {', '.join(entry.teacher_outputs)}), and only a "
+                "distillation run has one: run recipes/distill.py with distill.teacher=<a fine-tuned model>, or "
+                f"remove {entry.name} from objectives"
+            )
+        objective = entry.build(ObjectiveContext(model, config, objective_config, accelerator, teacher))
+        (regularisers if entry.regulariser else built).append(objective)
+    return ObjectiveSet(built + regularisers)

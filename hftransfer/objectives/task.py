@@ -57,4 +57,7 @@ def describe_task(config: dict) -> str:
     return "cross-entropy on the labels" + (f" (weight {weight})" if weight != 1.0 else "")
 
 
-register_objective("task", build=TaskLoss, describe=describe_task)
+# A distillation run weighted the task's loss with ``distill.hard_weight`` before it was this objective's weight.
+register_objective(
+    "task", build=TaskLoss, legacy_keys={"distill.hard_weight": ("weight", 0.5)}, describe=describe_task
+)
