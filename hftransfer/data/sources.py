@@ -4,44 +4,58 @@ Columns: ``tokens``/``tags`` (IOB2 strings) for token classification; ``text``, 
 ``data.text_pair_column``, ``text_pair`` for sequence classification. Carving is deterministic (``data.split_seed``):
 the test split (``test_size`` of all examples of the source) first, then validation (``validation_size`` of all of
 them) from the rest, stratified by label for classification.
+
+This module gathers the given splits, checks the labels and assembles the report. The parts live next to it: the
+builtin offline datasets in :mod:`hftransfer.data.builtin_datasets`, the label order and checks in
+:mod:`hftransfer.data.task_labels`, the carving in :mod:`hftransfer.data.carving`. Their public names are
+importable from here too, where callers have always found them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+from datasets import Dataset, DatasetDict, Features, Sequence, Value
 
-from hftransfer import assets
 from hftransfer.config import DataConfig
-from hftransfer.data.hub import column_values, read_hub
+from hftransfer.data.builtin_datasets import (
+    BUILTIN_TASKS,
+    BUILTIN_UNLABELLED,
+    ROTTEN_TOMATOES_LABELS,
+    read_builtin,
+    read_builtin_unlabelled,
+)
+from hftransfer.data.carving import carve_missing_splits
+from hftransfer.data.hub import read_hub
 from hftransfer.data.readers import (
     EXTENSION_FORMATS,
     SEQUENCE_TASK,
     TASKS,
     TOKEN_TASK,
     ReadResult,
-    csv_records,
     read_file,
-    read_text,
-    sequence_row,
     strip_compression,
 )
-from hftransfer.data.tags import entity_types, tag_label_names
+from hftransfer.data.task_labels import check_known_labels, derive_label_names
 from hftransfer.errors import ConfigError, DataError
+
+__all__ = [
+    "BUILTIN_TASKS",
+    "BUILTIN_UNLABELLED",
+    "EVAL_SPLITS",
+    "ROTTEN_TOMATOES_LABELS",
+    "TaskData",
+    "load_task_data",
+    "read_transfer_set",
+    "read_unlabelled",
+]
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_TASKS = {"wnut16": TOKEN_TASK, "rotten_tomatoes": SEQUENCE_TASK}
 EVAL_SPLITS = ("validation", "test")
-ROTTEN_TOMATOES_LABELS = {"fresh": "positive", "rotten": "negative"}
 
 
 @dataclass
@@ -58,36 +72,6 @@ def _check_task(task: str) -> None:
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
-def _read_builtin(config: DataConfig, task: str) -> ReadResult:
-    name = config.dataset
-    if BUILTIN_TASKS[name] != task:
-        raise ConfigError(f"data.dataset={name!r} is a {BUILTIN_TASKS[name]} dataset, but the task is {task}")
-    path = assets.locate(name)
-    if name == "wnut16":
-        wnut = dataclasses.replace(config, format="conll", conll_token_column=0, conll_tag_column=-1)
-        return read_file(path, task, wnut)
-    if config.text_pair_column:
-        raise ConfigError("data.text_pair_column is set, but rotten_tomatoes holds single texts")
-    # Read the records before validating rows: some plot rows, which are dropped anyway, have empty texts.
-    csv_config = dataclasses.replace(config, text_column="text", label_column="category")
-    records = csv_records(path, read_text(path), "csv", ["category", "text"])
-    result, dropped, seen = ReadResult(str(path), [], []), Counter(), set()
-    result.dropped = dropped
-    for line, record in records:
-        label = ROTTEN_TOMATOES_LABELS.get(record["category"])
-        if label is None:  # "plot" rows are film synopses, not reviews
-            dropped[f"category {record['category']!r} is not a review"] += 1
-        elif record["text"] in seen:  # duplicates would leak between carved splits
-            dropped["duplicate text (first kept)"] += 1
-        else:
-            seen.add(record["text"])
-            result.rows.append(
-                {**sequence_row(record, f"{path}:{line}", csv_config, labels=False), "label": label}
-            )
-            result.anchors.append(line)
-    return result
-
-
 def _read_given(
     config: DataConfig, task: str, report: dict[str, Any]
 ) -> tuple[dict[str, ReadResult], list | None]:
@@ -100,7 +84,7 @@ def _read_given(
             logger.info("data.train_file is set, so data.dataset=%s is not used", dataset)
         results = {"train": read_file(config.train_file, task, config)}
     elif dataset in BUILTIN_TASKS:
-        results = {"train": _read_builtin(config, task)}
+        results = {"train": read_builtin(config, task)}
     elif Path(dataset).is_file():
         results = {"train": read_file(dataset, task, config)}
     elif Path(strip_compression(Path(dataset))).suffix in EXTENSION_FORMATS:
@@ -112,37 +96,6 @@ def _read_given(
         if path is not None:  # a given file replaces the source's own split of that name
             results[split] = read_file(path, task, config)
     return results, declared
-
-
-def _label_names(task: str, train: ReadResult, declared: list | None) -> list[str]:
-    if task == TOKEN_TASK:
-        return tag_label_names(
-            entity_types(tag for row in train.rows for tag in row["tags"]) | entity_types(declared or [])
-        )
-    if declared:
-        return list(declared)
-    labels = {row["label"] for row in train.rows}
-    if all(re.fullmatch(r"[+-]?\d+", label) for label in labels):
-        return sorted(labels, key=int)
-    return sorted(labels)
-
-
-def _check_known(result: ReadResult, label_names: list[str], task: str, train_source: str) -> None:
-    """Labels (entity types) of an evaluation source must occur in the training source: the model cannot learn them."""
-    known, unknown, first = set(label_names), set(), None
-    for index, row in enumerate(result.rows):
-        values = enumerate(row["tags"]) if task == TOKEN_TASK else [(None, row["label"])]
-        for token, value in values:
-            if value not in known:
-                unknown.add(value[2:] if task == TOKEN_TASK else value)
-                if first is None:
-                    first = result.where(index, token)
-    if unknown:
-        what = "entity types" if task == TOKEN_TASK else "labels"
-        raise DataError(
-            f"{first}: {what} {sorted(unknown)} do not occur in the training data ({train_source}); "
-            f"this is the first one in {result.source}"
-        )
 
 
 def _features(task: str, pair: bool, labels: bool = True) -> Features:
@@ -159,48 +112,6 @@ def _features(task: str, pair: bool, labels: bool = True) -> Features:
 
 def _to_dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
     return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)
-
-
-def _split_off(ds: Dataset, size: int, config: DataConfig, stratify: bool, what: str, source: str) -> tuple:
-    """``(rest, part)`` with ``size`` examples in ``part``, stratified by ``label`` when asked."""
-    columns: dict[str, Any] = {"index": list(range(len(ds)))}
-    types: dict[str, Any] = {"index": Value("int64")}
-    if stratify:
-        # What class_encode_column does (names sorted), without its progress bar and extra pass over the data.
-        labels = column_values(ds, "label")
-        names = sorted(set(labels))
-        ids = {name: i for i, name in enumerate(names)}
-        columns["label"], types["label"] = [ids[label] for label in labels], ClassLabel(names=names)
-    index = Dataset.from_dict(columns, features=Features(types))
-    try:
-        parts = index.train_test_split(
-            test_size=size, seed=config.split_seed, stratify_by_column="label" if stratify else None
-        )
-    except ValueError as err:
-        rare = sorted(label for label, count in Counter(column_values(ds, "label")).items() if count < 2)
-        problem = f"label(s) {rare} have fewer than 2 examples" if rare else " ".join(str(err).split())
-        raise DataError(
-            f"{source}: cannot carve a stratified {what} split of {size} examples from {len(ds)}: {problem}; "
-            f"add examples, change data.{what}_size or give data.{what}_file"
-        ) from None
-    return ds.select(column_values(parts["train"], "index")), ds.select(column_values(parts["test"], "index"))
-
-
-def _carve(splits: dict[str, Dataset], task: str, config: DataConfig, source: str) -> list[str]:
-    """Carve the missing test and validation splits out of ``splits["train"]`` in place; returns the carved names."""
-    total = len(splits["train"])
-    sizes = {
-        split: max(1, math.floor(fraction * total + 0.5))  # half up, and never an empty requested split
-        for split, fraction in (("test", config.test_size), ("validation", config.validation_size))
-        if split not in splits and fraction > 0
-    }
-    if total - sum(sizes.values()) < 1:
-        raise DataError(f"{source}: {total} examples are too few to carve {sizes} and keep any for training")
-    for split, size in sizes.items():
-        splits["train"], splits[split] = _split_off(
-            splits["train"], size, config, task == SEQUENCE_TASK, split, source
-        )
-    return list(sizes)
 
 
 def load_task_data(config: DataConfig, task: str) -> TaskData:
@@ -226,10 +137,10 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
     report: dict[str, Any] = {"task": task}
     results, declared = _read_given(config, task, report)
     train = results["train"]
-    label_names = _label_names(task, train, declared)
+    label_names = derive_label_names(task, train, declared)
     for split in EVAL_SPLITS:
         if split in results:
-            _check_known(results[split], label_names, task, train.source)
+            check_known_labels(results[split], label_names, task, train.source)
     report["sources"] = {}
     for result in results.values():
         if result.iob_repairs:
@@ -246,7 +157,7 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
 
     features = _features(task, bool(config.text_pair_column) and task == SEQUENCE_TASK)
     splits = {split: _to_dataset(result.rows, features) for split, result in results.items()}
-    carved = _carve(splits, task, config, train.source)
+    carved = carve_missing_splits(splits, task, config, train.source)
     if carved:
         report["carving"] = {
             "seed": config.split_seed,
@@ -293,10 +204,6 @@ def read_unlabelled(path: str, task: str, config: DataConfig) -> Dataset:
     return _to_dataset(result.rows, _features(task, pair, labels=result.has_labels))
 
 
-# Unlabelled text that ships with a builtin dataset: Rotten Tomatoes' film synopses, which are not reviews.
-BUILTIN_UNLABELLED = {"rotten_tomatoes_plot": SEQUENCE_TASK}
-
-
 def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[str] = frozenset()) -> Dataset:
     """Unlabelled examples for a teacher to label: a builtin name (``rotten_tomatoes_plot``) or a file of any
     format :func:`read_unlabelled` accepts. Labels in a file are dropped (the teacher's are used); texts in
@@ -307,13 +214,7 @@ def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[s
     """
     _check_task(task)
     if source in BUILTIN_UNLABELLED:
-        if BUILTIN_UNLABELLED[source] != task:
-            raise ConfigError(
-                f"transfer set {source!r} is {BUILTIN_UNLABELLED[source]} text, but the task is {task}"
-            )
-        path = assets.locate("rotten_tomatoes")
-        records = csv_records(path, read_text(path), "csv", ["category", "text"])
-        rows = [{"text": r["text"]} for _, r in records if r["category"] == "plot" and r["text"].strip()]
+        rows = read_builtin_unlabelled(source, task)
         dataset = _to_dataset(rows, _features(task, pair=False, labels=False))
     else:
         dataset = read_unlabelled(source, task, config)

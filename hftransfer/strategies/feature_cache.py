@@ -4,17 +4,18 @@ A frozen encoder gives the same features every epoch, so training a head on a ca
 encoder each time and many times faster. Token tasks keep only the positions that are labelled or predicted
 (first subwords), sequence tasks one pooled vector per row. The cache key hashes everything the vectors depend on
 (weights, config, tokenised data, layer choice, pooling), so a stale entry can never be returned.
+
+The encoding itself is :mod:`hftransfer.strategies.feature_encoding`; this module keys, stores and loads its
+results. The encoding names are importable from here too, where the frozen strategy and older code import them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,92 +24,40 @@ import torch
 from datasets import Dataset
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from hftransfer.data.batching import FeatureCollator, LengthSortedSampler, feature_lengths
+from hftransfer.strategies.feature_encoding import (
+    IGNORE_INDEX,
+    FeatureStore,
+    base_encoder,
+    encode_features,
+    encoder_features,
+    resolve_layer,
+)
 from hftransfer.utils import atomic_write, atomic_write_json
+
+__all__ = [
+    "FORMAT_VERSION",
+    "IGNORE_INDEX",
+    "KEY_COLUMNS",
+    "FeatureStore",
+    "base_encoder",
+    "cached_features",
+    "default_cache_dir",
+    "encode_features",
+    "encoder_features",
+    "feature_cache_key",
+    "hash_features",
+    "hash_state",
+    "load_store",
+    "resolve_layer",
+    "save_store",
+]
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 FORMAT_VERSION = 1  # bump when the stored layout or the meaning of a key changes
 KEY_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "labels", "word_index", "example_id")
-
-
-@dataclass
-class FeatureStore:
-    """Encoded features of one split; row ``i`` owns ``vectors[offsets[i]:offsets[i + 1]]``.
-
-    Token tasks keep one vector per labelled or predicted position, with its ``labels`` and ``word_index``;
-    sequence tasks keep one pooled vector per row (``offsets`` is then ``0..rows``) and a label per row.
-    """
-
-    task: str
-    vectors: torch.Tensor  # [positions, hidden] float32
-    offsets: torch.Tensor  # [rows + 1] int64
-    labels: torch.Tensor  # [positions] (token) or [rows] (sequence); -100 = no label
-    example_id: torch.Tensor  # [rows]
-    word_index: torch.Tensor | None = None  # [positions], token tasks only
-    key: str = ""
-    info: dict[str, Any] = field(default_factory=dict)  # layer, num_layers, pooling
-
-    @property
-    def rows(self) -> int:
-        return len(self.example_id)
-
-    @property
-    def lengths(self) -> list[int]:
-        return (self.offsets[1:] - self.offsets[:-1]).tolist()
-
-
-def base_encoder(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare encoder of a (possibly task-headed) Hugging Face model."""
-    return getattr(model, "base_model", model)
-
-
-def resolve_layer(layer: int, num_hidden_layers: int, num_layers: int = 1) -> int:
-    """Absolute hidden-state index (0 = embeddings, L = last layer) of ``layer``; negative counts from the top.
-
-    Raises:
-        ValueError: the index, or the ``num_layers`` averaged below it, falls outside ``0..L``.
-    """
-    index = layer if layer >= 0 else num_hidden_layers + 1 + layer
-    if not 0 <= index <= num_hidden_layers or index - num_layers + 1 < 0:
-        raise ValueError(
-            f"feature_layer={layer} with feature_layers={num_layers} needs hidden states outside 0..{num_hidden_layers}"
-        )
-    return index
-
-
-def encoder_features(
-    encoder: torch.nn.Module,
-    inputs: dict[str, torch.Tensor],
-    *,
-    layer: int,
-    num_layers: int,
-    pooling: str | None,
-    task: str,
-) -> torch.Tensor:
-    """Run ``encoder`` and return ``[batch, seq, hidden]`` (token task) or pooled ``[batch, hidden]`` features."""
-    encoder = base_encoder(encoder)
-    index = resolve_layer(layer, encoder.config.num_hidden_layers, num_layers)
-    kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-    # DistilBERT-style encoders have no segment embeddings and reject the argument.
-    if "token_type_ids" in inputs and "token_type_ids" in inspect.signature(encoder.forward).parameters:
-        kwargs["token_type_ids"] = inputs["token_type_ids"]
-    hidden_states = encoder(**kwargs, output_hidden_states=True, return_dict=True).hidden_states
-    chosen = hidden_states[index - num_layers + 1 : index + 1]
-    hidden = chosen[0].float() if num_layers == 1 else torch.stack(chosen).float().mean(dim=0)
-    if task == "token-classification":
-        return hidden  # [batch, seq, hidden]
-    mask = inputs["attention_mask"]
-    if pooling == "cls":
-        # First attended position: index 0 with right padding, still the [CLS] token with left padding.
-        first = mask.long().argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
-    weights = mask.unsqueeze(-1).to(hidden.dtype)  # [batch, seq, 1]
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def hash_state(digest: Any, module: torch.nn.Module) -> None:
@@ -170,73 +119,6 @@ def feature_cache_key(
     hash_state(digest, encoder)
     hash_features(digest, features)
     return digest.hexdigest()
-
-
-def encode_features(
-    encoder: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    features: Dataset,
-    *,
-    layer: int,
-    num_layers: int = 1,
-    pooling: str | None = "mean",
-    task: str,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-) -> FeatureStore:
-    """Encode every row of ``features`` (longest first, so batches pad little) into a :class:`FeatureStore`.
-
-    ``device``: where to run (the encoder is moved there); None keeps the encoder where it is.
-    """
-    encoder = base_encoder(encoder)
-    if device is not None:
-        encoder.to(device)
-    device = next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
-    collator = FeatureCollator(tokenizer)
-    order = list(LengthSortedSampler(feature_lengths(features)))
-    token_task = task == "token-classification"
-    index = resolve_layer(layer, encoder.config.num_hidden_layers, num_layers)
-    rows: dict[int, tuple[torch.Tensor, ...]] = {}
-    chunks = range(0, len(order), batch_size)
-    for start in tqdm(chunks, desc=f"Encoding features (hidden state {index}, frozen encoder)", leave=False):
-        indices = order[start : start + batch_size]
-        batch = features[indices]
-        batch = collator([dict(zip(batch, values)) for values in zip(*batch.values())])
-        inputs = {
-            k: v.to(device)
-            for k, v in batch.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
-        with torch.inference_mode():
-            out = encoder_features(
-                encoder, inputs, layer=layer, num_layers=num_layers, pooling=pooling, task=task
-            ).cpu()
-        labels = batch.get("labels")
-        if labels is None:  # prediction data without labels
-            labels = torch.full(batch["input_ids"].shape[: 2 if token_task else 1], IGNORE_INDEX)
-        for i, row in enumerate(indices):
-            if token_task:
-                word_index = batch["word_index"][i]
-                keep = (word_index >= 0) | (labels[i] != IGNORE_INDEX)
-                rows[row] = (out[i][keep], labels[i][keep], word_index[keep])
-            else:
-                rows[row] = (out[i : i + 1], labels[i : i + 1])
-    encoder.train(was_training)
-    # Assembled outside inference mode (torch.cat makes ordinary tensors), so a head can train on them.
-    parts = [rows[row] for row in range(len(features))]
-    counts = torch.tensor([0] + [len(part[0]) for part in parts], dtype=torch.long)
-    hidden = encoder.config.hidden_size
-    return FeatureStore(
-        task=task,
-        vectors=torch.cat([p[0] for p in parts]) if parts else torch.zeros(0, hidden),
-        offsets=counts.cumsum(0),
-        labels=torch.cat([p[1] for p in parts]).long() if parts else torch.zeros(0, dtype=torch.long),
-        word_index=torch.cat([p[2] for p in parts]).long() if token_task and parts else None,
-        example_id=torch.tensor(features["example_id"][:], dtype=torch.long),
-        info={"layer": index, "num_layers": num_layers, "pooling": None if token_task else pooling},
-    )
 
 
 def _tensors(store: FeatureStore) -> dict[str, torch.Tensor]:

@@ -1,0 +1,127 @@
+"""Files of records: JSON arrays, JSON Lines, CSV/TSV with a header row, and plain text with one example a line.
+
+Each is parsed into ``(anchor, record)`` pairs and every record is checked by :mod:`hftransfer.data.rows`; which
+of these readers a file gets is decided by :func:`hftransfer.data.readers.read_file` (CoNLL files have their own
+reader, :mod:`hftransfer.data.conll`). Every problem is a :class:`~hftransfer.errors.DataError` starting with
+``<file>:<line>:`` or ``<file>: row N:``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from hftransfer.config import DataConfig
+from hftransfer.data.rows import TOKEN_TASK, ReadResult, sequence_row, token_row
+from hftransfer.data.tags import normalize_tags
+from hftransfer.errors import DataError
+
+
+def json_records(path: Path, text: str, fmt: str) -> tuple[list[tuple[int, Any]], bool]:
+    """``(anchor, object)`` pairs and whether anchors are line numbers (JSONL) rather than array indices."""
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            if err.msg != "Extra data":
+                raise DataError(
+                    f"{path}:{err.lineno}: invalid JSON ({err.msg} at column {err.colno})"
+                ) from None
+            fmt = "jsonl"  # several top-level values: a JSON Lines file with a .json name, which is common
+        else:
+            if isinstance(data, dict) and isinstance(data.get("data"), list):
+                data = data["data"]
+            if not isinstance(data, list):
+                raise DataError(f'{path}: expected a JSON list of objects or {{"data": [...]}}')
+            return list(enumerate(data)), False
+    records = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+    return records, True
+
+
+def csv_records(path: Path, text: str, fmt: str, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """``(first line, row)`` pairs of a CSV/TSV text with a header row; blank lines are skipped.
+
+    Raises:
+        DataError: a column of ``needed`` is not in the header, a row has the wrong number of fields, or the
+            CSV syntax is broken.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
+    records: list[tuple[int, dict[str, str]]] = []
+    header: list[str] | None = None
+    try:
+        for row in reader:
+            start = reader.line_num - sum(field.count("\n") for field in row)
+            if not row:
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                missing = [name for name in needed if name not in header]
+                if missing:
+                    raise DataError(
+                        f"{path}:{start}: no column {missing[0]!r} in the header {header}; set data.*_column "
+                        "to the right name (a header row is required)"
+                    )
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path}:{start}: {len(row)} fields, but the header has {len(header)} ({header}); "
+                    "quote fields that contain the delimiter"
+                )
+            records.append((start, dict(zip(header, row))))
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({err})") from None
+    return records
+
+
+def read_record_file(
+    path: Path, text: str, task: str, config: DataConfig, fmt: str, require: bool
+) -> ReadResult:
+    """Rows of a JSON, JSONL, CSV or TSV text; with ``require`` False, labels only if the file has them."""
+    token_task = task == TOKEN_TASK
+    label_column = config.tags_column if token_task else config.label_column
+    if fmt in ("csv", "tsv"):
+        needed = [config.tokens_column] if token_task else [config.text_column]
+        needed += [config.text_pair_column] if config.text_pair_column and not token_task else []
+        records = csv_records(path, text, fmt, needed + ([label_column] if require else []))
+        labels = require or bool(records and label_column in records[0][1])
+        by_line = True
+    else:
+        records, by_line = json_records(path, text, fmt)
+        labels = require or bool(
+            records and isinstance(records[0][1], dict) and label_column in records[0][1]
+        )
+    result = ReadResult(str(path), [], [], by_line=by_line, has_labels=labels)
+    for anchor, obj in records:
+        result.anchors.append(anchor)
+        where = result.where(len(result.rows))
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected an object with named fields, got {type(obj).__name__}")
+        if token_task:
+            row = token_row(obj, where, config, labels=labels, cells=fmt in ("csv", "tsv"))
+            if labels:
+                row["tags"], repairs = normalize_tags(row["tags"], where=lambda i, w=where: f"{w}: tag {i}")
+                result.iob_repairs += repairs
+        else:
+            row = sequence_row(obj, where, config, labels=labels)
+        result.rows.append(row)
+    return result
+
+
+def read_plain_text(path: Path, text: str, task: str) -> ReadResult:
+    """Unlabelled rows, one per non-blank line (token task: the line split on whitespace)."""
+    result = ReadResult(str(path), [], [], has_labels=False)
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():  # blank lines separate nothing here; skipping them keeps a trailing newline harmless
+            result.rows.append({"tokens": line.split()} if task == TOKEN_TASK else {"text": line.strip()})
+            result.anchors.append(number)
+    return result

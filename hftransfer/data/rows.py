@@ -1,0 +1,110 @@
+"""What every reader produces: validated task rows (:class:`ReadResult`) and the checks that turn one record into
+one row.
+
+A record is whatever a source yields per example (a JSON object, a CSV row as a dict, a Hub row); the row is the
+task's fixed shape: ``tokens``/``tags`` or ``text``/[``text_pair``]/``label``. The checks live here, apart from
+the file formats, because the file readers, the Hub reader and the builtin datasets all share them, so that a bad
+record reads the same wherever it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hftransfer.config import DataConfig
+from hftransfer.errors import DataError
+
+TOKEN_TASK = "token-classification"
+SEQUENCE_TASK = "sequence-classification"
+TASKS = (TOKEN_TASK, SEQUENCE_TASK)
+
+
+@dataclass
+class ReadResult:
+    """Validated rows of one source and where each came from."""
+
+    source: str
+    """The file (or ``hub-id[split]``) the rows come from."""
+    rows: list[dict[str, Any]]
+    anchors: list[int]
+    """Per row: its first line (1-based), or its index in a JSON array / Hub split when ``by_line`` is False."""
+    by_line: bool = True
+    consecutive_tokens: bool = False
+    """CoNLL: token i of a row is on line ``anchor + i``."""
+    has_labels: bool = True
+    iob_repairs: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows left out, by reason."""
+
+    def where(self, row: int, token: int | None = None) -> str:
+        """Location prefix of a row (or of one of its tokens) for error messages."""
+        if not self.by_line:
+            return f"{self.source}: row {self.anchors[row]}"
+        offset = token if token is not None and self.consecutive_tokens else 0
+        return f"{self.source}:{self.anchors[row] + offset}"
+
+
+def _field(obj: dict[str, Any], name: str, where: str) -> Any:
+    if name not in obj or obj[name] is None:
+        raise DataError(f"{where}: missing column {name!r} (present: {sorted(map(str, obj))})")
+    return obj[name]
+
+
+def token_row(
+    obj: dict[str, Any], where: str, config: DataConfig, *, labels: bool, cells: bool = False
+) -> dict:
+    """A ``tokens`` [+ ``tags``] row from one record; tags are not yet normalised.
+
+    Args:
+        obj: the record (a JSON object, a CSV row as a dict, a Hub row).
+        where: location prefix for error messages.
+        config: names the tokens and tags columns.
+        labels: read the tags column (it must then be present).
+        cells: the values are space-separated strings (CSV) rather than lists.
+
+    Raises:
+        DataError: a missing column, a non-list value, no tokens, or tokens and tags of different lengths.
+    """
+    columns = [("tokens", config.tokens_column)] + ([("tags", config.tags_column)] if labels else [])
+    row: dict[str, Any] = {}
+    for key, column in columns:
+        value = _field(obj, column, where)
+        if cells and isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, list):
+            raise DataError(f"{where}: column {column!r} must be a list, got {type(value).__name__}")
+        row[key] = value
+    if not row["tokens"]:
+        raise DataError(f"{where}: column {config.tokens_column!r} holds no tokens")
+    if not all(isinstance(token, str) for token in row["tokens"]):
+        raise DataError(f"{where}: column {config.tokens_column!r} must hold strings (words)")
+    if labels and len(row["tags"]) != len(row["tokens"]):
+        raise DataError(f"{where}: {len(row['tokens'])} tokens but {len(row['tags'])} tags")
+    return row
+
+
+def sequence_row(obj: dict[str, Any], where: str, config: DataConfig, *, labels: bool) -> dict[str, Any]:
+    """A ``text`` [+ ``text_pair``] [+ ``label``] row from one record; the label becomes a string.
+
+    Raises:
+        DataError: a missing column, an empty or non-string text, or a label that is not a single value.
+    """
+    columns = [("text", config.text_column)]
+    if config.text_pair_column:
+        columns.append(("text_pair", config.text_pair_column))
+    row: dict[str, Any] = {}
+    for key, column in columns:
+        value = _field(obj, column, where)
+        if not isinstance(value, str):
+            raise DataError(f"{where}: column {column!r} must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise DataError(f"{where}: empty text in column {column!r}")
+        row[key] = value
+    if labels:
+        label = _field(obj, config.label_column, where)
+        # Surrounding spaces are layout ("text, positive" in hand-written CSVs), not part of the label.
+        if isinstance(label, (list, dict)) or not str(label).strip():
+            raise DataError(f"{where}: column {config.label_column!r} must hold one label, got {label!r}")
+        row["label"] = str(label).strip()
+    return row
