@@ -33,13 +33,11 @@ from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
-from hftransfer.flow.core import Run, evaluate_best, finish, start_loop, train
+from hftransfer.flow.core import Run, evaluate_best, finish, plan_training, start_loop, train
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
-from hftransfer.objectives.base import build_objectives
-from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import start_run
-from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search, plan_strategy
+from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search
 
 __all__ = ["Run", "assemble_run", "evaluate_best", "finish", "setup", "start_loop", "token_loaders", "train"]
 logger = logging.getLogger("hftransfer")
@@ -69,19 +67,15 @@ def setup(config: RunConfig, recipe: str) -> Run:
     if config.model.head_bias_init == "prior" and "train" in features:
         report["label_prior"] = init_head_bias_to_prior(model, features["train"]["labels"])
 
-    # Built before the strategy changes the model: references such as L2-SP's are the pretrained weights.
-    objectives = build_objectives(config, model, accelerator)
-    plan = plan_strategy(
+    objectives, plan = plan_training(
         model,
         config,
+        accelerator,
         tokenizer=tokenizer,
         run_dir=run_dir,
         base_model_name_or_path=resolve_model_name(config.model.name_or_path),
         features=features,
-        accelerator=accelerator,
-        encoder_weight_decay=not objectives.replaces_weight_decay,
     )
-    attach_owned_modules(plan, objectives.owners, config)
     if plan.train_loader is not None:  # the strategy trains on data of its own (e.g. cached encoder features)
         train_loader, eval_loaders = plan.train_loader, plan.eval_loaders or {}
     else:

@@ -29,13 +29,12 @@ from hftransfer.distill.teacher import Teacher, cached_teacher_logits, load_teac
 from hftransfer.distill.teaching import TeacherContext
 from hftransfer.errors import ConfigError
 from hftransfer.finetune import Run, assemble_run, token_loaders, tokenize_splits
+from hftransfer.flow.core import plan_training
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
-from hftransfer.objectives.base import build_objectives
-from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.registry import get_objective
 from hftransfer.runs import start_run
-from hftransfer.strategies import needs_unused_parameter_search, plan_strategy
+from hftransfer.strategies import needs_unused_parameter_search
 
 logger = logging.getLogger("hftransfer")
 
@@ -99,17 +98,15 @@ def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
 
     layer_map = _layer_map(config, student.config, teacher.model.config, compared) if compared else []
     teaching = TeacherContext(teacher, teacher_logits, shared, layer_map, frozenset(compared))
-    # Built before the strategy changes the student (L2-SP's reference is the starting point).
-    objectives = build_objectives(config, student, accelerator, teacher=teaching)
-    plan = plan_strategy(
+    objectives, plan = plan_training(
         student,
         config,
+        accelerator,
+        teacher=teaching,
         tokenizer=tokenizer,
         run_dir=run_dir,
         base_model_name_or_path=base_name,
-        encoder_weight_decay=not objectives.replaces_weight_decay,
     )
-    attach_owned_modules(plan, objectives.owners, config)
     report["distill"] = {
         "layer_map": [list(pair) for pair in layer_map],
         "student": distill.student,

@@ -24,8 +24,10 @@ from transformers import PreTrainedTokenizerBase
 
 from hftransfer.config import save_config
 from hftransfer.data.sources import TaskData
+from hftransfer.objectives.base import ObjectiveSet, build_objectives
+from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import peak_memory_mb, publish_if_asked, tracker_config
-from hftransfer.strategies import StrategyPlan
+from hftransfer.strategies import StrategyPlan, plan_strategy
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.training.threads import thread_report
 from hftransfer.utils import atomic_write_json
@@ -64,6 +66,30 @@ class Run:
         if isinstance(self.data, dict):
             return {name: task_data.label_names for name, task_data in self.data.items()}
         return self.data.label_names
+
+
+def plan_training(
+    model: torch.nn.Module,
+    config: Any,
+    accelerator: Accelerator,
+    *,
+    teacher: Any = None,
+    **strategy_options: Any,
+) -> tuple[ObjectiveSet, StrategyPlan]:
+    """The run's objectives and strategy plan, in the one order that works: objectives on the pretrained model
+    (references such as L2-SP's are its weights; ``teacher`` for those that read one), then the strategy
+    (``strategy_options``: :func:`~hftransfer.strategies.plan_strategy`'s), then the objectives' own modules
+    attached to the plan's model."""
+    objectives = build_objectives(config, model, accelerator, teacher=teacher)
+    plan = plan_strategy(
+        model,
+        config,
+        accelerator=accelerator,
+        encoder_weight_decay=not objectives.replaces_weight_decay,
+        **strategy_options,
+    )
+    attach_owned_modules(plan, objectives.owners, config)
+    return objectives, plan
 
 
 def start_loop(

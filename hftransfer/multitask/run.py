@@ -20,7 +20,7 @@ from hftransfer.data.mixing import MixedBatches
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.finetune import token_loaders, tokenize_task
-from hftransfer.flow import Run, evaluate_best, finish, start_loop, train
+from hftransfer.flow.core import Run, evaluate_best, finish, plan_training, start_loop, train
 from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.multitask.config import MultitaskConfig
@@ -29,9 +29,8 @@ from hftransfer.multitask.export import TASKS_FILE, load_multitask, load_multita
 from hftransfer.multitask.model import MultitaskModel
 from hftransfer.multitask.optim import PerTaskAdamW, groups_per_task, task_step
 from hftransfer.multitask.sampling import TaskSchedule, default_steps_per_epoch
-from hftransfer.objectives.base import build_objectives
+from hftransfer.objectives.owned import inner_model
 from hftransfer.runs import start_run
-from hftransfer.strategies import plan_strategy
 
 __all__ = [
     "TASKS_FILE",
@@ -65,21 +64,19 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> Run:
     }
     model = MultitaskModel(task_models)
     limit = model_max_length(tokenizer, next(iter(task_models.values())))
-    objectives = build_objectives(config, model, accelerator)  # before the strategy changes the encoder
     model_dir = run_dir / "model"
-    plan = plan_strategy(
+    objectives, plan = plan_training(
         model,
         config,
+        accelerator,
         tokenizer=tokenizer,
         run_dir=run_dir,
         base_model_name_or_path=resolve_model_name(config.model.name_or_path),
-        accelerator=accelerator,
-        encoder_weight_decay=not objectives.replaces_weight_decay,
         shared_encoder=True,
         save_model=lambda acc, trained: save_multitask(acc, trained, tokenizer, model_dir, specs, data),
         restore_model=lambda acc, trained: load_multitask_weights(acc.unwrap_model(trained), model_dir),
     )
-    if plan.train_loader is not None or plan.model is not model:
+    if plan.train_loader is not None or inner_model(plan.model) is not model:
         raise ConfigError(
             f"strategy.name={config.strategy.name} replaces the model it trains, which a multitask run (one encoder "
             "shared by several task models) cannot do"
@@ -136,7 +133,7 @@ def setup(config: MultitaskConfig, recipe: str = "multitask") -> Run:
         run_dir,
         trackers=trackers,
         resume_from=resume_from,
-        model=model,
+        model=plan.model,
         train_loader=batches,
         eval_loader=eval_loaders["validation"] or None,
         evaluate=evaluate,
