@@ -135,18 +135,10 @@ class TrainingLoop:
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, self.state.step, self.state.epoch)
 
     # ------------------------------------------------------------------------------------------------ train
-    @property
-    def training_peak_memory(self) -> dict[str, float] | None:
-        """The process peak up to the end of training (set when :meth:`fit` ends)."""
-        return self.memory.peak_at_end
-
-    def _all_callbacks(self) -> list[Callback]:
-        hook = [StepHook(self.on_step_start)] if self.on_step_start is not None else []
-        return [*hook, *self.callbacks]
-
     def fit(self) -> FitResult:
         """Train until ``total_steps`` or early stopping; returns the final loop state."""
-        self._active = self._all_callbacks()
+        hook = [StepHook(self.on_step_start)] if self.on_step_start is not None else []
+        self._active = [*hook, *self.callbacks]
         for callback in self._active:
             callback.on_fit_start(self)
         try:
@@ -257,10 +249,8 @@ class TrainingLoop:
                 accelerator, self.model, self.optimizer, self.train_config.max_grad_norm
             )
         factor = self.before_update(window) if self.before_update is not None else 1.0
-        try:
-            with scaled_learning_rate(
-                self.optimizer, factor
-            ):  # the schedule's values return even if skipped (fp16)
+        try:  # the schedule's values return even if the step is skipped (fp16)
+            with scaled_learning_rate(self.optimizer, factor):
                 self.optimizer.step()
         finally:
             end_deferred_clip(self.optimizer)
