@@ -3,7 +3,7 @@ derived from them.
 
 * ``schema.py``: the core sections (model, data, train);
 * ``plugins.py``: the bases of the strategy and objective configs that each registered method subclasses;
-* ``run.py``: :class:`RunConfig` and the checks across sections;
+* ``run.py``: :class:`RunConfig` and the checks across sections; ``sources.py``: named sources of extra batches;
 * ``sections.py`` and ``parse.py``: merging the sources and parsing them; ``help.py``: ``--help`` for the
   registered strategies and objectives.
 """
@@ -24,6 +24,7 @@ from hftransfer.config.plugins import (
 )
 from hftransfer.config.run import RunConfig, check_hub_fields, resolve_plugins
 from hftransfer.config.schema import DataConfig, DataFormat, ModelConfig, TaskType, TrainConfig
+from hftransfer.config.sources import SourceConfig
 
 __all__ = [
     "DataConfig",
@@ -32,6 +33,7 @@ __all__ = [
     "ModelConfig",
     "ObjectiveConfig",
     "RunConfig",
+    "SourceConfig",
     "StrategyConfig",
     "TaskType",
     "TrainConfig",

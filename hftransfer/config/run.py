@@ -16,6 +16,7 @@ from hftransfer.config.plugins import (
     strategy_config,
 )
 from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
+from hftransfer.config.sources import SourceConfig, check_sources
 from hftransfer.errors import ConfigError
 
 
@@ -32,6 +33,9 @@ class RunConfig:
     """What trains: ``{name: <strategy>, <its fields>}`` (see ``--help`` for each strategy's fields)."""
     objectives: list[ObjectiveConfig] = field(default_factory=default_objectives)
     """What the loss is: ``[{name: task}, {name: <objective>, weight: ..., <its fields>}, ...]``."""
+    sources: list[SourceConfig] = field(default_factory=list)
+    """Named sources of extra training batches for the objectives that read them (``[{name: target, data:
+    <file or builtin>}]``): at every step, each such objective gets a batch of its source besides the task's."""
     plugins: list[str] = field(default_factory=list)
     """Modules (or ``.py`` files) imported before the strategy and objectives are resolved: where strategies and
     objectives registered outside hftransfer live."""
@@ -52,6 +56,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_hub_fields(self)
         resolve_plugins(self)
+        check_sources(self.sources)
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"

@@ -1,4 +1,5 @@
-"""Training batches as the loop draws them: one loader, or several sources mixed by a schedule, each batch tagged.
+"""Training batches as the loop draws them: one loader, or several sources mixed by a schedule, each batch tagged;
+optionally with a batch of each named source attached to every batch (:class:`WithSourceBatches`).
 
 Both expose the same small interface (``len``, ``set_epoch``, ``iterate(start)``), so the loop never asks which
 it has. ``iterate(start)`` resumes an epoch at batch ``start`` exactly: a single loader skips the batches already
@@ -85,9 +86,47 @@ class MixedBatches:
             yield {**next(streams[name]), self.tag: name}
 
     def _stream(self, name: str, passes: int, offset: int) -> Iterator[dict]:
-        loader = self.loaders[name]
-        while True:
-            loader.set_epoch(passes)  # each pass over a source is shuffled differently
-            batches = self.accelerator.skip_first_batches(loader, offset) if offset else loader
-            yield from batches
-            passes, offset = passes + 1, 0
+        return _cycle(self.loaders[name], passes, offset, self.accelerator)
+
+
+class WithSourceBatches:
+    """The training batches with one batch of each named source attached to every one (``batch["sources"] =
+    {name: batch}``): what objectives that read a source (unlabelled target-domain text, ...) get at each step.
+
+    Each source cycles through its own (prepared) loader, reshuffled on every pass. Its position is a pure
+    function of the steps taken (one of its batches per training batch), so ``iterate(start)`` resumes it exactly
+    with no state in the checkpoint.
+    """
+
+    def __init__(
+        self, batches: LoaderBatches | MixedBatches, sources: dict[str, DataLoader], accelerator: Accelerator
+    ):
+        self.batches, self.sources, self.accelerator = batches, sources, accelerator
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.iterate(0)
+
+    def iterate(self, start: int = 0) -> Iterator[dict]:
+        drawn = self.epoch * len(self.batches) + start  # source batches used before this point
+        streams = {}
+        for name, loader in self.sources.items():
+            passes, offset = divmod(drawn, len(loader))
+            streams[name] = _cycle(loader, passes, offset, self.accelerator)
+        for batch in self.batches.iterate(start):
+            yield {**batch, "sources": {name: next(stream) for name, stream in streams.items()}}
+
+
+def _cycle(loader: DataLoader, passes: int, offset: int, accelerator: Accelerator) -> Iterator[dict]:
+    """A loader's batches, pass after pass (each shuffled by its pass number), from batch ``offset`` of ``passes``."""
+    while True:
+        loader.set_epoch(passes)
+        yield from accelerator.skip_first_batches(loader, offset) if offset else loader
+        passes, offset = passes + 1, 0

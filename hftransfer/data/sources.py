@@ -230,3 +230,21 @@ def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[s
     if not keep:
         raise DataError(f"transfer set {source!r} has no examples that are not already in the data")
     return dataset.select(keep)
+
+
+def unlabelled_examples(
+    source: str, task: str, config: DataConfig, data: TaskData, max_samples: int | None = None
+) -> Dataset:
+    """The examples of an unlabelled source (see :func:`read_transfer_set`) without the texts of ``data``'s
+    validation and test splits, the first ``max_samples`` of them."""
+    key = "tokens" if task == TOKEN_TASK else "text"
+    held_out = {
+        " ".join(value) if isinstance(value, list) else value
+        for split in ("validation", "test")
+        if split in data.splits
+        for value in data.splits[split][key]
+    }
+    examples = read_transfer_set(source, task, config, exclude=held_out)
+    if max_samples is not None:
+        examples = examples.select(range(min(max_samples, len(examples))))
+    return examples

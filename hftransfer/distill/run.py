@@ -1,9 +1,10 @@
-"""Distillation, wired end to end on top of the fine-tuning flow: the student is fine-tuned like any model (same
-loop, strategies, checkpoints and export); the objectives that read the teacher (``distill_soft``,
-``distill_hidden``, ``distill_attention``) get what it provides (``teaching.py``) in their build context.
+"""Distillation is a run with a teacher: the one setup (:func:`hftransfer.flow.setup.setup`) with
+:class:`DistillTeacher`, whose hooks load the teacher, optionally make the student from its layers, check that the
+two can be compared as the objectives ask, and label the training (and transfer) data. The objectives that read the
+teacher (``distill_soft``, ``distill_hidden``, ``distill_attention``) get what it provides (``teaching.py``).
 
     run = setup_distill(config)
-    train(run)                    # hftransfer.finetune
+    train(run)                    # hftransfer.flow
     evaluate_best(run)            # writes metrics.json
     compare_with_teacher(run)     # teacher vs student: score, parameters, inference samples/s
     finish(run)
@@ -16,143 +17,127 @@ import time
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerBase
 
-from hftransfer.assets import resolve_model_name
 from hftransfer.data.features import tokenize, tokenize_options
-from hftransfer.data.sources import TaskData, load_task_data, read_transfer_set
+from hftransfer.data.sources import TaskData, unlabelled_examples
 from hftransfer.distill.config import DistillRunConfig, teacher_readers
 from hftransfer.distill.losses import uniform_layer_map
 from hftransfer.distill.student import every_other_layer, layer_dropped_student
 from hftransfer.distill.teacher import Teacher, cached_teacher_logits, load_teacher, same_tokenizer
 from hftransfer.distill.teaching import TeacherContext
 from hftransfer.errors import ConfigError
-from hftransfer.finetune import Run, assemble_run, token_loaders, tokenize_splits
-from hftransfer.flow.core import plan_training
-from hftransfer.modeling.build import build_model, load_tokenizer, model_max_length
-from hftransfer.modeling.head_init import init_head_bias_to_prior
+from hftransfer.flow.core import Run
+from hftransfer.flow.setup import setup
+from hftransfer.modeling.build import model_max_length
 from hftransfer.registry import get_objective
-from hftransfer.runs import start_run
-from hftransfer.strategies import needs_unused_parameter_search
 
 logger = logging.getLogger("hftransfer")
 
 
 def setup_distill(config: DistillRunConfig, recipe: str = "distill") -> Run:
-    """Load data and teacher, build the student, label the training (and transfer) data with the teacher, and
-    assemble the training run.
+    """The one run setup (:func:`hftransfer.flow.setup.setup`) with the teacher of ``config.distill``: loaded,
+    checked against the student, and run over the training (and transfer) data before the objectives are built.
 
     Raises:
         ConfigError / DataError: bad config, data or teacher, before any training starts.
     """
-    distill = config.distill
-    accelerator, run_dir, trackers, resume_from = start_run(
-        config, recipe, find_unused_parameters=needs_unused_parameter_search(config)
-    )
-    with accelerator.main_process_first():
-        data = load_task_data(config.data, config.task)
-    teacher = load_teacher(distill.teacher, config.task, data.label_names, distill.teacher_revision)
-    student, tokenizer, base_name = _build_student(config, teacher, data)
-    # Before the teacher labels anything: attention matching switches both models to the eager kernel.
-    compared = _check_compared_outputs(config, teacher, student, tokenizer)
-    for name, model, tok in (("student", student, tokenizer), ("teacher", teacher.model, teacher.tokenizer)):
-        limit = (
-            model_max_length(tok, model) if hasattr(model, "get_input_embeddings") else config.data.max_length
-        )
-        if config.data.max_length > limit:
+    return setup(config, recipe, teacher=DistillTeacher())
+
+
+class DistillTeacher:
+    """The teacher of a distillation run, in the hooks of :class:`~hftransfer.flow.teacher.TeacherSetup`."""
+
+    def __init__(self) -> None:
+        self.teacher: Teacher | None = None
+        self.report: dict[str, Any] = {}
+        self.compared: set[str] = set()
+        self.student_config: Any = None
+
+    def load(self, config: DistillRunConfig, data: TaskData) -> None:
+        distill = config.distill
+        self.teacher = load_teacher(distill.teacher, config.task, data.label_names, distill.teacher_revision)
+
+    def build_student(
+        self, config: DistillRunConfig, data: TaskData
+    ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, str] | None:
+        """The teacher's own layers as the student (``distill.student=teacher_layers``); None: the run's model."""
+        if config.distill.student == "pretrained":
+            return None
+        teacher = self.teacher
+        if not teacher.is_transformers_model:
             raise ConfigError(
-                f"data.max_length={config.data.max_length} exceeds what the {name} accepts ({limit})"
+                "distill.student=teacher_layers needs a transformers teacher; this one is an encoder + custom head"
             )
+        keep = config.distill.student_layers or every_other_layer(teacher.model.config.num_hidden_layers)
+        student = layer_dropped_student(teacher.model, keep)
+        student.requires_grad_(True).train()
+        logger.info("Student: teacher layers %s of %d", keep, teacher.model.config.num_hidden_layers)
+        return student, teacher.tokenizer, teacher.source
 
-    features, report = tokenize_splits(data, tokenizer, config)
-    # A new head only: a teacher_layers student (the teacher's trained head) is refused at config validation.
-    if config.model.head_bias_init == "prior":
-        report["label_prior"] = init_head_bias_to_prior(student, features["train"]["labels"])
-    transfer = _transfer_examples(config, data)
-    student_train = _training_features(config, data, tokenizer, transfer, features["train"])
-    shared = same_tokenizer(tokenizer, teacher.tokenizer)
-    teacher_train = (
-        student_train if shared else _training_features(config, data, teacher.tokenizer, transfer, None)
-    )
-    device = accelerator.device
-    with accelerator.main_process_first():
-        started = time.perf_counter()
-        teacher_logits, hit = cached_teacher_logits(
-            teacher,
-            teacher_train,
-            config.task,
-            device,
-            batch_size=config.train.eval_batch_size,
-            cache_dir=distill.cache_dir,
-            use_cache=distill.cache_teacher,
+    def check(
+        self, config: DistillRunConfig, student: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
+    ) -> None:
+        """Teacher and student can be compared as the objectives ask; the teacher accepts ``data.max_length``."""
+        teacher = self.teacher
+        # Before the teacher labels anything: attention matching switches both models to the eager kernel.
+        self.compared = _check_compared_outputs(config, teacher, student, tokenizer)
+        self.student_config = student.config
+        if hasattr(teacher.model, "get_input_embeddings"):
+            limit = model_max_length(teacher.tokenizer, teacher.model)
+            if config.data.max_length > limit:
+                raise ConfigError(
+                    f"data.max_length={config.data.max_length} exceeds what the teacher accepts ({limit})"
+                )
+
+    def teach(
+        self,
+        config: DistillRunConfig,
+        accelerator: Accelerator,
+        data: TaskData,
+        tokenizer: PreTrainedTokenizerBase,
+        features: dict[str, Dataset],
+        report: dict[str, Any],
+    ) -> TeacherContext:
+        """The training features plus the transfer set (labels -100), labelled by the teacher (cached on disk)."""
+        distill, teacher = config.distill, self.teacher
+        transfer = _transfer_examples(config, data)
+        student_train = _training_features(config, data, tokenizer, transfer, features["train"])
+        shared = same_tokenizer(tokenizer, teacher.tokenizer)
+        teacher_train = (
+            student_train if shared else _training_features(config, data, teacher.tokenizer, transfer, None)
         )
-    report["teacher"] = {
-        "source": teacher.source,
-        "same_tokenizer": shared,
-        "cache_hit": hit,
-        "label_seconds": round(time.perf_counter() - started, 2),
-        "transfer_examples": 0 if transfer is None else len(transfer),
-    }
-    teacher.model.to(device)
-
-    layer_map = _layer_map(config, student.config, teacher.model.config, compared) if compared else []
-    teaching = TeacherContext(teacher, teacher_logits, shared, layer_map, frozenset(compared))
-    objectives, plan = plan_training(
-        student,
-        config,
-        accelerator,
-        teacher=teaching,
-        tokenizer=tokenizer,
-        run_dir=run_dir,
-        base_model_name_or_path=base_name,
-    )
-    report["distill"] = {
-        "layer_map": [list(pair) for pair in layer_map],
-        "student": distill.student,
-        **report.pop("teacher"),
-    }
-
-    features["train"] = student_train
-    train_loader, eval_loaders = token_loaders(features, tokenizer, config, accelerator)
-    run = assemble_run(
-        config,
-        accelerator,
-        run_dir,
-        trackers=trackers,
-        resume_from=resume_from,
-        data=data,
-        tokenizer=tokenizer,
-        plan=plan,
-        objectives=objectives,
-        train_loader=train_loader,
-        eval_loaders=eval_loaders,
-        report=report,
-    )
-    run.extras["teacher"] = teacher  # for compare_with_teacher
-    return run
-
-
-def _build_student(
-    config: DistillRunConfig, teacher: Teacher, data: TaskData
-) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, str]:
-    """The student model, its tokenizer and the name its LoRA adapter (if any) refers to."""
-    if config.distill.student == "pretrained":
-        tokenizer = load_tokenizer(config.model)
-        return (
-            build_model(config.model, config.task, data.label_names),
-            tokenizer,
-            resolve_model_name(config.model.name_or_path),
+        device = accelerator.device
+        with accelerator.main_process_first():
+            started = time.perf_counter()
+            teacher_logits, hit = cached_teacher_logits(
+                teacher,
+                teacher_train,
+                config.task,
+                device,
+                batch_size=config.train.eval_batch_size,
+                cache_dir=distill.cache_dir,
+                use_cache=distill.cache_teacher,
+            )
+            label_seconds = round(time.perf_counter() - started, 2)
+        teacher.model.to(device)
+        compared = self.compared
+        layer_map = (
+            _layer_map(config, self.student_config, teacher.model.config, compared) if compared else []
         )
-    if not teacher.is_transformers_model:
-        raise ConfigError(
-            "distill.student=teacher_layers needs a transformers teacher; this one is an encoder + custom head"
-        )
-    keep = config.distill.student_layers or every_other_layer(teacher.model.config.num_hidden_layers)
-    student = layer_dropped_student(teacher.model, keep)
-    student.requires_grad_(True).train()
-    logger.info("Student: teacher layers %s of %d", keep, teacher.model.config.num_hidden_layers)
-    return student, teacher.tokenizer, teacher.source
+        self.report = {
+            "layer_map": [list(pair) for pair in layer_map],
+            "student": distill.student,
+            "source": teacher.source,
+            "same_tokenizer": shared,
+            "cache_hit": hit,
+            "label_seconds": label_seconds,
+            "transfer_examples": 0 if transfer is None else len(transfer),
+        }
+        features["train"] = student_train
+        return TeacherContext(teacher, teacher_logits, shared, layer_map, frozenset(self.compared))
 
 
 def _check_compared_outputs(
@@ -215,16 +200,9 @@ def _transfer_examples(config: DistillRunConfig, data: TaskData) -> Dataset | No
     source = config.distill.transfer_data
     if source is None:
         return None
-    key = "tokens" if config.task == "token-classification" else "text"
-    held_out = {
-        " ".join(value) if isinstance(value, list) else value
-        for split in ("validation", "test")
-        if split in data.splits
-        for value in data.splits[split][key]
-    }
-    examples = read_transfer_set(source, config.task, config.data, exclude=held_out)
-    if config.distill.max_transfer_samples is not None:
-        examples = examples.select(range(min(config.distill.max_transfer_samples, len(examples))))
+    examples = unlabelled_examples(
+        source, config.task, config.data, data, config.distill.max_transfer_samples
+    )
     logger.info("Transfer set: %d unlabelled examples from %s", len(examples), source)
     return examples
 

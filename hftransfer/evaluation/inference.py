@@ -41,9 +41,13 @@ class InferenceOutput:
         return self.loss_sum / self.loss_count if self.loss_count else None
 
 
+NOT_INPUTS = frozenset({"example_id", "sources"})
+
+
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch without the columns that are not model inputs (labels, word_index, example_id)."""
-    return {key: value for key, value in batch.items() if key not in TOKEN_EXTRAS and key != "example_id"}
+    """The batch without the columns that are not model inputs (labels, word_index, example_id, and the batches of
+    named sources that objectives read)."""
+    return {key: value for key, value in batch.items() if key not in TOKEN_EXTRAS and key not in NOT_INPUTS}
 
 
 def per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

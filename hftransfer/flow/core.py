@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from hftransfer.config import save_config
 from hftransfer.data.sources import TaskData
+from hftransfer.flow.sources import check_source_readers
 from hftransfer.objectives.base import ObjectiveSet, build_objectives
 from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import peak_memory_mb, publish_if_asked, tracker_config
@@ -88,7 +89,8 @@ def plan_training(
         encoder_weight_decay=not objectives.replaces_weight_decay,
         **strategy_options,
     )
-    attach_owned_modules(plan, objectives.owners, config)
+    check_source_readers(config, objectives, plan)
+    attach_owned_modules(plan, objectives.owners, config, reads_sources=bool(objectives.sources))
     return objectives, plan
 
 

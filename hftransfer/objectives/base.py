@@ -60,6 +60,12 @@ class Objective:
     run inside the model's forward by :meth:`extend_outputs` so that DDP sees it, left out of exports
     (``owned.py``)."""
 
+    sources: tuple[str, ...] = ()
+    """Names of the run's sources (``config.sources``) this objective reads: at every training step the batch
+    holds one batch of each under ``batch["sources"][name]`` and the outputs the model's outputs on it under
+    ``outputs["sources"][name]`` (computed in the same forward call, with the same hidden-state and attention
+    flags)."""
+
     def extend_outputs(self, outputs: Any, module: torch.nn.Module) -> None:
         """Add what ``module`` computes from the model's outputs to them (training forward passes only)."""
 
@@ -83,6 +89,7 @@ class ObjectiveSet:
         self.needs_hidden_states = any(o.needs_hidden_states for o in self.objectives)
         self.needs_attentions = any(o.needs_attentions for o in self.objectives)
         self.replaces_weight_decay = any(o.replaces_weight_decay for o in self.objectives)
+        self.sources = list(dict.fromkeys(name for o in self.objectives for name in o.sources))
 
     @property
     def owners(self) -> list[Objective]:
@@ -101,6 +108,8 @@ class ObjectiveSet:
             inputs["output_attentions"] = True
         if self.owners:  # the model is wrapped with their modules (owned.attach_owned_modules)
             inputs["objective_outputs"] = True
+        if self.sources and "sources" in batch:  # training batches (owned.WithObjectiveModules runs them)
+            inputs["source_inputs"] = {name: model_inputs(batch["sources"][name]) for name in self.sources}
         outputs = model(**inputs)
         return self.terms(model, batch, outputs, state)
 

@@ -1,4 +1,5 @@
-"""Modules that objectives own (a hidden-state projection, a domain head): trained with the model, out of exports.
+"""Modules that objectives own (a hidden-state projection, a domain head): trained with the model, out of exports;
+and the named sources' batches run in the same forward call.
 
 An objective sets ``module`` and implements ``extend_outputs(outputs, module)``. The flow wraps the strategy's
 model in :class:`WithObjectiveModules`, whose ``forward`` runs each owned module on the model's outputs when the
@@ -28,8 +29,20 @@ class WithObjectiveModules(nn.Module):
     def config(self) -> Any:
         return self.model.config
 
-    def forward(self, *, objective_outputs: bool = False, **inputs: Any) -> Any:
+    def forward(
+        self,
+        *,
+        objective_outputs: bool = False,
+        source_inputs: dict[str, dict[str, torch.Tensor]] | None = None,
+        **inputs: Any,
+    ) -> Any:
         outputs = self.model(**inputs)
+        if source_inputs:
+            # The named sources' batches in the same forward call: DDP expects one forward per backward.
+            flags = {
+                key: inputs[key] for key in ("output_hidden_states", "output_attentions") if key in inputs
+            }
+            outputs["sources"] = {name: self.model(**batch, **flags) for name, batch in source_inputs.items()}
         if objective_outputs:
             for owner in self.owners:
                 owner.extend_outputs(outputs, self.owned[owner.name])
@@ -44,12 +57,13 @@ def inner_model(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, WithObjectiveModules) else model
 
 
-def attach_owned_modules(plan: Any, owners: list[Any], config: Any) -> Any:
+def attach_owned_modules(plan: Any, owners: list[Any], config: Any, *, reads_sources: bool = False) -> Any:
     """Wrap ``plan.model`` with the modules ``owners`` own: each gets an AdamW group of its own (LR
     ``strategy.head_lr``, default ``train.lr``: like a head, it starts from scratch), and the plan's save, restore
-    and export see the inner model alone. Returns ``plan`` (unchanged without owners)."""
+    and export see the inner model alone. Returns ``plan`` (unchanged without owners, unless objectives read
+    named sources: the wrapper runs their batches)."""
     owners = [owner for owner in owners if getattr(owner, "module", None) is not None]
-    if not owners:
+    if not owners and not reads_sources:
         return plan
     save_best, restore_best, export = plan.save_best, plan.restore_best, plan.export
     plan.model = WithObjectiveModules(plan.model, owners)

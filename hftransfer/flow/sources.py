@@ -1,0 +1,92 @@
+"""The named sources of a run (``config.sources``) as loaders, and the checks that tie them to the objectives.
+
+A source is unlabelled text (target-domain text for domain adaptation, ...) tokenised like the task's inputs. An
+objective reads one by listing its name in ``Objective.sources``; at every training step it then finds a batch of
+it under ``batch["sources"][name]`` and the model's outputs on that batch under ``outputs["sources"][name]`` (the
+same forward call as the task batch's, so DDP sees one forward per step: ``objectives/owned.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
+
+from hftransfer.data.batching import FeatureCollator, build_train_dataloader
+from hftransfer.data.features import tokenize, tokenize_options
+from hftransfer.data.mixing import LoaderBatches, WithSourceBatches
+from hftransfer.data.sources import TaskData, unlabelled_examples
+from hftransfer.errors import ConfigError
+
+logger = logging.getLogger("hftransfer")
+
+
+def check_source_readers(config: Any, objectives: Any, plan: Any) -> None:
+    """Every source an objective reads is listed in ``sources``, every listed source is read by one, and the
+    strategy runs the encoder on token batches.
+
+    Raises:
+        ConfigError: naming the objective or source; sources in a run whose strategy trains on data of its own
+            (cached encoder features).
+    """
+    listed = [source.name for source in getattr(config, "sources", [])]
+    read: set[str] = set()
+    for objective in objectives.objectives:
+        for name in objective.sources:
+            if name not in listed:
+                raise ConfigError(
+                    f"objectives: {objective.name} reads the source {name!r}, which sources does not list "
+                    f"({listed or 'none'}); add sources=[{{name: {name}, data: <file or builtin>}}]"
+                )
+            read.add(name)
+    if read and plan.train_loader is not None:
+        raise ConfigError(
+            f"sources: strategy.name={config.strategy.name} trains a head on cached encoder features, and the "
+            "objectives that read sources need the encoder's forward pass on their batches; use a strategy that runs "
+            "it (freeze, lora, full, ...)"
+        )
+    unread = [name for name in listed if name not in read]
+    if unread:
+        raise ConfigError(
+            f"sources: {unread[0]!r} is read by no objective; remove it, or add an objective that reads it"
+        )
+
+
+def with_sources(
+    config: Any,
+    batches: Any,
+    data: TaskData,
+    tokenizer: PreTrainedTokenizerBase,
+    accelerator: Accelerator,
+    report: dict[str, Any],
+) -> Any:
+    """``batches`` (the task's training loader) with a batch of every named source attached to each (``batches``
+    unchanged without sources)."""
+    sources = getattr(config, "sources", [])
+    if not sources:
+        return batches
+    pad_to = 8 if accelerator.device.type == "cuda" else None
+    collator = FeatureCollator(tokenizer, pad_to_multiple_of=pad_to)
+    loaders = {}
+    for source in sources:
+        examples = unlabelled_examples(source.data, config.task, config.data, data, source.max_samples)
+        features, _ = tokenize(examples, tokenizer, config.task, None, **tokenize_options(config.data))
+        loader = build_train_dataloader(
+            features.remove_columns([c for c in ("labels", "word_index") if c in features.column_names]),
+            collator,
+            batch_size=source.batch_size or config.train.batch_size,
+            seed=config.train.seed,
+            group_by_length=False,
+            num_workers=config.train.num_workers,
+        )
+        loaders[source.name] = accelerator.prepare(loader)
+        report.setdefault("sources", {})[source.name] = {
+            "data": source.data,
+            "examples": len(examples),
+            "features": len(features),
+            "batches": len(loaders[source.name]),
+        }
+        logger.info("Source %s: %d unlabelled examples from %s", source.name, len(examples), source.data)
+    return WithSourceBatches(LoaderBatches(accelerator.prepare(batches), accelerator), loaders, accelerator)
