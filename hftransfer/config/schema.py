@@ -12,7 +12,7 @@ from typing import Literal
 from hftransfer.errors import ConfigError
 
 TaskType = Literal["token-classification", "sequence-classification"]
-DataFormat = Literal["auto", "conll", "json", "jsonl", "csv", "tsv"]
+DataFormat = str  # "auto" or a registered format (hftransfer/data/formats.py), checked when a file is read
 
 
 @dataclass
@@ -51,7 +51,9 @@ class DataConfig:
     test_file: str | None = None
     """Test file; carved from the training data when absent (set ``test_size=0`` for no test split)."""
     format: DataFormat = "auto"
-    """File format; ``auto`` picks it from the extension (.conll/.txt/.iob -> conll, .json, .jsonl, .csv, .tsv)."""
+    """File format: ``auto`` picks it from the extension (.conll/.txt/.iob/.bio -> conll, .json, .jsonl, .csv,
+    .tsv), or a registered format's name (``conll``, ``json``, ``jsonl``, ``csv``, ``tsv``, or one a plugin
+    registers: ``hftransfer/data/formats.py``)."""
     hub_config: str | None = None
     """Configuration name of a Hub dataset."""
     tokens_column: str = "tokens"

@@ -6,9 +6,9 @@ a :class:`~hftransfer.errors.DataError` starting with ``<file>:<line>:`` (``<fil
 later checks (labels unknown to the training data) can point at them. Token-task CSV/TSV cells hold space-separated
 words and tags.
 
-This module finds the format and decodes the file, then hands the text to the reader of that format:
-:mod:`hftransfer.data.conll` (CoNLL/IOB) or :mod:`hftransfer.data.record_files` (JSON, JSONL, CSV/TSV, plain
-text). Rows and their checks are :mod:`hftransfer.data.rows`; their names are importable from here too, as the
+This module finds the format and decodes the file, then hands the text to the reader that format registered
+(:mod:`hftransfer.data.formats`): :mod:`hftransfer.data.conll` (CoNLL/IOB), :mod:`hftransfer.data.record_files`
+(JSON, JSONL, CSV/TSV, plain text), or one registered outside the package. Rows and their checks are :mod:`hftransfer.data.rows`; their names are importable from here too, as the
 Hub reader, the builtin datasets and older code import them from this module.
 """
 
@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from hftransfer.config import DataConfig
-from hftransfer.data.record_files import csv_records, read_plain_text, read_record_file
+from hftransfer.data.formats import format_for_extension, format_names, get_format, known_extensions
+from hftransfer.data.record_files import csv_records, read_plain_text
 from hftransfer.data.rows import SEQUENCE_TASK, TASKS, TOKEN_TASK, ReadResult, sequence_row, token_row
 from hftransfer.errors import DataError
 
 __all__ = [
-    "EXTENSION_FORMATS",
     "OPENERS",
     "SEQUENCE_TASK",
     "TASKS",
@@ -41,10 +41,6 @@ __all__ = [
     "token_row",
 ]
 
-EXTENSION_FORMATS = {
-    **dict.fromkeys((".conll", ".iob", ".bio", ".txt"), "conll"),
-    **{f".{fmt}": fmt for fmt in ("json", "jsonl", "csv", "tsv")},
-}
 OPENERS: dict[str, Callable[..., Any]] = {".bz2": bz2.open, ".gz": gzip.open}
 
 
@@ -60,15 +56,16 @@ def detect_format(path: Path, configured: str = "auto") -> str:
     """``configured`` unless it is ``auto``, else the format that the extension names (compression ignored).
 
     Raises:
-        DataError: the extension names no supported format.
+        DataError: the extension names no registered format (:mod:`hftransfer.data.formats`).
+        ConfigError: ``configured`` names none.
     """
     if configured != "auto":
-        return configured
-    fmt = EXTENSION_FORMATS.get(Path(strip_compression(path)).suffix)
+        return get_format(configured).name
+    fmt = format_for_extension(Path(strip_compression(path)).suffix)
     if fmt is None:
         raise DataError(
-            f"{path}: cannot tell the format from the extension (known: {', '.join(EXTENSION_FORMATS)}, also "
-            "with .bz2/.gz); set data.format to conll, json, jsonl, csv or tsv"
+            f"{path}: cannot tell the format from the extension (known: {', '.join(known_extensions())}, also "
+            f"with .bz2/.gz); set data.format to {', '.join(format_names())}"
         )
     return fmt
 
@@ -131,7 +128,7 @@ def read_file(
     Raises:
         DataError: missing, empty, non-UTF-8 or malformed files; the message names the file and line or row.
     """
-    from hftransfer.data.conll import looks_like_conll, read_conll  # conll.py imports ReadResult from here
+    from hftransfer.data.conll import looks_like_conll  # conll.py imports ReadResult from here
 
     path = Path(path)
     fmt = detect_format(path, config.format)
@@ -141,12 +138,13 @@ def read_file(
         if config.text_pair_column and task != TOKEN_TASK:
             raise DataError(f"{path}: a plain text file holds single texts, but data.text_pair_column is set")
         result = read_plain_text(path, text, task)
-    elif fmt == "conll":
-        if task != TOKEN_TASK:
-            raise DataError(f"{path}: CoNLL files hold word tags; {task} needs JSON, JSONL, CSV or TSV")
-        result = read_conll(path, text, config, require_labels)
     else:
-        result = read_record_file(path, text, task, config, fmt, require_labels)
+        entry = get_format(fmt)
+        if task not in entry.tasks:
+            held = "word tags" if entry.tasks == (TOKEN_TASK,) else f"{', '.join(entry.tasks)} data"
+            others = " or ".join(get_format(name).title for name in format_names(task))
+            raise DataError(f"{path}: {entry.title} files hold {held}; {task} needs {others}")
+        result = entry.read(path, text, task, config, require_labels)
     if not result.rows:
         raise DataError(f"{path}: no examples found")
     return result

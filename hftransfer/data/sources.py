@@ -29,9 +29,9 @@ from hftransfer.data.builtin_datasets import (
     read_builtin_unlabelled,
 )
 from hftransfer.data.carving import carve_missing_splits
+from hftransfer.data.formats import format_for_extension
 from hftransfer.data.hub import read_hub
 from hftransfer.data.readers import (
-    EXTENSION_FORMATS,
     SEQUENCE_TASK,
     TASKS,
     TOKEN_TASK,
@@ -87,7 +87,7 @@ def _read_given(
         results = {"train": read_builtin(config, task)}
     elif Path(dataset).is_file():
         results = {"train": read_file(dataset, task, config)}
-    elif Path(strip_compression(Path(dataset))).suffix in EXTENSION_FORMATS:
+    elif format_for_extension(Path(strip_compression(Path(dataset))).suffix) is not None:
         raise DataError(f"data.dataset={dataset!r}: file not found")
     else:
         results, declared = read_hub(config, task, report)
