@@ -92,7 +92,9 @@ def test_a_format_from_a_plugin_file_reads_through_the_recipe(tiny_model_dir, tm
 def test_unknown_formats_and_taken_names_are_refused(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"text": "a", "label": "b"}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"data.format='xml' is not a registered format \(known: auto, conll"):
+    with pytest.raises(
+        ConfigError, match=r"data.format='xml' is not a registered format \(known: auto, conll"
+    ):
         read_file(path, "sequence-classification", DataConfig(train_file="unused", format="xml"))
     with pytest.raises(ValueError, match="registered already"):
         register_format("jsonl", read=get_format("jsonl").read)
