@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 import finetune_classifier  # noqa: E402
 
+from tests.test_distributed import gloo_works  # noqa: E402,F401  (a fixture)
 from tests.test_strategy_recipes import _argv  # noqa: E402
 
 # The worked example of docs/extending.md ("an objective that owns a module and reads an unlabelled source"): a
@@ -225,3 +226,36 @@ def test_sources_and_their_readers_must_match(tiny_model_dir, domain_setup, tmp_
                 f"strategy.cache_dir={tmp_path / 'cache'}",
             ]
         )
+
+
+@pytest.mark.usefixtures("gloo_works")
+def test_two_process_run_with_a_source_and_an_owned_module(tiny_model_dir, tmp_path):
+    # DDP expects one forward per backward: the source's batch must run in the task batch's forward call.
+    from hftransfer.toy import make_ner_examples, write_conll
+    from tests.test_distributed import launch_or_fail
+
+    plugin = tmp_path / "domain_plugin.py"
+    plugin.write_text(DOMAIN_PLUGIN, encoding="utf-8")
+    train = write_conll(tmp_path / "train.conll", make_ner_examples(24, seed=1))
+    dev = write_conll(tmp_path / "dev.conll", make_ner_examples(8, seed=2))
+    target = tmp_path / "target.txt"
+    target.write_text(
+        "\n".join(f"an unlabelled sentence number {i}" for i in range(12)) + "\n", encoding="utf-8"
+    )
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_ip", "127.0.0.1",
+        "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "recipes" / "finetune_ner.py"),
+        f"model.name_or_path={tiny_model_dir}", f"data.train_file={train}", f"data.validation_file={dev}",
+        "data.test_size=0", f"output_dir={run_dir}", "train.max_steps=4", "train.batch_size=4",
+        "train.trackers=[]", "train.log_every_steps=1", f"plugins=[{plugin}]",
+        "objectives+=[{name: domain_confusion, weight: 0.5}]", f"sources=[{{name: target, data: {target}}}]",
+    ]  # fmt: skip
+    launch_or_fail(command, tmp_path, run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["num_processes"] == 2
+    assert metrics["sources"]["target"]["examples"] == 12
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len([r["domain"] for r in records if r["split"] == "train"]) == 4
