@@ -89,6 +89,9 @@ class ObjectiveEntry:
     teacher_outputs: tuple[str, ...] = ()
     """What the objective reads from a teacher (see ``hftransfer/distill/teaching.py``): ``logits`` (its cached
     predictions on the training data), ``hidden_states``, ``attentions`` (from its forward pass on the batch)."""
+    on_cached_features: bool = False
+    """True when its terms need only a head's outputs and the batch's labels, so a frozen encoder's features may be
+    cached (the ``frozen`` strategy otherwise keeps the encoder, fixed, inside the token model)."""
     module: str = field(default="", compare=False)
 
     @property
@@ -186,6 +189,7 @@ def register_objective(
     legacy_keys: dict[str, tuple[str, Any]] | None = None,
     describe: Callable[[dict[str, Any]], str] | None = None,
     teacher_outputs: tuple[str, ...] = (),
+    on_cached_features: bool = False,
     replace: bool = False,
 ) -> ObjectiveEntry:
     """Make ``objectives: [{name: <name>, ...}]`` add the terms of ``build(context)`` to the loss.
@@ -205,6 +209,7 @@ def register_objective(
         describe: ``describe(objective_config) -> str``, a few words for model cards.
         teacher_outputs: what it reads from a teacher (``logits``, ``hidden_states``, ``attentions``): a run
             without one refuses it, a distillation run prepares exactly these.
+        on_cached_features: its terms need only a head's outputs on cached encoder features and the labels.
         replace: allow replacing an existing registration.
 
     Raises:
@@ -223,6 +228,7 @@ def register_objective(
         legacy_keys=dict(legacy_keys or {}),
         describe=describe,
         teacher_outputs=tuple(teacher_outputs),
+        on_cached_features=on_cached_features,
         module=getattr(build, "__module__", ""),
     )
     _OBJECTIVES[name] = entry

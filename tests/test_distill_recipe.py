@@ -295,3 +295,34 @@ def test_hidden_states_of_another_width_are_matched_through_a_learned_projection
     assert hidden and hidden[-1] < hidden[0]  # the projected student states move towards the teacher's
     exported = AutoModelForTokenClassification.from_pretrained(run_dir / "model")
     assert exported.config.hidden_size == 24  # the projection is a training aid, not part of the student
+
+
+def test_a_frozen_student_learns_its_head_from_the_teacher_with_the_encoder_fixed(
+    ner_teacher, tiny_model_dir, tmp_path
+):
+    # distill_soft needs the token batch (the teacher's predictions are placed by example and word), so frozen
+    # keeps the encoder fixed inside the token model instead of caching features; matching hidden states is
+    # refused, naming the objective.
+    teacher_run, files = ner_teacher
+    common = [
+        f"distill.teacher={teacher_run}",
+        f"distill.cache_dir={tmp_path / 'cache'}",
+        f"model.name_or_path={tiny_model_dir}",
+        "distill.student=pretrained",
+        "strategy.name=frozen",
+        "train.max_steps=4",
+        "train.log_every_steps=1",
+        "train.lr=5e-3",
+        *_data(files),
+        *COMMON,
+    ]
+    metrics = distill.main([*common, f"output_dir={tmp_path / 'student'}"])
+    assert {"loss", "loss_soft"} <= set(
+        next(r for r in _read_log(tmp_path / "student") if r["split"] == "train")
+    )
+    assert "feature_cache" not in metrics["strategy"]
+    assert 0 < metrics["parameters"]["trainable"] < metrics["parameters"]["total"] / 10  # the head alone
+    with pytest.raises(
+        ConfigError, match="distill_hidden with strategy.name=frozen: a fixed encoder's hidden"
+    ):
+        distill.main([*common, "objectives+=[{name: distill_hidden}]", f"output_dir={tmp_path / 'x'}"])

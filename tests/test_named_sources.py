@@ -216,15 +216,28 @@ def test_sources_and_their_readers_must_match(tiny_model_dir, domain_setup, tmp_
         finetune_classifier.main(
             [*base, f"sources=[{{name: target, data: {target}}}, {{name: target, data: x}}]"]
         )
-    with pytest.raises(ConfigError, match="cached encoder features"):
+
+
+def test_frozen_keeps_the_encoder_in_the_model_when_an_objective_needs_its_forward_pass(
+    tiny_model_dir, domain_setup, tmp_path
+):
+    # The feature cache would leave no encoder forward for the source's batches: frozen keeps the encoder, fixed,
+    # inside the token model instead, and refuses the options of the feature-cache head, naming the objective.
+    plugin, target, files = domain_setup
+    extra = ["strategy.name=frozen", f"strategy.cache_dir={tmp_path / 'cache'}", "train.max_steps=3"]
+    metrics = finetune_classifier.main(
+        _domain_argv(tiny_model_dir, files, tmp_path / "f", plugin, target, *extra)
+    )
+    assert "feature_cache" not in metrics["strategy"] and not (tmp_path / "cache").exists()
+    initial = load_file(str(Path(tiny_model_dir) / "model.safetensors"))
+    exported = load_file(str(tmp_path / "f" / "model" / "model.safetensors"))
+    key = "bert.encoder.layer.0.output.dense.weight"
+    assert torch.equal(
+        exported[key], initial[key.removeprefix("bert.")]
+    )  # the pretrained encoder: a bare BertModel
+    with pytest.raises(ConfigError, match="frozen with objectives: domain_confusion keeps the encoder fixed"):
         finetune_classifier.main(
-            [
-                *base,
-                "objectives+=[{name: domain_confusion}]",
-                f"sources=[{{name: target, data: {target}}}]",
-                "strategy.name=frozen",
-                f"strategy.cache_dir={tmp_path / 'cache'}",
-            ]
+            _domain_argv(tiny_model_dir, files, tmp_path / "g", plugin, target, *extra, "strategy.head=mlp")
         )
 
 

@@ -106,11 +106,6 @@ class DistillRunConfig(RunConfig):
             raise ConfigError(
                 "distill.teacher is required: a run directory of ours, a model directory or a Hub id"
             )
-        if not get_strategy(self.strategy.name).trains_encoder:
-            raise ConfigError(
-                f"strategy.name={self.strategy.name} with distillation: a fixed encoder cannot match the teacher; "
-                "use a strategy that trains the encoder"
-            )
         check_teacher_objectives(self)
         if self.distill.student == "teacher_layers" and self.model.name_or_path != ModelConfig.name_or_path:
             raise ConfigError(

@@ -87,11 +87,23 @@ def plan_training(
         config,
         accelerator=accelerator,
         encoder_weight_decay=not objectives.replaces_weight_decay,
+        encoder_forward=encoder_forward_reason(config, objectives),
         **strategy_options,
     )
     check_source_readers(config, objectives, plan)
     attach_owned_modules(plan, objectives.owners, config, reads_sources=bool(objectives.sources))
     return objectives, plan
+
+
+def encoder_forward_reason(config: Any, objectives: ObjectiveSet) -> str | None:
+    """Why the encoder must run on every batch (objectives that need more than a head's outputs on cached
+    features, or that read named sources), or None when a frozen encoder's features may be cached."""
+    from hftransfer.registry import get_objective
+
+    needing = [o.name for o in config.objectives if not get_objective(o.name).on_cached_features]
+    if objectives.sources:
+        needing += [o.name for o in objectives.objectives if o.sources and o.name not in needing]
+    return f"objectives: {', '.join(needing)}" if needing else None
 
 
 def start_loop(

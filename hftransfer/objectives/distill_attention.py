@@ -50,6 +50,11 @@ register_objective(
     "distill_attention",
     config=DistillAttentionConfig,
     build=AttentionMaps,
+    requires=lambda strategy: (
+        None
+        if strategy.trains_encoder
+        else "a fixed encoder's attention maps cannot move towards the teacher's; use a strategy that trains the encoder"
+    ),
     teacher_outputs=("attentions",),
     legacy_keys={"distill.attention_weight": ("weight", 0.0)},
     describe=lambda config: f"attention-map matching with the teacher (MSE, weight {config.get('weight')})",

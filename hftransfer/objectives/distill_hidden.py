@@ -68,6 +68,11 @@ register_objective(
     "distill_hidden",
     config=DistillHiddenConfig,
     build=HiddenStates,
+    requires=lambda strategy: (
+        None
+        if strategy.trains_encoder
+        else "a fixed encoder's hidden states cannot move towards the teacher's; use a strategy that trains the encoder"
+    ),
     teacher_outputs=("hidden_states",),
     legacy_keys={"distill.hidden_weight": ("weight", 0.0)},
     describe=lambda config: f"hidden-state matching with the teacher (MSE, weight {config.get('weight')})",

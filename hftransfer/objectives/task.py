@@ -59,5 +59,9 @@ def describe_task(config: dict) -> str:
 
 # A distillation run weighted the task's loss with ``distill.hard_weight`` before it was this objective's weight.
 register_objective(
-    "task", build=TaskLoss, legacy_keys={"distill.hard_weight": ("weight", 0.5)}, describe=describe_task
+    "task",
+    build=TaskLoss,
+    legacy_keys={"distill.hard_weight": ("weight", 0.5)},
+    describe=describe_task,
+    on_cached_features=True,
 )

@@ -54,6 +54,7 @@ def plan_strategy(
     shared_encoder: bool = False,
     save_model: Callable[[Accelerator, torch.nn.Module], None] | None = None,
     restore_model: Callable[[Accelerator, torch.nn.Module], None] | None = None,
+    encoder_forward: str | None = None,
 ) -> StrategyPlan:
     """Apply ``config.strategy`` to a freshly built (pretrained encoder + new head) model.
 
@@ -77,5 +78,6 @@ def plan_strategy(
         shared_encoder=shared_encoder,
         save_model=save_model,
         restore_model=restore_model,
+        encoder_forward=encoder_forward,
     )
     return entry.build(context)

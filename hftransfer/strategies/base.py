@@ -51,6 +51,9 @@ class StrategyContext:
     """How the run saves the model it trains (default: a plain HF model in ``run_dir/model``)."""
     restore_model: Callable[[Accelerator, torch.nn.Module], None] | None = None
     """How the run loads what ``save_model`` wrote back into the trained model."""
+    encoder_forward: str | None = None
+    """Why the encoder must run on every batch, when it must (objectives that need more than a head's outputs on
+    cached features, e.g. ``"objectives: distill_soft"``); None when features may be precomputed."""
 
     @property
     def strategy(self) -> StrategyConfig:

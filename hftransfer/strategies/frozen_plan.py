@@ -65,7 +65,7 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         rather than token ids. For a multitask model (several heads on one encoder), the token model itself with
         the encoder fixed (:func:`fixed_encoder_plan`).
     """
-    if context.shared_encoder:
+    if context.shared_encoder or context.encoder_forward:
         return fixed_encoder_plan(context)
     model, config, features = context.model, context.config, context.features
     tokenizer, accelerator, run_dir = context.tokenizer, context.accelerator, context.run_dir
@@ -182,23 +182,27 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
 
 def fixed_encoder_plan(context: StrategyContext) -> StrategyPlan:
     """The encoder fixed inside the token model, every task's own transformers head trained: what ``frozen``
-    means where features cannot be cached per task (several tasks read one encoder).
+    means where features cannot be cached (several tasks read one encoder; an objective needs the encoder's forward
+    pass on the batch).
 
     Raises:
         ConfigError: a head option of the feature-cache form (they shape a head of our own, not the task's).
     """
     strategy = context.strategy
     defaults = FrozenConfig()
+    # A sequence task's config fills in pooling=mean for the feature-cache head, so that value is no user choice.
     changed = [
         name
         for name in ("head", "head_hidden_size", "feature_layer", "feature_layers", "pooling")
         if getattr(strategy, name) != getattr(defaults, name)
+        and (name, getattr(strategy, name)) != ("pooling", "mean")
     ]
     if changed:
+        where = "in a multitask run" if context.shared_encoder else f"with {context.encoder_forward}"
         raise ConfigError(
-            "strategy.name=frozen in a multitask run trains each task's own transformers head on the last layer; "
-            f"strategy.{changed[0]} is a single-task option (as are head, head_hidden_size, feature_layer, "
-            "feature_layers and pooling)"
+            f"strategy.name=frozen {where} keeps the encoder fixed in the token model and trains the task's own "
+            f"transformers head on the last layer; strategy.{changed[0]} is an option of the feature-cache head "
+            "(as are head, head_hidden_size, feature_layer, feature_layers and pooling)"
         )
     plan = encoder_plan(context)
     layout = EncoderLayout.of(plan.model)
