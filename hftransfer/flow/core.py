@@ -178,6 +178,10 @@ def evaluate_best(run: Run) -> dict[str, Any]:
 
 def finish(run: Run) -> None:
     """Close trackers, push to the Hub when asked (``push_to_hub``), and print where the results are."""
+    # The DDP wrapper's reducer holds the process group that end_training destroys: release it first, so that it
+    # is not torn down after the group (a rare 2-process hang at exit showed only the recipe's main frame).
+    run.loop.model = run.accelerator.unwrap_model(run.loop.model)
+    run.accelerator.free_memory()
     run.accelerator.end_training()
     publish_if_asked(run.config, run.run_dir, run.accelerator, run.final_metrics)
     metric = run.loop.metric_name
