@@ -75,13 +75,23 @@ def plan_training(
     accelerator: Accelerator,
     *,
     teacher: Any = None,
+    sources: dict[str, Any] | None = None,
     **strategy_options: Any,
 ) -> tuple[ObjectiveSet, StrategyPlan]:
     """The run's objectives and strategy plan, in the one order that works: objectives on the pretrained model
-    (references such as L2-SP's are its weights; ``teacher`` for those that read one), then the strategy
+    (references such as L2-SP's are its weights; ``teacher`` for those that read one; ``sources``: the named
+    sources' tokenised examples, and the task's ``features``, for those that compute from the data), then the strategy
     (``strategy_options``: :func:`~hftransfer.strategies.plan_strategy`'s), then the objectives' own modules
     attached to the plan's model."""
-    objectives = build_objectives(config, model, accelerator, teacher=teacher)
+    objectives = build_objectives(
+        config,
+        model,
+        accelerator,
+        teacher=teacher,
+        tokenizer=strategy_options.get("tokenizer"),
+        features=strategy_options.get("features"),
+        sources=sources or {},
+    )
     plan = plan_strategy(
         model,
         config,

@@ -21,7 +21,7 @@ from typing import Any
 from hftransfer.errors import ConfigError
 from hftransfer.flow.core import Run, plan_training, start_loop
 from hftransfer.flow.layout import task_layout
-from hftransfer.flow.sources import with_sources
+from hftransfer.flow.sources import tokenize_sources, with_sources
 from hftransfer.flow.teacher import TeacherSetup
 from hftransfer.modeling.build import model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
@@ -69,6 +69,7 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         }
         if priors:
             report["label_prior"] = layout.single(priors)
+    sources = tokenize_sources(config, layout.single(data), tokenizer, report)
     teaching = None
     if teacher is not None:  # labels the training data (and a transfer set) with the teacher
         teaching = teacher.teach(
@@ -80,13 +81,14 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         config,
         accelerator,
         teacher=teaching,
+        sources=sources,
         tokenizer=tokenizer,
         run_dir=run_dir,
         base_model_name_or_path=base_name,
         **layout.strategy_options(accelerator, run_dir, tokenizer, data, features),
     )
     batches, eval_loaders = layout.batches(plan, features, tokenizer, accelerator, report)
-    batches = with_sources(config, batches, layout.single(data), tokenizer, accelerator, report)
+    batches = with_sources(config, batches, sources, tokenizer, accelerator, report)
     report["strategy"] = plan.report
     if teacher is not None:
         report["distill"] = teacher.report

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from accelerate import Accelerator
+from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.data.batching import FeatureCollator, build_train_dataloader
@@ -54,27 +55,45 @@ def check_source_readers(config: Any, objectives: Any, plan: Any) -> None:
         )
 
 
+def tokenize_sources(
+    config: Any, data: TaskData, tokenizer: PreTrainedTokenizerBase, report: dict[str, Any]
+) -> dict[str, Dataset]:
+    """Every named source's examples (without the texts of ``data``'s validation and test splits), tokenised like
+    the task's inputs with no labels."""
+    sources = {}
+    for source in getattr(config, "sources", []):
+        examples = unlabelled_examples(source.data, config.task, config.data, data, source.max_samples)
+        features, _ = tokenize(examples, tokenizer, config.task, None, **tokenize_options(config.data))
+        sources[source.name] = features.remove_columns(
+            [c for c in ("labels", "word_index") if c in features.column_names]
+        )
+        report.setdefault("sources", {})[source.name] = {
+            "data": source.data,
+            "examples": len(examples),
+            "features": len(features),
+        }
+        logger.info("Source %s: %d unlabelled examples from %s", source.name, len(examples), source.data)
+    return sources
+
+
 def with_sources(
     config: Any,
     batches: Any,
-    data: TaskData,
+    sources: dict[str, Dataset],
     tokenizer: PreTrainedTokenizerBase,
     accelerator: Accelerator,
     report: dict[str, Any],
 ) -> Any:
     """``batches`` (the task's training loader) with a batch of every named source attached to each (``batches``
     unchanged without sources)."""
-    sources = getattr(config, "sources", [])
     if not sources:
         return batches
     pad_to = 8 if accelerator.device.type == "cuda" else None
     collator = FeatureCollator(tokenizer, pad_to_multiple_of=pad_to)
     loaders = {}
-    for source in sources:
-        examples = unlabelled_examples(source.data, config.task, config.data, data, source.max_samples)
-        features, _ = tokenize(examples, tokenizer, config.task, None, **tokenize_options(config.data))
+    for source in config.sources:
         loader = build_train_dataloader(
-            features.remove_columns([c for c in ("labels", "word_index") if c in features.column_names]),
+            sources[source.name],
             collator,
             batch_size=source.batch_size or config.train.batch_size,
             seed=config.train.seed,
@@ -82,11 +101,5 @@ def with_sources(
             num_workers=config.train.num_workers,
         )
         loaders[source.name] = accelerator.prepare(loader)
-        report.setdefault("sources", {})[source.name] = {
-            "data": source.data,
-            "examples": len(examples),
-            "features": len(features),
-            "batches": len(loaders[source.name]),
-        }
-        logger.info("Source %s: %d unlabelled examples from %s", source.name, len(examples), source.data)
+        report["sources"][source.name]["batches"] = len(loaders[source.name])
     return WithSourceBatches(LoaderBatches(accelerator.prepare(batches), accelerator), loaders, accelerator)

@@ -16,7 +16,7 @@ teacher (distillation's) get what the run's teacher provides as ``context.teache
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -41,6 +41,12 @@ class ObjectiveContext:
     teacher: Any = None
     """What a distillation run's teacher provides (a :class:`~hftransfer.distill.teaching.TeacherContext`: the
     teacher, its cached predictions, its forward pass on a batch); None in runs without a teacher."""
+    tokenizer: Any = None
+    features: dict[str, Any] | None = None
+    """The task's tokenised splits (``train``, ``validation``, ...; one-task runs), for objectives that compute
+    something from the data before training (importance weights)."""
+    sources: dict[str, Any] = field(default_factory=dict)
+    """The named sources' tokenised examples (``config.sources``), by name."""
 
 
 class Objective:
@@ -60,6 +66,9 @@ class Objective:
     run inside the model's forward by :meth:`extend_outputs` so that DDP sees it, left out of exports
     (``owned.py``)."""
 
+    logged: tuple[str, ...] = ()
+    """Names of values :meth:`terms` returns for the log only (a domain classifier's accuracy): detached, averaged
+    over the log interval like the terms, never added to the loss."""
     sources: tuple[str, ...] = ()
     """Names of the run's sources (``config.sources``) this objective reads: at every training step the batch
     holds one batch of each under ``batch["sources"][name]`` and the outputs the model's outputs on it under
@@ -81,7 +90,8 @@ class ObjectiveSet:
 
     ``objectives(model, batch, state) -> (summed terms, {name: per-step term})``: one forward pass (with hidden
     states or attention maps if an objective reads them), then every objective's terms. The loop adds the per-step
-    terms in the order of ``objectives``.
+    terms in the order of ``objectives``. When an objective logs values besides its terms (``Objective.logged``),
+    a third element ``{name: value}`` carries them to the log.
     """
 
     def __init__(self, objectives: list[Objective]) -> None:
@@ -90,6 +100,7 @@ class ObjectiveSet:
         self.needs_attentions = any(o.needs_attentions for o in self.objectives)
         self.replaces_weight_decay = any(o.replaces_weight_decay for o in self.objectives)
         self.sources = list(dict.fromkeys(name for o in self.objectives for name in o.sources))
+        self.logs = any(o.logged for o in self.objectives)
 
     @property
     def owners(self) -> list[Objective]:
@@ -100,7 +111,7 @@ class ObjectiveSet:
 
     def __call__(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | tuple[torch.Tensor, dict, dict]:
         inputs = model_inputs(batch)
         if self.needs_hidden_states:
             inputs["output_hidden_states"] = True
@@ -115,35 +126,39 @@ class ObjectiveSet:
 
     def terms(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs: Any, state: Any = None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | tuple[torch.Tensor, dict, dict]:
         """The terms of outputs computed elsewhere (a flow that runs its own forward pass). Objectives see the
         model under its wrappers (DDP, the owned modules), with the parameter names of the model they were built
         on."""
         model = inner_model(model)
         summed: torch.Tensor | None = None
         per_step: dict[str, torch.Tensor] = {}
+        logged: dict[str, torch.Tensor] = {}
         for objective in self.objectives:
             for name, value in objective.terms(model, batch, outputs, state).items():
-                if objective.reduction == "sum":
+                if name in objective.logged:
+                    logged[name] = value.detach()
+                elif objective.reduction == "sum":
                     summed = value if summed is None else summed + value
                 else:
                     per_step[name] = value
         if summed is None:  # regularisers alone are refused by the config; keep the loop's types regardless
             summed = torch.zeros((), device=batch["labels"].device)
-        return summed, per_step
-
-    def regularisers(self) -> ObjectiveSet:
-        """The per-step objectives alone (for a flow that computes its own summed terms)."""
-        return ObjectiveSet([o for o in self.objectives if o.reduction != "sum"])
+        return (summed, per_step, logged) if self.logs else (summed, per_step)
 
 
 def build_objectives(
-    config: Any, model: torch.nn.Module, accelerator: Accelerator | None = None, teacher: Any = None
+    config: Any,
+    model: torch.nn.Module,
+    accelerator: Accelerator | None = None,
+    teacher: Any = None,
+    **data: Any,
 ) -> ObjectiveSet:
     """Build ``config.objectives`` on ``model``; call it before the strategy changes the model.
 
     Args:
         teacher: what the run's teacher provides (``ObjectiveContext.teacher``), for the objectives that read one.
+        data: ``tokenizer``, ``features`` and ``sources`` for :class:`ObjectiveContext`.
 
     Returns:
         The set, teaching terms first and regularisers after them (each group in list order): the order in which
@@ -163,6 +178,7 @@ def build_objectives(
                 "distillation run has one: run recipes/distill.py with distill.teacher=<a fine-tuned model>, or "
                 f"remove {entry.name} from objectives"
             )
-        objective = entry.build(ObjectiveContext(model, config, objective_config, accelerator, teacher))
+        context = ObjectiveContext(model, config, objective_config, accelerator, teacher, **data)
+        objective = entry.build(context)
         (regularisers if entry.regulariser else built).append(objective)
     return ObjectiveSet(built + regularisers)

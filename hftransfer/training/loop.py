@@ -31,7 +31,7 @@ from hftransfer.objectives.task import task_loss
 from hftransfer.training.callbacks import Callback, FastCpuDropout, MemorySampler, StepHook
 from hftransfer.training.checkpoint import save_checkpoint
 from hftransfer.training.clipping import clip_gradients, end_deferred_clip
-from hftransfer.training.meters import TrainMeter, step_budget, training_summary
+from hftransfer.training.meters import TrainMeter, loss_parts, step_budget, training_summary
 from hftransfer.training.optim import build_scheduler, prepare_training, scaled_learning_rate
 from hftransfer.training.selection import BestModelSelection
 from hftransfer.training.state import LoopState, load_loop_state
@@ -40,7 +40,8 @@ from hftransfer.training.tracking import MetricsLog
 logger = logging.getLogger("hftransfer")
 
 # A loss function ``loss_fn(model, batch, state)`` returns the batch's loss *summed* over labelled items,
-# optionally with named per-step terms (already weighted, logged under their names): see objectives/base.py.
+# optionally with named per-step terms (already weighted, logged under their names) and named values for the log
+# alone: see objectives/base.py.
 LossFn = Callable[..., torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
@@ -229,9 +230,10 @@ class TrainingLoop:
         for index, batch in enumerate(window):
             last = index == len(window) - 1
             with nullcontext() if last else accelerator.no_sync(self.model):
-                result = self.loss_fn(self.model, batch, self.state)
-                loss_sum, penalties = result if isinstance(result, tuple) else (result, {})
+                loss_sum, penalties, logged = loss_parts(self.loss_fn(self.model, batch, self.state))
                 loss = loss_sum * scale
+                for name, value in logged.items():  # for the log alone (a domain classifier's accuracy)
+                    self.meter.add_term(name, value / len(window))
                 for name, value in penalties.items():
                     # A penalty is per step: each of the window's micro-batches contributes its share.
                     share = value / len(window)

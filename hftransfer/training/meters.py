@@ -78,6 +78,13 @@ class TrainMeter:
         return metrics
 
 
+def loss_parts(result: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A loss function's result as (summed loss, per-step terms, values for the log alone)."""
+    if not isinstance(result, tuple):
+        return result, {}, {}
+    return (*result, {})[:3]
+
+
 def training_summary(state: Any, epochs: float, num_processes: int, memory: Any) -> dict[str, Any]:
     """Steps, epochs, time and throughput of the training so far (the ``train`` entry of ``metrics.json``).
 
