@@ -75,6 +75,17 @@ class Objective:
     ``outputs["sources"][name]`` (computed in the same forward call, with the same hidden-state and attention
     flags)."""
 
+    def before_forward(self, batch: dict[str, Any], state: Any) -> None:
+        """Called with every training batch and the loop state before the forward pass (e.g. to set a schedule's
+        value that :meth:`extend_outputs` uses)."""
+
+    def source_inputs(
+        self, name: str, inputs: dict[str, torch.Tensor], state: Any
+    ) -> dict[str, torch.Tensor]:
+        """The model inputs of source ``name``'s batch as this objective wants them run (e.g. masked for MLM); the
+        objectives reading a source apply this in list order."""
+        return inputs
+
     def extend_outputs(self, outputs: Any, module: torch.nn.Module) -> None:
         """Add what ``module`` computes from the model's outputs to them (training forward passes only)."""
 
@@ -119,10 +130,19 @@ class ObjectiveSet:
             inputs["output_attentions"] = True
         if self.owners:  # the model is wrapped with their modules (owned.attach_owned_modules)
             inputs["objective_outputs"] = True
+        for objective in self.objectives:
+            objective.before_forward(batch, state)
         if self.sources and "sources" in batch:  # training batches (owned.WithObjectiveModules runs them)
-            inputs["source_inputs"] = {name: model_inputs(batch["sources"][name]) for name in self.sources}
+            inputs["source_inputs"] = {name: self._source_inputs(name, batch, state) for name in self.sources}
         outputs = model(**inputs)
         return self.terms(model, batch, outputs, state)
+
+    def _source_inputs(self, name: str, batch: dict[str, Any], state: Any) -> dict[str, torch.Tensor]:
+        inputs = model_inputs(batch["sources"][name])
+        for objective in self.objectives:
+            if name in objective.sources:
+                inputs = objective.source_inputs(name, inputs, state)
+        return inputs
 
     def terms(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor], outputs: Any, state: Any = None
