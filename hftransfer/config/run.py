@@ -16,7 +16,7 @@ from hftransfer.config.plugins import (
     strategy_config,
 )
 from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
-from hftransfer.config.sources import SourceConfig, check_sources
+from hftransfer.config.sources import ReportSetConfig, SourceConfig, check_sources
 from hftransfer.errors import ConfigError
 
 
@@ -36,6 +36,9 @@ class RunConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     """Named sources of extra training batches for the objectives that read them (``[{name: target, data:
     <file or builtin>}]``): at every step, each such objective gets a batch of its source besides the task's."""
+    report: list[ReportSetConfig] = field(default_factory=list)
+    """Labelled sets scored only in the final report (``[{name: target, data: {dataset: drug_reviews}}]``): read
+    after training, so neither training nor model selection sees their labels; scores under ``report.<name>``."""
     plugins: list[str] = field(default_factory=list)
     """Modules (or ``.py`` files) imported before the strategy and objectives are resolved: where strategies and
     objectives registered outside hftransfer live."""
@@ -57,6 +60,7 @@ class RunConfig:
         check_hub_fields(self)
         resolve_plugins(self)
         check_sources(self.sources)
+        check_sources(self.report, "report")
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"

@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from hftransfer.config import save_config
 from hftransfer.data.sources import TaskData
+from hftransfer.flow.report_sets import evaluate_report_sets
 from hftransfer.flow.sources import check_source_readers
 from hftransfer.objectives.base import ObjectiveSet, build_objectives
 from hftransfer.objectives.owned import attach_owned_modules
@@ -164,6 +165,12 @@ def evaluate_best(run: Run) -> dict[str, Any]:
         # Inference and metrics of the split: what a user waits for when scoring a dataset.
         results[split]["seconds"] = round(time.perf_counter() - split_started, 3)
         run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
+    if getattr(run.config, "report", None):  # read only now: nothing before the report sees their labels
+        results["report"] = evaluate_report_sets(run)
+        for name, scores in results["report"].items():
+            run.loop.log.log(
+                f"report/{name}", scores, step=run.loop.state.step, epoch=run.loop.epoch_progress()
+            )
     if run.plan.export is not None:
         run.report["export"] = run.plan.export(accelerator, run.loop.model)
     state = run.loop.state
