@@ -6,7 +6,7 @@ live in ``__post_init__`` and raise :class:`~hftransfer.errors.ConfigError` nami
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from hftransfer.errors import ConfigError
@@ -41,8 +41,8 @@ class DataConfig:
     """Where the task data comes from and how it is tokenised."""
 
     dataset: str | None = None
-    """Builtin offline name (``wnut16``, ``rotten_tomatoes``), a Hub dataset id, or one data file. Splits that it
-    lacks are carved from its train split with ``split_seed``."""
+    """Builtin offline name (``wnut16``, ``rotten_tomatoes``, ``drug_reviews``), a Hub dataset id, or one data file.
+    Splits that it lacks are carved from its train split with ``split_seed``."""
     train_file: str | None = None
     """Training file (CoNLL, JSON/JSONL, CSV/TSV). When set it takes precedence and ``dataset`` is not used, so
     ``data.train_file=...`` on the command line replaces a preset's dataset."""
@@ -87,6 +87,14 @@ class DataConfig:
     window_context: int = 16
     """NER: tokens of left context repeated at the start of each continuation window of a long sentence (at most
     half the window is used for context)."""
+    label_map: dict[str, str] | None = None
+    """Rename labels after reading, in every split (``{fresh: positive, rotten: negative}``), so that two datasets
+    share label names; labels not named keep theirs, and two may become one. NER: keys and values are entity types
+    (``{person: PER}`` renames ``B-person``/``I-person``); the value ``O`` drops the type's entities. Builtin
+    ``rotten_tomatoes`` then has its file's labels ``fresh``/``rotten`` (``positive``/``negative`` without a map)."""
+    drop_labels: list[str] = field(default_factory=list)
+    """Sequence classification: leave out the rows with these labels (named after ``label_map``), in every split,
+    e.g. ``[neutral]`` for a positive/negative task; the data report counts them."""
 
     def __post_init__(self) -> None:
         if self.dataset is None and self.train_file is None:
@@ -105,6 +113,22 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be a positive count, got {value}")
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        # YAML reads ``{1: negative}`` with an integer key; labels are strings once read, so compare as strings.
+        if self.label_map is not None:
+            if not isinstance(self.label_map, dict):
+                raise ConfigError(f"data.label_map must be a mapping of label names, got {self.label_map!r}")
+            # An empty map (a preset's placeholder) is no map: builtins keep their default label names.
+            self.label_map = {
+                str(key).strip(): str(value).strip() for key, value in self.label_map.items()
+            } or None
+            if self.label_map and not all(key and value for key, value in self.label_map.items()):
+                raise ConfigError(f"data.label_map maps label names to non-empty names, got {self.label_map}")
+        if isinstance(self.drop_labels, str) or not all(str(label).strip() for label in self.drop_labels):
+            raise ConfigError(f"data.drop_labels must be a list of label names, got {self.drop_labels!r}")
+        self.drop_labels = [str(label).strip() for label in self.drop_labels]
 
 
 @dataclass

@@ -39,7 +39,7 @@ from hftransfer.data.readers import (
     read_file,
     strip_compression,
 )
-from hftransfer.data.task_labels import check_known_labels, derive_label_names
+from hftransfer.data.task_labels import check_known_labels, derive_label_names, relabel
 from hftransfer.errors import ConfigError, DataError
 
 __all__ = [
@@ -84,7 +84,7 @@ def _read_given(
             logger.info("data.train_file is set, so data.dataset=%s is not used", dataset)
         results = {"train": read_file(config.train_file, task, config)}
     elif dataset in BUILTIN_TASKS:
-        results = {"train": read_builtin(config, task)}
+        results = read_builtin(config, task)  # train, and test where the dataset ships one
     elif Path(dataset).is_file():
         results = {"train": read_file(dataset, task, config)}
     elif format_for_extension(Path(strip_compression(Path(dataset))).suffix) is not None:
@@ -126,16 +126,27 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
         ``test`` (unless ``test_size=0`` and none is given) splits, the label order and a report: ``task``,
         ``splits`` (per split ``examples``, ``source``, and ``carved`` / ``limited_from`` where they apply),
         ``sources`` (per file or Hub split: ``examples``, ``iob_repairs``, ``dropped`` rows by reason),
-        ``num_labels``, and ``carving`` (seed, sizes, stratified) when a split was carved.
+        ``num_labels``, ``carving`` (seed, sizes, stratified) when a split was carved, and ``label_changes``
+        (``label_map``, ``drop_labels``, ``dropped`` rows per given split) when labels were renamed or dropped.
 
     Raises:
-        DataError: unreadable or malformed data, labels of evaluation data unknown to the training data, or
-            splits that cannot be carved.
-        ConfigError: an unknown task, or a builtin dataset used for the other task.
+        DataError: unreadable or malformed data, labels of evaluation data unknown to the training data, a split
+            left empty by ``data.drop_labels``, or splits that cannot be carved.
+        ConfigError: an unknown task, a builtin dataset used for the other task, or ``data.label_map`` /
+            ``data.drop_labels`` naming a label the data lacks.
     """
     _check_task(task)
     report: dict[str, Any] = {"task": task}
     results, declared = _read_given(config, task, report)
+    if config.label_map or config.drop_labels:  # before the label order: the head gets the new names
+        declared, dropped = relabel(results, task, config, declared)
+        report["label_changes"] = {
+            "label_map": config.label_map,
+            "drop_labels": config.drop_labels,
+            "dropped": dropped,
+        }
+        if dropped:
+            logger.info("data.drop_labels=%s left out %s rows per split", config.drop_labels, dropped)
     train = results["train"]
     label_names = derive_label_names(task, train, declared)
     for split in EVAL_SPLITS:
@@ -205,8 +216,9 @@ def read_unlabelled(path: str, task: str, config: DataConfig) -> Dataset:
 
 
 def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[str] = frozenset()) -> Dataset:
-    """Unlabelled examples for a teacher to label: a builtin name (``rotten_tomatoes_plot``) or a file of any
-    format :func:`read_unlabelled` accepts. Labels in a file are dropped (the teacher's are used); texts in
+    """Unlabelled examples for a teacher to label: a builtin name (a key of ``BUILTIN_UNLABELLED``:
+    ``rotten_tomatoes_plot``, ``drug_reviews``, ``guardian_headlines``) or a file of any format
+    :func:`read_unlabelled` accepts. Labels in a file are dropped (the teacher's are used); texts in
     ``exclude`` (e.g. the evaluation splits') and repeated texts are dropped, so nothing leaks into evaluation.
 
     Raises:
@@ -217,6 +229,13 @@ def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[s
         rows = read_builtin_unlabelled(source, task)
         dataset = _to_dataset(rows, _features(task, pair=False, labels=False))
     else:
+        if not Path(
+            source
+        ).exists():  # a mistyped builtin name would otherwise read as a file of unknown format
+            raise DataError(
+                f"{source!r} is neither a builtin unlabelled set ({', '.join(BUILTIN_UNLABELLED)}) nor an "
+                "existing file"
+            )
         dataset = read_unlabelled(source, task, config)
         dataset = dataset.remove_columns([c for c in ("tags", "label") if c in dataset.column_names])
     key = "tokens" if task == TOKEN_TASK else "text"

@@ -66,9 +66,9 @@ def evaluate_report_sets(run: Any) -> dict[str, dict[str, Any]]:
     for spec in getattr(config, "report", []):
         examples = read_report_set(spec, config.task, run.label_names)
         label2id = {label: index for index, label in enumerate(run.label_names)}
-        features, _ = tokenize(
-            examples, run.tokenizer, config.task, label2id, **tokenize_options(config.data)
-        )
+        # The set's own length and windowing options when it has a data section (long target texts).
+        options = tokenize_options(spec.data or config.data)
+        features, _ = tokenize(examples, run.tokenizer, config.task, label2id, **options)
         loader = accelerator.prepare(
             build_eval_dataloader(
                 features,
