@@ -35,6 +35,7 @@ RECIPES = {
     "classifier": "finetune_classifier.py",
     "multitask": "multitask.py",
     "distill": "distill.py",
+    "domain_adapt": "domain_adapt.py",
 }
 TASK_RECIPES = {"token-classification": "ner", "sequence-classification": "classifier"}
 
@@ -63,7 +64,8 @@ def recipes_dir() -> Path:
 
 
 def recipe_for_config(path: Path) -> str:
-    """The recipe a YAML config is for, from its top-level keys (``tasks``, ``distill``, ``task``)."""
+    """The recipe a YAML config is for, from its top-level keys (``tasks``, ``distill``, ``sources``/``report``,
+    ``task``)."""
     import yaml
 
     try:
@@ -76,6 +78,8 @@ def recipe_for_config(path: Path) -> str:
         return "multitask"
     if "distill" in keys:
         return "distill"
+    if keys.get("sources") or keys.get("report"):  # unlabelled target text, a target test set
+        return "domain_adapt"
     recipe = TASK_RECIPES.get(str(keys.get("task")))
     if recipe is None:
         raise ConfigError(

@@ -212,7 +212,7 @@ def test_sources_and_their_readers_must_match(tiny_model_dir, domain_setup, tmp_
         finetune_classifier.main([*base, "objectives+=[{name: domain_confusion}]"])
     with pytest.raises(ConfigError, match="'target' is read by no objective"):
         finetune_classifier.main([*base, f"sources=[{{name: target, data: {target}}}]"])
-    with pytest.raises(ConfigError, match="two sources are named 'target'"):
+    with pytest.raises(ConfigError, match="sources: two entries are named 'target'"):
         finetune_classifier.main(
             [*base, f"sources=[{{name: target, data: {target}}}, {{name: target, data: x}}]"]
         )

@@ -16,6 +16,7 @@ from hftransfer.config.plugins import (
     strategy_config,
 )
 from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
+from hftransfer.config.selection import SelectionConfig
 from hftransfer.config.sources import ReportSetConfig, SourceConfig, check_sources
 from hftransfer.errors import ConfigError
 
@@ -36,6 +37,9 @@ class RunConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     """Named sources of extra training batches for the objectives that read them (``[{name: target, data:
     <file or builtin>}]``): at every step, each such objective gets a batch of its source besides the task's."""
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    """How the best checkpoint is chosen: by the validation split's own metric, or (domain adaptation, with an
+    unlabelled target source) weighted towards the target without its labels (``iwv``, ``dev``)."""
     report: list[ReportSetConfig] = field(default_factory=list)
     """Labelled sets scored only in the final report (``[{name: target, data: {dataset: drug_reviews}}]``): read
     after training, so neither training nor model selection sees their labels; scores under ``report.<name>``."""
@@ -61,6 +65,14 @@ class RunConfig:
         resolve_plugins(self)
         check_sources(self.sources)
         check_sources(self.report, "report")
+        if self.selection.method != "source":
+            if self.task != "sequence-classification":
+                raise ConfigError(f"selection.method={self.selection.method} is for sequence classification")
+            if self.selection.source not in [source.name for source in self.sources]:
+                raise ConfigError(
+                    f"selection.method={self.selection.method} weighs validation examples against the unlabelled "
+                    f"source {self.selection.source!r}; list it: sources=[{{name: {self.selection.source}, data: ...}}]"
+                )
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"
@@ -75,6 +87,8 @@ class RunConfig:
                 self.strategy.pooling = "mean"
 
     def metric_for_best(self) -> str:
+        if self.selection.metric() is not None:
+            return self.selection.metric()
         if self.train.metric_for_best:
             return self.train.metric_for_best
         return "f1" if self.task == "token-classification" else "accuracy"
@@ -82,7 +96,7 @@ class RunConfig:
     def greater_is_better(self) -> bool:
         if self.train.greater_is_better is not None:
             return self.train.greater_is_better
-        return self.metric_for_best() != "loss"
+        return self.metric_for_best() not in ("loss", "iw_loss", "dev_risk")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

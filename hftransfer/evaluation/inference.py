@@ -34,6 +34,8 @@ class InferenceOutput:
     example_predictions: dict[int, tuple[int, float]] = field(default_factory=dict)
     loss_sum: float = 0.0
     loss_count: int = 0
+    example_losses: dict[int, float] = field(default_factory=dict)
+    """Sequence tasks: each example's cross-entropy (when labels were present), for weighted validation."""
     rows: int = 0  # feature rows gathered from all processes
 
     @property
@@ -108,8 +110,11 @@ def run_inference(
                 (preds, probs, batch["example_id"], row_loss, row_count)
             )
             preds, probs, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
-            for example_id, pred, prob in zip(example_ids.tolist(), preds.tolist(), probs.tolist()):
+            for example_id, pred, prob, loss in zip(
+                example_ids.tolist(), preds.tolist(), probs.tolist(), row_loss.tolist()
+            ):
                 output.example_predictions[int(example_id)] = (int(pred), float(prob))
+                output.example_losses[int(example_id)] = float(loss)
         output.rows += len(row_loss)
         output.loss_sum += float(row_loss.sum())
         output.loss_count += int(row_count.sum())

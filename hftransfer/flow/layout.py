@@ -115,12 +115,17 @@ class OneTask:
             return plan.train_loader, plan.eval_loaders or {}
         return token_loaders(features[self.name], tokenizer, self.config, accelerator)
 
-    def evaluator(self, data: dict[str, TaskData], accelerator: Accelerator) -> Any:
+    def evaluator(self, data: dict[str, TaskData], accelerator: Accelerator, selection: Any = None) -> Any:
+        """``evaluate(model, loader, split) -> metrics``; ``selection(output, examples)`` adds the label-free
+        selection metrics to the validation split's (``flow/selection.py``)."""
         task_data, task = data[self.name], self.config.task
 
         def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
             output = run_inference(model, loader, accelerator, task, desc=f"Evaluating {split}")
-            return compute_metrics(output, task_data.splits[split], task, task_data.label_names)
+            metrics = compute_metrics(output, task_data.splits[split], task, task_data.label_names)
+            if selection is not None and split == "validation":
+                metrics.update(selection(output, task_data.splits[split]))
+            return metrics
 
         return evaluate
 

@@ -21,6 +21,7 @@ from typing import Any
 from hftransfer.errors import ConfigError
 from hftransfer.flow.core import Run, plan_training, start_loop
 from hftransfer.flow.layout import task_layout
+from hftransfer.flow.selection import label_free_selection
 from hftransfer.flow.sources import tokenize_sources, with_sources
 from hftransfer.flow.teacher import TeacherSetup
 from hftransfer.modeling.build import model_max_length
@@ -70,6 +71,21 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         if priors:
             report["label_prior"] = layout.single(priors)
     sources = tokenize_sources(config, layout.single(data), tokenizer, report)
+    # Before the strategy changes the model: the selection weights use the pretrained encoder.
+    selection = (
+        label_free_selection(
+            config,
+            model,
+            tokenizer,
+            layout.single(features),
+            sources,
+            layout.single(data).label_names,
+            accelerator,
+            report,
+        )
+        if sources
+        else None
+    )
     teaching = None
     if teacher is not None:  # labels the training data (and a transfer set) with the teacher
         teaching = teacher.teach(
@@ -90,6 +106,9 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
     batches, eval_loaders = layout.batches(plan, features, tokenizer, accelerator, report)
     batches = with_sources(config, batches, sources, tokenizer, accelerator, report)
     report["strategy"] = plan.report
+    built = {o.name: o.report for o in objectives.objectives if o.report}
+    if built:
+        report["objectives"] = built
     if teacher is not None:
         report["distill"] = teacher.report
     loop = start_loop(
@@ -101,7 +120,7 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         model=plan.model,
         train_loader=batches,
         eval_loader=eval_loaders.get("validation"),
-        evaluate=layout.evaluator(data, accelerator),
+        evaluate=layout.evaluator(data, accelerator, selection),
         save_model=lambda trained: plan.save_best(accelerator, trained),
         loss_fn=objectives,
         param_groups=plan.param_groups,

@@ -35,14 +35,17 @@ def check_source_readers(config: Any, objectives: Any, plan: Any) -> None:
     listed = [source.name for source in getattr(config, "sources", [])]
     read: set[str] = set()
     for objective in objectives.objectives:
-        for name in objective.sources:
+        for name in (*objective.sources, *objective.reads_at_build):
             if name not in listed:
                 raise ConfigError(
                     f"objectives: {objective.name} reads the source {name!r}, which sources does not list "
                     f"({listed or 'none'}); add sources=[{{name: {name}, data: <file or builtin>}}]"
                 )
             read.add(name)
-    if read and plan.train_loader is not None:
+    selection = getattr(config, "selection", None)
+    if selection is not None and selection.method != "source":
+        read.add(selection.source)  # its texts weigh the validation examples
+    if objectives.sources and plan.train_loader is not None:
         raise ConfigError(
             f"sources: strategy.name={config.strategy.name} trains a head on cached encoder features, and the "
             "objectives that read sources need the encoder's forward pass on their batches; use a strategy that runs "
@@ -51,7 +54,8 @@ def check_source_readers(config: Any, objectives: Any, plan: Any) -> None:
     unread = [name for name in listed if name not in read]
     if unread:
         raise ConfigError(
-            f"sources: {unread[0]!r} is read by no objective; remove it, or add an objective that reads it"
+            f"sources: {unread[0]!r} is read by no objective (nor by selection); remove it, or add an objective "
+            "that reads it"
         )
 
 

@@ -125,7 +125,7 @@ class SharedEncoderTasks(OneTask):
         batches = MixedBatches(train_loaders, self.schedule, accelerator, tag="task")
         return batches, {split: loaders for split, loaders in eval_loaders.items() if loaders}
 
-    def evaluator(self, data: dict[str, TaskData], accelerator: Accelerator) -> Any:
+    def evaluator(self, data: dict[str, TaskData], accelerator: Accelerator, selection: Any = None) -> Any:
         return task_evaluator(self.specs, data, accelerator)
 
     def loop_options(

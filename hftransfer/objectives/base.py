@@ -66,6 +66,11 @@ class Objective:
     run inside the model's forward by :meth:`extend_outputs` so that DDP sees it, left out of exports
     (``owned.py``)."""
 
+    reads_at_build: tuple[str, ...] = ()
+    """Names of sources the objective reads once when it is built (from ``ObjectiveContext.sources``), with no
+    batch of them at each step (importance weights)."""
+    report: dict[str, Any] | None = None
+    """What the run's ``metrics.json`` records about the objective under ``objectives.<name>`` (set when built)."""
     logged: tuple[str, ...] = ()
     """Names of values :meth:`terms` returns for the log only (a domain classifier's accuracy): detached, averaged
     over the log interval like the terms, never added to the loss."""
