@@ -36,6 +36,7 @@ RECIPES = {
     "multitask": "multitask.py",
     "distill": "distill.py",
     "domain_adapt": "domain_adapt.py",
+    "pretrain_mlm": "pretrain_mlm.py",
 }
 TASK_RECIPES = {"token-classification": "ner", "sequence-classification": "classifier"}
 
@@ -78,6 +79,8 @@ def recipe_for_config(path: Path) -> str:
         return "multitask"
     if "distill" in keys:
         return "distill"
+    if "mlm" in keys:  # masked-LM options: continued pre-training
+        return "pretrain_mlm"
     if keys.get("sources") or keys.get("report"):  # unlabelled target text, a target test set
         return "domain_adapt"
     recipe = TASK_RECIPES.get(str(keys.get("task")))

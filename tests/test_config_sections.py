@@ -97,6 +97,10 @@ def test_every_preset_validates():
             parse_multitask_config([], default_config=preset)
         elif preset.name.startswith("distill"):
             parse_config(["distill.teacher=some/teacher"], default_config=preset, schema=DistillRunConfig)
+        elif preset.name.startswith("pretrain"):
+            from hftransfer.pretrain.run import PretrainConfig
+
+            parse_config([], default_config=preset, schema=PretrainConfig)
         else:
             parse_config([], default_config=preset)
 

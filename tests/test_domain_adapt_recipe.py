@@ -43,3 +43,4 @@ def test_a_dann_run_reports_on_the_target_set(tiny_model_dir, classification_fil
 def test_domain_adaptation_presets_go_to_their_recipe():
     for preset in (ROOT / "recipes" / "configs" / "minilm").glob("domain_adapt_*.yaml"):
         assert recipe_for_config(preset) == "domain_adapt", preset.name
+    assert recipe_for_config(ROOT / "recipes" / "configs" / "minilm" / "pretrain_mlm.yaml") == "pretrain_mlm"

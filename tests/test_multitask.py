@@ -350,7 +350,10 @@ def test_bad_multitask_configs_fail_before_training(tiny_model_dir, task_files, 
     with pytest.raises(ConfigError, match="at least one task"):
         parse_multitask_config(["tasks=[]"])
     # The frozen strategy checks its own options when it meets the shared encoder, before any training step.
-    with pytest.raises(ConfigError, match="in a multitask run keeps the encoder fixed .* strategy.head is an option of the feature-cache head"):
+    with pytest.raises(
+        ConfigError,
+        match="in a multitask run keeps the encoder fixed .* strategy.head is an option of the feature-cache head",
+    ):
         multitask.main(
             _argv(
                 tiny_model_dir,

@@ -57,6 +57,11 @@ def test_every_preset_validates_and_names_its_launch_command(preset):
 
         config = parse_config(["--config", str(preset)], schema=DistillRunConfig)
         assert config.distill.teacher and config.distill.student == "teacher_layers"
+    elif "recipes/pretrain_mlm.py" in first_line:
+        from hftransfer.pretrain.run import PretrainConfig
+
+        config = parse_config(["--config", str(preset)], schema=PretrainConfig)
+        assert config.mlm.mask_probability > 0
     else:
         config = load_config_file(preset)
         assert config.task in {"token-classification", "sequence-classification"}
