@@ -89,19 +89,13 @@ class MixedBatches:
         return _cycle(self.loaders[name], passes, offset, self.accelerator)
 
 
-class WithSourceBatches:
-    """The training batches with one batch of each named source attached to every one (``batch["sources"] =
-    {name: batch}``): what objectives that read a source (unlabelled target-domain text, ...) get at each step.
+class WrappedBatches:
+    """Base of the wrappers that change each batch of ``batches`` as the loop draws them (attach source batches,
+    mask): the same length and epochs; subclasses implement :meth:`iterate` with ``self.epoch`` to know where they
+    are (their state is a pure function of (epoch, step), so a resumed run continues exactly)."""
 
-    Each source cycles through its own (prepared) loader, reshuffled on every pass. Its position is a pure
-    function of the steps taken (one of its batches per training batch), so ``iterate(start)`` resumes it exactly
-    with no state in the checkpoint.
-    """
-
-    def __init__(
-        self, batches: LoaderBatches | MixedBatches, sources: dict[str, DataLoader], accelerator: Accelerator
-    ):
-        self.batches, self.sources, self.accelerator = batches, sources, accelerator
+    def __init__(self, batches: LoaderBatches | MixedBatches) -> None:
+        self.batches = batches
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -113,6 +107,25 @@ class WithSourceBatches:
 
     def __iter__(self) -> Iterator[dict]:
         return self.iterate(0)
+
+    def iterate(self, start: int = 0) -> Iterator[dict]:
+        raise NotImplementedError
+
+
+class WithSourceBatches(WrappedBatches):
+    """The training batches with one batch of each named source attached to every one (``batch["sources"] =
+    {name: batch}``): what objectives that read a source (unlabelled target-domain text, ...) get at each step.
+
+    Each source cycles through its own (prepared) loader, reshuffled on every pass. Its position is a pure
+    function of the steps taken (one of its batches per training batch), so ``iterate(start)`` resumes it exactly
+    with no state in the checkpoint.
+    """
+
+    def __init__(
+        self, batches: LoaderBatches | MixedBatches, sources: dict[str, DataLoader], accelerator: Accelerator
+    ) -> None:
+        super().__init__(batches)
+        self.sources, self.accelerator = sources, accelerator
 
     def iterate(self, start: int = 0) -> Iterator[dict]:
         drawn = self.epoch * len(self.batches) + start  # source batches used before this point

@@ -15,9 +15,13 @@ from typing import Any, Literal
 import torch
 
 from hftransfer.config import ObjectiveConfig
-from hftransfer.errors import ConfigError
 from hftransfer.objectives.base import Objective, ObjectiveContext
-from hftransfer.objectives.representation import representation
+from hftransfer.objectives.representation import (
+    aligned_task,
+    check_alignment_fields,
+    representation,
+    requires_encoder_training,
+)
 from hftransfer.registry import register_objective
 
 
@@ -39,47 +43,6 @@ class CoralConfig(ObjectiveConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_alignment_fields(self)
-
-
-def check_alignment_fields(config: Any) -> None:
-    """Checks of the fields CORAL and MMD share (``source``, ``pooling``, ``layer``: a layer the model has is
-    checked when the objective is built).
-
-    Raises:
-        ConfigError: naming ``objectives.<name>.<field>``.
-    """
-    where = f"objectives.{config.name}"
-    if not config.source or not all(c.isalnum() or c in "_-" for c in config.source):
-        raise ConfigError(
-            f"{where}.source must name a source (letters, digits, '_', '-'), got {config.source!r}"
-        )
-    if config.pooling not in ("cls", "mean"):
-        raise ConfigError(f"{where}.pooling must be 'cls' or 'mean', got {config.pooling!r}")
-    if isinstance(config.layer, bool) or not isinstance(config.layer, int):
-        raise ConfigError(f"{where}.layer must be an integer, got {config.layer!r}")
-
-
-def aligned_task(context: ObjectiveContext) -> str:
-    """The run's task, after checking that ``layer`` indexes the model's hidden states (the embeddings and one
-    per layer).
-
-    Raises:
-        ConfigError: a run of several tasks (it has no named sources); a layer the model does not have, naming
-            ``objectives.<name>.layer``.
-    """
-    config = context.objective
-    task = getattr(context.config, "task", None)
-    if task is None:
-        raise ConfigError(
-            f"objectives: {config.name} reads a named source (sources: [...]), which only one-task runs have"
-        )
-    layers = getattr(context.model.config, "num_hidden_layers", None)
-    if layers is not None and not -(layers + 1) <= config.layer <= layers:
-        raise ConfigError(
-            f"objectives.{config.name}.layer={config.layer} is not a hidden state of this model: it has "
-            f"{layers + 1} (the embeddings and {layers} layers), so use -{layers + 1}..{layers}"
-        )
-    return task
 
 
 def covariance(rows: torch.Tensor) -> torch.Tensor:
@@ -144,16 +107,6 @@ class Coral(Objective):
             outputs["sources"][source], batch["sources"][source], self.task, self.pooling, self.layer
         )
         return {"coral": self.weight * coral_loss(labelled, target)}
-
-
-def requires_encoder_training(strategy: Any) -> str | None:
-    """Alignment moves the encoder's features, so it refuses strategies whose encoder never changes."""
-    if strategy.trains_encoder:
-        return None
-    return (
-        "the encoder never changes, so its features cannot move towards the target domain's; use a strategy "
-        "that trains the encoder (full, freeze, lora, ...)"
-    )
 
 
 register_objective(

@@ -19,8 +19,12 @@ import torch
 from hftransfer.config import ObjectiveConfig
 from hftransfer.errors import ConfigError
 from hftransfer.objectives.base import Objective, ObjectiveContext
-from hftransfer.objectives.coral import aligned_task, check_alignment_fields, requires_encoder_training
-from hftransfer.objectives.representation import representation
+from hftransfer.objectives.representation import (
+    aligned_task,
+    check_alignment_fields,
+    representation,
+    requires_encoder_training,
+)
 from hftransfer.registry import register_objective
 
 Estimator = Literal["biased", "unbiased"]

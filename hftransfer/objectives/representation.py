@@ -1,4 +1,4 @@
-"""The representations that domain-adaptation objectives compare: a pooled vector per text for sequence tasks, a
+"""The representations that domain-adaptation objectives compare, and the checks they share: a pooled vector per text for sequence tasks, a
 vector per real token for token tasks, from the model's hidden states (``needs_hidden_states = True``)."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+
+from hftransfer.errors import ConfigError
 
 Pooling = Literal["cls", "mean"]
 
@@ -34,3 +36,55 @@ def representation(
     if task == "token-classification":
         return token_states(hidden, mask)
     return pool(hidden, mask, pooling)
+
+
+# Checks the objectives that compare these representations across domains share (coral, mmd).
+def check_alignment_fields(config: Any) -> None:
+    """Checks of the fields CORAL and MMD share (``source``, ``pooling``, ``layer``: a layer the model has is
+    checked when the objective is built).
+
+    Raises:
+        ConfigError: naming ``objectives.<name>.<field>``.
+    """
+    where = f"objectives.{config.name}"
+    if not config.source or not all(c.isalnum() or c in "_-" for c in config.source):
+        raise ConfigError(
+            f"{where}.source must name a source (letters, digits, '_', '-'), got {config.source!r}"
+        )
+    if config.pooling not in ("cls", "mean"):
+        raise ConfigError(f"{where}.pooling must be 'cls' or 'mean', got {config.pooling!r}")
+    if isinstance(config.layer, bool) or not isinstance(config.layer, int):
+        raise ConfigError(f"{where}.layer must be an integer, got {config.layer!r}")
+
+
+def aligned_task(context: Any) -> str:
+    """The run's task, after checking that ``layer`` indexes the model's hidden states (the embeddings and one
+    per layer).
+
+    Raises:
+        ConfigError: a run of several tasks (it has no named sources); a layer the model does not have, naming
+            ``objectives.<name>.layer``.
+    """
+    config = context.objective
+    task = getattr(context.config, "task", None)
+    if task is None:
+        raise ConfigError(
+            f"objectives: {config.name} reads a named source (sources: [...]), which only one-task runs have"
+        )
+    layers = getattr(context.model.config, "num_hidden_layers", None)
+    if layers is not None and not -(layers + 1) <= config.layer <= layers:
+        raise ConfigError(
+            f"objectives.{config.name}.layer={config.layer} is not a hidden state of this model: it has "
+            f"{layers + 1} (the embeddings and {layers} layers), so use -{layers + 1}..{layers}"
+        )
+    return task
+
+
+def requires_encoder_training(strategy: Any) -> str | None:
+    """Alignment moves the encoder's features, so it refuses strategies whose encoder never changes."""
+    if strategy.trains_encoder:
+        return None
+    return (
+        "the encoder never changes, so its features cannot move towards the target domain's; use a strategy "
+        "that trains the encoder (full, freeze, lora, ...)"
+    )

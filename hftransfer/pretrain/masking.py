@@ -29,6 +29,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.data.batching import FeatureCollator
+from hftransfer.data.mixing import WrappedBatches
 from hftransfer.errors import ConfigError
 
 IGNORE_INDEX = -100
@@ -187,24 +188,14 @@ def premask(features: Dataset, masker: WholeWordMasker, seed: int) -> Dataset:
     return features.map(mask_one, with_indices=True, remove_columns=["word_ids"])
 
 
-class MaskedBatches:
+class MaskedBatches(WrappedBatches):
     """Training batches (:class:`~hftransfer.data.mixing.LoaderBatches`) masked as the loop draws them, each from a
     generator seeded by (seed, process, batch number): new masks every epoch (dynamic masking, as RoBERTa), and the
     same masks for the same batch in a resumed run. Each batch gets ``labels``; ``word_ids`` is dropped."""
 
     def __init__(self, batches: Any, masker: WholeWordMasker, seed: int, process_index: int = 0) -> None:
-        self.batches, self.masker, self.seed, self.process_index = batches, masker, seed, process_index
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.batches.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[dict]:
-        return self.iterate(0)
+        super().__init__(batches)
+        self.masker, self.seed, self.process_index = masker, seed, process_index
 
     def iterate(self, start: int = 0) -> Iterator[dict]:
         """The current epoch's masked batches from batch ``start`` on."""
