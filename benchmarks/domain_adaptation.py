@@ -4,6 +4,7 @@ reviews (unlabelled target text; its labelled test file is read only by the fina
     python benchmarks/domain_adaptation.py                                  # every method, 3 seeds
     python benchmarks/domain_adaptation.py --methods source_only dann --seeds 1
     python benchmarks/domain_adaptation.py --source-samples 2000 --epochs 2 # a smaller, faster source
+    python benchmarks/domain_adaptation.py --set data.max_eval_samples=400 train.batch_size=16
 
 Each method is one preset of ``recipes/domain_adapt.py`` (``recipes/configs/minilm/domain_adapt_*.yaml``) run as the
 real recipe in a fresh process, one after another. Besides the methods: ``oracle`` (fine-tuned on the labelled
@@ -141,6 +142,13 @@ def main() -> None:
         "--source-samples", type=int, default=None, help="keep only N source training reviews"
     )
     parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for every run (after the rest)",
+    )
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
     args = parser.parse_args()
@@ -150,7 +158,13 @@ def main() -> None:
         common.append(f"data.max_train_samples={args.source_samples}")
     if args.epochs:
         common.append(f"train.epochs={args.epochs}")
-    settings = {"source_samples": args.source_samples, "epochs": args.epochs, "seeds": args.seeds}
+    common += args.set
+    settings = {
+        "source_samples": args.source_samples,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "set": args.set,
+    }
     previous = RESULTS / "domain_adaptation.json"
     records = json.loads(previous.read_text())["runs"] if args.resume and previous.exists() else []
     done = {(r["method"], r["seed"]) for r in records}
