@@ -234,6 +234,7 @@ def _agreement(student_dir: Path, teacher_dir: Path, texts: list[str]) -> float:
     return sum(a == b for a, b in zip(ours, theirs)) / len(texts)
 
 
+@pytest.mark.slow  # a quality comparison of two full student runs, not a guard of behaviour: kept out of CI's time
 def test_distilled_student_agrees_with_the_teacher_more_than_a_hard_label_student(
     tiny_model_dir, other_model_dir, tmp_path
 ):
