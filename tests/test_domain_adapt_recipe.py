@@ -44,3 +44,15 @@ def test_domain_adaptation_presets_go_to_their_recipe():
     for preset in (ROOT / "recipes" / "configs" / "minilm").glob("domain_adapt_*.yaml"):
         assert recipe_for_config(preset) == "domain_adapt", preset.name
     assert recipe_for_config(ROOT / "recipes" / "configs" / "minilm" / "pretrain_mlm.yaml") == "pretrain_mlm"
+
+
+def test_each_preset_on_top_of_the_recipe_default_is_itself():
+    # `--config preset.yaml` layers on the recipe's default (DANN): a preset that left out `objectives` or
+    # `sources` would silently keep DANN's (the source-only baseline once did).
+    from hftransfer.config import parse_config
+
+    for preset in (ROOT / "recipes" / "configs" / "minilm").glob("domain_adapt_*.yaml"):
+        layered = parse_config(["--config", str(preset)], default_config=domain_adapt.DEFAULT_CONFIG)
+        alone = parse_config([], default_config=preset)
+        for key in ("objectives", "sources", "selection", "report"):
+            assert getattr(layered, key) == getattr(alone, key), (preset.name, key)
