@@ -264,3 +264,20 @@ def test_a_fixed_encoder_is_refused_naming_dann(tiny_model_dir, classification_f
         ConfigError, match="objectives: dann with strategy.name=frozen: the encoder never changes"
     ):
         finetune_classifier.main(argv)
+
+
+def test_the_domain_head_can_learn_at_its_own_rate(tiny_model_dir, classification_files, tmp_path):
+    target = tmp_path / "target.txt"
+    target.write_text("this drug seemed fine\nthis drug seemed bad\n", encoding="utf-8")
+    metrics = finetune_classifier.main(
+        _argv(
+            tiny_model_dir,
+            classification_files,
+            tmp_path / "run",
+            "task=sequence-classification",
+            "train.max_steps=1",
+            "objectives+=[{name: dann, head_lr: 0.003}]",
+            f"sources=[{{name: target, data: {target}}}]",
+        )
+    )
+    assert metrics["strategy"]["lr_groups"]["dann"] == 0.003

@@ -87,6 +87,10 @@ class DannConfig(ObjectiveConfig):
     """Width of the domain head's hidden layer (Linear → ReLU → Dropout → Linear); 0 for a linear head."""
     head_dropout: float = 0.1
     """Dropout in the domain head (after its ReLU; unused by a linear head)."""
+    head_lr: float | None = None
+    """Learning rate of the domain head; default ``strategy.head_lr``, else ``train.lr``. A head that learns no
+    faster than the encoder moves can fall below chance (``domain_accuracy`` under 0.5: the encoder flips the
+    features faster than the head follows); a higher one (several times the encoder's) keeps it a real critic."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,6 +109,8 @@ class DannConfig(ObjectiveConfig):
             raise ConfigError(
                 f"{where}.head_hidden_size must be >= 0 (0: a linear head), got {self.head_hidden_size}"
             )
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ConfigError(f"{where}.head_lr must be > 0, got {self.head_lr}")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ConfigError(f"{where}.head_dropout must be in [0, 1), got {self.head_dropout}")
 
@@ -170,6 +176,7 @@ class Dann(Objective):
         self.layer = config.layer
         self.sources = (config.source,)
         self.head_shape = (context.model.config.hidden_size, config.head_hidden_size, config.head_dropout)
+        self.module_lr = config.head_lr  # its AdamW group's LR (owned.attach_owned_modules)
         self.lambda_ = self.strength(None)
         self._masks: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -58,8 +58,9 @@ def inner_model(model: nn.Module) -> nn.Module:
 
 
 def attach_owned_modules(plan: Any, owners: list[Any], config: Any, *, reads_sources: bool = False) -> Any:
-    """Wrap ``plan.model`` with the modules ``owners`` own: each gets an AdamW group of its own (LR
-    ``strategy.head_lr``, default ``train.lr``: like a head, it starts from scratch), and the plan's save, restore
+    """Wrap ``plan.model`` with the modules ``owners`` own: each gets an AdamW group of its own (LR: the owner's
+    ``module_lr`` if it sets one, else ``strategy.head_lr``, default ``train.lr``: like a head, it starts from
+    scratch), and the plan's save, restore
     and export see the inner model alone. Returns ``plan`` (unchanged without owners, unless objectives read
     named sources: the wrapper runs their batches)."""
     owners = [owner for owner in owners if getattr(owner, "module", None) is not None]
@@ -67,8 +68,9 @@ def attach_owned_modules(plan: Any, owners: list[Any], config: Any, *, reads_sou
         return plan
     save_best, restore_best, export = plan.save_best, plan.restore_best, plan.export
     plan.model = WithObjectiveModules(plan.model, owners)
-    lr = config.strategy.head_lr or config.train.lr
+    default_lr = config.strategy.head_lr or config.train.lr
     for owner in owners:
+        lr = getattr(owner, "module_lr", None) or default_lr  # an objective's own choice (DANN's head_lr)
         trainable = [p for p in owner.module.parameters() if p.requires_grad]
         if trainable:  # an identity projection (equal widths) has nothing to train
             plan.param_groups.append(
