@@ -42,11 +42,29 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
 
     def truncate_after(self, step: int) -> None:
-        """Drop records logged after ``step``: a resumed run logs them again from its checkpoint."""
+        """Drop records logged after ``step``: a resumed run logs them again from its checkpoint. Damaged lines
+        (an append cut short by a full disk or a kill) are dropped and reported: they must never block a resume."""
         if not self.accelerator.is_main_process or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [line for line in kept if json.loads(line).get("step", 0) <= step]
+        kept, damaged = [], []
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                damaged.append(number)
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        if damaged:
+            logger.warning(
+                "%s: dropped %d damaged line(s) (line %s): a write was cut short, e.g. by a full disk",
+                self.path,
+                len(damaged),
+                ", ".join(map(str, damaged[:5])),
+            )
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, split: str, metrics: dict[str, Any], *, step: int, epoch: float) -> None:

@@ -1,0 +1,22 @@
+"""metrics.jsonl on resume: records after the checkpoint's step are dropped, and a damaged line (an append cut short
+by a full disk or a kill) is dropped and reported instead of blocking the resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+from hftransfer.training.tracking import MetricsLog
+
+
+def test_a_cut_last_line_is_dropped_and_reported(tmp_path, caplog):
+    log = MetricsLog(SimpleNamespace(is_main_process=True), tmp_path)
+    records = [{"split": "train", "step": step, "loss": 1.0 / step} for step in (10, 20, 30)]
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    log.path.write_text(text + '{"split": "train", "step": 40, "lo', encoding="utf-8")  # cut mid-record
+    with caplog.at_level(logging.WARNING, logger="hftransfer"):
+        log.truncate_after(20)
+    kept = [json.loads(line) for line in log.path.read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in kept] == [10, 20]
+    assert "dropped 1 damaged line(s) (line 4)" in caplog.text
