@@ -20,3 +20,28 @@ def test_a_cut_last_line_is_dropped_and_reported(tmp_path, caplog):
     kept = [json.loads(line) for line in log.path.read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in kept] == [10, 20]
     assert "dropped 1 damaged line(s) (line 4)" in caplog.text
+
+
+def test_incomplete_checkpoints_are_ignored_with_a_warning(tmp_path, caplog):
+    import pytest
+
+    from hftransfer.errors import ConfigError
+    from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
+
+    root = tmp_path / "checkpoints"
+    for step, weights in (
+        (10, True),
+        (20, True),
+        (30, False),
+    ):  # step 30: a pruning cut short left no weights
+        path = root / f"step-{step:08d}"
+        path.mkdir(parents=True)
+        (path / "trainer_state.json").write_text("{}", encoding="utf-8")
+        if weights:
+            (path / "model.safetensors").write_bytes(b"x")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000010", "step-00000020"]
+    with caplog.at_level(logging.WARNING, logger="hftransfer"):
+        assert resolve_resume("latest", tmp_path).name == "step-00000020"
+    assert "incomplete checkpoints ignored: step-00000030" in caplog.text
+    with pytest.raises(ConfigError, match="not a complete checkpoint"):
+        resolve_resume(str(root / "step-00000030"), tmp_path)
