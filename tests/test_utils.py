@@ -84,6 +84,7 @@ def test_latest_ignores_partial_checkpoints(tmp_path):
         (root / name).mkdir(parents=True)
         if complete:
             (root / name / STATE_FILE).write_text("{}")
+            (root / name / "model.safetensors").write_bytes(b"x")
     (root / ".step-00000020.tmp").mkdir()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000005", "step-00000010"]
     assert resolve_resume("latest", tmp_path).name == "step-00000010"
