@@ -45,3 +45,13 @@ def test_incomplete_checkpoints_are_ignored_with_a_warning(tmp_path, caplog):
     assert "incomplete checkpoints ignored: step-00000030" in caplog.text
     with pytest.raises(ConfigError, match="not a complete checkpoint"):
         resolve_resume(str(root / "step-00000030"), tmp_path)
+
+
+def test_training_records_show_every_term_on_the_console(tmp_path, caplog):
+    accelerator = SimpleNamespace(is_main_process=True, log=lambda scalars, step: None)
+    log = MetricsLog(accelerator, tmp_path)
+    with caplog.at_level(logging.INFO, logger="hftransfer"):
+        log.log("train", {"loss": 0.5, "domain": 0.07, "domain_accuracy": 0.6}, step=3, epoch=0.5)
+        log.log("validation", {"accuracy": 0.8, "per_class_support": 4}, step=3, epoch=0.5)
+    assert "loss=0.5  domain=0.07  domain_accuracy=0.6" in caplog.text
+    assert "per_class_support" not in caplog.text

@@ -75,9 +75,15 @@ class MetricsLog:
         record = {"split": split, "step": step, "epoch": round(epoch, 4), **metrics}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        keys = [key for key in HEADLINE if key in metrics] + sorted(
-            k for k in metrics if k.startswith(("penalty_", "loss_"))
+        keys = [key for key in HEADLINE if key in metrics]
+        # Training records are short: every objective's term and logged value (domain, domain_accuracy, mlm, ...)
+        # goes on the console too; evaluation records keep to the headline (their per-type scores are many).
+        extra = (
+            (k for k in metrics if isinstance(metrics[k], (int, float)) and not isinstance(metrics[k], bool))
+            if split == "train"
+            else (k for k in metrics if k.startswith(("penalty_", "loss_")))
         )
+        keys += sorted(k for k in extra if k not in keys)
         headline = "  ".join(f"{key}={_format(metrics[key])}" for key in keys)
         logger.info("[%s] step %d epoch %.2f  %s", split, step, epoch, headline)
         scalars = {
