@@ -19,11 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
 from hftransfer import assets
 from hftransfer.config import DataConfig
-from hftransfer.data.carving import carve_missing_splits
 from hftransfer.data.readers import (
     SEQUENCE_TASK,
     TOKEN_TASK,
@@ -172,11 +169,9 @@ def _plot_texts() -> list[str]:
 def _review_texts() -> list[str]:
     """The reviews of the train split that ``data.dataset=rotten_tomatoes`` carves by default (seed 0, validation
     and test 0.1 each): a target domain's text whose default evaluation splits stay unseen."""
-    config = DataConfig(dataset="rotten_tomatoes")
-    rows = read_rotten_tomatoes(assets.locate("rotten_tomatoes"), config).rows
-    splits = {"train": Dataset.from_dict({key: [row[key] for row in rows] for key in ("text", "label")})}
-    carve_missing_splits(splits, SEQUENCE_TASK, config, "rotten_tomatoes")
-    return list(splits["train"]["text"])
+    from hftransfer.data.sources import load_task_data  # sources.py imports this module
+
+    return list(load_task_data(DataConfig(dataset="rotten_tomatoes"), SEQUENCE_TASK).splits["train"]["text"])
 
 
 def _drug_review_texts() -> list[str]:

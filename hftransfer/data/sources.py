@@ -229,9 +229,8 @@ def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[s
         rows = read_builtin_unlabelled(source, task)
         dataset = _to_dataset(rows, _features(task, pair=False, labels=False))
     else:
-        if not Path(
-            source
-        ).exists():  # a mistyped builtin name would otherwise read as a file of unknown format
+        # A mistyped builtin name would otherwise read as a file of unknown format.
+        if not Path(source).exists():
             raise DataError(
                 f"{source!r} is neither a builtin unlabelled set ({', '.join(BUILTIN_UNLABELLED)}) nor an "
                 "existing file"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -45,8 +46,11 @@ def save_pretrained_atomic(
             tokenizer.save_pretrained(tmp)
 
 
-def load_saved_weights(accelerator: Accelerator, model: torch.nn.Module, directory: Path) -> None:
-    """Load the weights of a directory written by :func:`save_model` back into ``model`` (every process).
+def load_saved_weights(
+    accelerator: Accelerator, model: torch.nn.Module, directory: Path, ignore: Iterable[str] = ()
+) -> None:
+    """Load the weights of a directory written by :func:`save_model` back into ``model`` (every process);
+    ``ignore``: keys the directory holds for others (a masked LM's export carries the encoder's pooler).
 
     Raises:
         RuntimeError: the saved weights do not match the model's parameters.
@@ -59,6 +63,8 @@ def load_saved_weights(accelerator: Accelerator, model: torch.nn.Module, directo
     state_dict: dict[str, torch.Tensor] = {}
     for shard in shards:
         state_dict.update(load_file(shard))
+    for key in ignore:
+        state_dict.pop(key, None)
     unwrapped = accelerator.unwrap_model(model)
     missing, unexpected = unwrapped.load_state_dict(state_dict, strict=False)
     # Tied weights may be stored once; anything else missing means the directory is not this model.

@@ -69,9 +69,6 @@ class OneTask:
         model = build_model(self.config.model, self.config.task, data[self.name].label_names)
         return model, tokenizer, resolve_model_name(self.config.model.name_or_path)
 
-    def first_task_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model
-
     def task_model(self, model: torch.nn.Module, task: str) -> torch.nn.Module:
         return model
 
@@ -109,9 +106,7 @@ class OneTask:
         report: dict[str, Any],
     ) -> tuple[Any, dict[str, Any]]:
         """The training batches and the (unprepared) evaluation loaders per split."""
-        if (
-            plan.train_loader is not None
-        ):  # the strategy trains on data of its own (e.g. cached encoder features)
+        if plan.train_loader is not None:  # the strategy trains on data of its own (cached encoder features)
             return plan.train_loader, plan.eval_loaders or {}
         return token_loaders(features[self.name], tokenizer, self.config, accelerator)
 
@@ -184,8 +179,7 @@ def token_loaders(
     features: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, config: Any, accelerator: Accelerator
 ) -> tuple[DataLoader, dict[str, DataLoader]]:
     """The training loader and the evaluation loaders (validation, test) of one task's features."""
-    pad_to = 8 if accelerator.device.type == "cuda" else None
-    collator = FeatureCollator(tokenizer, pad_to_multiple_of=pad_to)
+    collator = FeatureCollator.for_device(tokenizer, accelerator.device)
     train_loader = build_train_dataloader(
         features["train"],
         collator,

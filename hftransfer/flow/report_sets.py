@@ -72,9 +72,7 @@ def evaluate_report_sets(run: Any) -> dict[str, dict[str, Any]]:
         loader = accelerator.prepare(
             build_eval_dataloader(
                 features,
-                FeatureCollator(
-                    run.tokenizer, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None
-                ),
+                FeatureCollator.for_device(run.tokenizer, accelerator.device),
                 batch_size=config.train.eval_batch_size,
                 num_workers=config.train.num_workers,
             )

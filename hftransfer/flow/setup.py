@@ -49,11 +49,11 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         data = layout.load_data()
     if teacher is not None:  # loaded before the student, which may be made from it
         teacher.load(config, layout.single(data))
-    built = teacher.build_student(config, layout.single(data)) if teacher is not None else None
-    model, tokenizer, base_name = built or layout.build_model(data)
+    student = teacher.build_student(config, layout.single(data)) if teacher is not None else None
+    model, tokenizer, base_name = student or layout.build_model(data)
     if teacher is not None:
         teacher.check(config, model, tokenizer)
-    limit = model_max_length(tokenizer, layout.first_task_model(model))
+    limit = model_max_length(tokenizer, layout.task_model(model, next(iter(layout.specs))))
     for where, spec in layout.specs.items():
         if spec.data.max_length > limit:
             raise ConfigError(
@@ -106,9 +106,9 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
     batches, eval_loaders = layout.batches(plan, features, tokenizer, accelerator, report)
     batches = with_sources(config, batches, sources, tokenizer, accelerator, report)
     report["strategy"] = plan.report
-    built = {o.name: o.report for o in objectives.objectives if o.report}
-    if built:
-        report["objectives"] = built
+    objective_reports = {o.name: o.report for o in objectives.objectives if o.report}
+    if objective_reports:
+        report["objectives"] = objective_reports
     if teacher is not None:
         report["distill"] = teacher.report
     loop = start_loop(

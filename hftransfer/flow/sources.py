@@ -92,8 +92,7 @@ def with_sources(
     unchanged without sources)."""
     if not sources:
         return batches
-    pad_to = 8 if accelerator.device.type == "cuda" else None
-    collator = FeatureCollator(tokenizer, pad_to_multiple_of=pad_to)
+    collator = FeatureCollator.for_device(tokenizer, accelerator.device)
     loaders = {}
     for source in config.sources:
         loader = build_train_dataloader(

@@ -62,9 +62,6 @@ class SharedEncoderTasks(OneTask):
         self.model = MultitaskModel(task_models)
         return self.model, tokenizer, resolve_model_name(self.config.model.name_or_path)
 
-    def first_task_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return next(iter(model.task_models.values()))
-
     def task_model(self, model: torch.nn.Module, task: str) -> torch.nn.Module:
         return model.task_models[task]
 

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from datasets import Dataset, DatasetDict
-from safetensors.torch import load_file
 
 from hftransfer.assets import resolve_model_name
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader, build_train_dataloader
@@ -36,7 +35,7 @@ from hftransfer.data.sources import (
     TaskData,
 )
 from hftransfer.errors import ConfigError
-from hftransfer.export.save import save_pretrained_atomic
+from hftransfer.export.save import load_saved_weights, save_pretrained_atomic
 from hftransfer.flow.core import Run, start_loop
 from hftransfer.modeling.build import load_tokenizer, model_max_length
 from hftransfer.pretrain.config import PretrainConfig
@@ -74,20 +73,7 @@ def _exporter(tokenizer: Any, directory: Path, carried: dict[str, torch.Tensor])
 
     def restore(accelerator: Accelerator, trained: torch.nn.Module) -> None:
         masked_lm = accelerator.unwrap_model(trained).masked_lm
-        shards = sorted(directory.glob("model*.safetensors"))
-        if not shards:
-            raise RuntimeError(f"{directory} holds no model*.safetensors to load")
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(shard))
-        for key in carried:
-            state.pop(key, None)
-        missing, unexpected = masked_lm.load_state_dict(state, strict=False)
-        tied = set(getattr(masked_lm, "_tied_weights_keys", None) or [])  # stored once, under their source
-        if [key for key in missing if key not in tied] or unexpected:
-            raise RuntimeError(
-                f"{directory} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
+        load_saved_weights(accelerator, masked_lm, directory, ignore=carried)
 
     return save, restore
 
@@ -116,10 +102,9 @@ def setup(config: PretrainConfig, recipe: str = "pretrain_mlm") -> Run:
         }
     if "validation" in features:
         features["validation"] = premask(features["validation"], masker, config.train.seed)
-    pad_to = 8 if accelerator.device.type == "cuda" else None
     loader = build_train_dataloader(
         features["train"],
-        WordIdsCollator(tokenizer, pad_to_multiple_of=pad_to),
+        WordIdsCollator.for_device(tokenizer, accelerator.device),
         batch_size=config.train.batch_size,
         seed=config.train.seed,
         group_by_length=config.train.group_by_length,
@@ -135,7 +120,7 @@ def setup(config: PretrainConfig, recipe: str = "pretrain_mlm") -> Run:
     if "validation" in features:
         eval_loader = build_eval_dataloader(
             features["validation"],
-            FeatureCollator(tokenizer, pad_to_multiple_of=pad_to),
+            FeatureCollator.for_device(tokenizer, accelerator.device),
             batch_size=config.train.eval_batch_size,
             num_workers=config.train.num_workers,
         )
