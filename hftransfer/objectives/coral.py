@@ -14,35 +14,23 @@ from typing import Any, Literal
 
 import torch
 
-from hftransfer.config import ObjectiveConfig
 from hftransfer.objectives.base import Objective, ObjectiveContext
 from hftransfer.objectives.representation import (
+    AlignmentConfig,
     aligned_task,
-    check_alignment_fields,
-    representation,
+    paired_rows,
     requires_encoder_training,
 )
 from hftransfer.registry import register_objective
 
 
 @dataclass
-class CoralConfig(ObjectiveConfig):
+class CoralConfig(AlignmentConfig):
     """Align the covariance of the labelled text's features with the target domain's."""
 
     name: str = "coral"
     weight: float = 1.0
     """Multiplier of the CORAL distance (a per-step term)."""
-    source: str = "target"
-    """The named source (``sources: [{name: ..., data: ...}]``) of unlabelled target-domain text."""
-    pooling: Literal["cls", "mean"] = "mean"
-    """How a sequence task's text becomes one row: the first token's state or the mean over real tokens. Token
-    tasks compare every real token's state and ignore it."""
-    layer: int = -1
-    """Which hidden state to align: -1 the last layer's output, 0 the embeddings (Python indexing)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_alignment_fields(self)
 
 
 def covariance(rows: torch.Tensor) -> torch.Tensor:
@@ -99,14 +87,10 @@ class Coral(Objective):
         return cls(aligned_task(context), config.source, config.pooling, config.layer, config.weight)
 
     def terms(self, model: torch.nn.Module, batch: dict, outputs: Any, state: Any) -> dict[str, torch.Tensor]:
-        source = self.sources[0]
-        if "sources" not in outputs:  # a forward pass without the source's batch (outside training)
+        rows = paired_rows(outputs, batch, self.sources[0], self.task, self.pooling, self.layer)
+        if rows is None:  # a forward pass without the source's batch (outside training)
             return {"coral": torch.zeros((), device=batch["input_ids"].device)}
-        labelled = representation(outputs, batch, self.task, self.pooling, self.layer)  # [rows, width]
-        target = representation(
-            outputs["sources"][source], batch["sources"][source], self.task, self.pooling, self.layer
-        )
-        return {"coral": self.weight * coral_loss(labelled, target)}
+        return {"coral": self.weight * coral_loss(*rows)}
 
 
 register_objective(

@@ -21,10 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hftransfer.config import ObjectiveConfig
 from hftransfer.errors import ConfigError
 from hftransfer.objectives.base import Objective, ObjectiveContext
-from hftransfer.objectives.representation import Pooling, representation
+from hftransfer.objectives.representation import (
+    AlignmentConfig,
+    Pooling,
+    aligned_task,
+    representation,
+    requires_encoder_training,
+)
 from hftransfer.registry import register_objective
 
 __all__ = ["Dann", "DannConfig", "ganin_lambda", "reverse_gradient"]
@@ -64,47 +69,35 @@ def training_progress(state: Any) -> float:
 
 
 @dataclass
-class DannConfig(ObjectiveConfig):
+class DannConfig(AlignmentConfig):
     """Make the encoder's features of the labelled text and of a target source indistinguishable."""
 
     name: str = "dann"
     weight: float = 1.0
     """Multiplier of the domain loss (a per-step term, logged as ``domain``): the encoder receives ``-λ·weight``
     times the domain loss's gradient."""
-    source: str = "target"
-    """The named source (``sources: [{name: <source>, data: ...}]``) of unlabelled target-domain text."""
+    pooling: Pooling = "cls"
+    """Sequence tasks: the head reads the first token's state (``cls``) or the mean over real tokens (``mean``).
+    Token tasks always classify every real token's own state."""
     schedule: Literal["ganin", "constant"] = "ganin"
     """λ over training: ``ganin`` rises from 0 towards 1 as ``2 / (1 + exp(-gamma·step/total_steps)) - 1``;
     ``constant`` keeps it at 1 (``weight`` alone sets the strength)."""
     gamma: float = 10.0
     """Steepness of the ``ganin`` schedule (the paper's 10: λ is past 0.9 a third of the way in)."""
-    pooling: Pooling = "cls"
-    """Sequence tasks: the head reads the first token's state (``cls``) or the mean over real tokens (``mean``).
-    Token tasks always classify every real token's own state."""
-    layer: int = -1
-    """The hidden layer the head reads (``hidden_states[layer]``; -1 the last, 0 the embeddings)."""
     head_hidden_size: int = 256
     """Width of the domain head's hidden layer (Linear → ReLU → Dropout → Linear); 0 for a linear head."""
     head_dropout: float = 0.1
     """Dropout in the domain head (after its ReLU; unused by a linear head)."""
     head_lr: float | None = None
-    """Learning rate of the domain head; default ``strategy.head_lr``, else ``train.lr``. A head that learns no
-    faster than the encoder moves can fall below chance (``domain_accuracy`` under 0.5: the encoder flips the
-    features faster than the head follows); a higher one (several times the encoder's) keeps it a real critic."""
+    """Learning rate of the domain head; default ``strategy.head_lr``, else ``train.lr``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         where = f"objectives.{self.name}"
-        if not self.source or not all(c.isalnum() or c in "_-" for c in self.source):
-            raise ConfigError(
-                f"{where}.source must name a source (letters, digits, '_', '-'), got {self.source!r}"
-            )
         if self.schedule not in ("ganin", "constant"):
             raise ConfigError(f"{where}.schedule must be 'ganin' or 'constant', got {self.schedule!r}")
         if not (math.isfinite(self.gamma) and self.gamma > 0):
             raise ConfigError(f"{where}.gamma must be > 0, got {self.gamma}")
-        if self.pooling not in ("cls", "mean"):
-            raise ConfigError(f"{where}.pooling must be 'cls' or 'mean', got {self.pooling!r}")
         if self.head_hidden_size < 0:
             raise ConfigError(
                 f"{where}.head_hidden_size must be >= 0 (0: a linear head), got {self.head_hidden_size}"
@@ -153,20 +146,10 @@ class Dann(Objective):
 
     def __init__(self, context: ObjectiveContext) -> None:
         config = context.objective
-        task = getattr(context.config, "task", None)
-        if task is None:
-            raise ConfigError(
-                f"objectives: {self.name} reads a named source (sources: [...]), which only one-task runs have"
-            )
+        task = aligned_task(context)  # a one-task run, and a layer the model has
         if task == "token-classification" and config.pooling != "cls":
             raise ConfigError(
                 f"objectives.{self.name}.pooling is for sequence tasks; token tasks classify every token's state"
-            )
-        layers = getattr(context.model.config, "num_hidden_layers", None)
-        if layers is not None and not -(layers + 1) <= config.layer <= layers:
-            raise ConfigError(
-                f"objectives.{self.name}.layer={config.layer} is out of range: the encoder has {layers} layers "
-                f"(hidden states 0..{layers}, or -1..-{layers + 1} from the top)"
             )
         self.task = task
         self.weight = config.weight
@@ -227,15 +210,6 @@ class Dann(Objective):
         }
 
 
-def _requires(strategy: Any) -> str | None:
-    if strategy.trains_encoder:
-        return None
-    return (
-        "the encoder never changes, so the reversed domain gradient has nothing to align; use a strategy "
-        "that trains the encoder (full, freeze, lora, ...)"
-    )
-
-
 def describe_dann(config: dict[str, Any]) -> str:
     schedule = config.get("schedule", "ganin")
     strength = (
@@ -252,6 +226,6 @@ register_objective(
     config=DannConfig,
     build=Dann,
     regulariser=True,
-    requires=_requires,
+    requires=requires_encoder_training,
     describe=describe_dann,
 )

@@ -16,13 +16,12 @@ from typing import Any, Literal
 
 import torch
 
-from hftransfer.config import ObjectiveConfig
 from hftransfer.errors import ConfigError
 from hftransfer.objectives.base import Objective, ObjectiveContext
 from hftransfer.objectives.representation import (
+    AlignmentConfig,
     aligned_task,
-    check_alignment_fields,
-    representation,
+    paired_rows,
     requires_encoder_training,
 )
 from hftransfer.registry import register_objective
@@ -31,19 +30,12 @@ Estimator = Literal["biased", "unbiased"]
 
 
 @dataclass
-class MmdConfig(ObjectiveConfig):
+class MmdConfig(AlignmentConfig):
     """Match the distribution of the labelled text's features to the target domain's under a multi-kernel MMD."""
 
     name: str = "mmd"
     weight: float = 1.0
     """Multiplier of the squared MMD (a per-step term)."""
-    source: str = "target"
-    """The named source (``sources: [{name: ..., data: ...}]``) of unlabelled target-domain text."""
-    pooling: Literal["cls", "mean"] = "mean"
-    """How a sequence task's text becomes one row: the first token's state or the mean over real tokens. Token
-    tasks compare every real token's state and ignore it."""
-    layer: int = -1
-    """Which hidden state to align: -1 the last layer's output, 0 the embeddings (Python indexing)."""
     kernels: int = 5
     """Number of Gaussian kernels summed; their bandwidths are ``base * multiplier^k`` for
     ``k = -(kernels // 2) ... kernels - kernels // 2 - 1`` (centred on ``base`` for an odd number)."""
@@ -62,7 +54,6 @@ class MmdConfig(ObjectiveConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_alignment_fields(self)
         where = f"objectives.{self.name}"
         if self.kernels < 1:
             raise ConfigError(f"{where}.kernels must be >= 1, got {self.kernels}")
@@ -164,18 +155,12 @@ class Mmd(Objective):
     def from_context(cls, context: ObjectiveContext) -> Mmd:
         return cls(aligned_task(context), context.objective)
 
-    def rows(self, outputs: Any, inputs: dict) -> torch.Tensor:
-        """The compared rows of one side, at most ``max_rows`` of them."""
-        config = self.config
-        rows = representation(outputs, inputs, self.task, config.pooling, config.layer)  # [rows, width]
-        return strided_rows(rows, config.max_rows)
-
     def terms(self, model: torch.nn.Module, batch: dict, outputs: Any, state: Any) -> dict[str, torch.Tensor]:
         config, source = self.config, self.sources[0]
-        if "sources" not in outputs:  # a forward pass without the source's batch (outside training)
+        rows = paired_rows(outputs, batch, source, self.task, config.pooling, config.layer)
+        if rows is None:  # a forward pass without the source's batch (outside training)
             return {"mmd": torch.zeros((), device=batch["input_ids"].device)}
-        labelled = self.rows(outputs, batch)
-        target = self.rows(outputs["sources"][source], batch["sources"][source])
+        labelled, target = (strided_rows(side, config.max_rows) for side in rows)
         value = mmd_loss(
             labelled, target, config.kernels, config.multiplier, config.bandwidth, config.estimator
         )

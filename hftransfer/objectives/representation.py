@@ -3,10 +3,12 @@ vector per real token for token tasks, from the model's hidden states (``needs_h
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
+from hftransfer.config import ObjectiveConfig
 from hftransfer.errors import ConfigError
 
 Pooling = Literal["cls", "mean"]
@@ -38,10 +40,39 @@ def representation(
     return pool(hidden, mask, pooling)
 
 
-# Checks the objectives that compare these representations across domains share (coral, mmd).
+def paired_rows(
+    outputs: Any, batch: dict[str, Any], source: str, task: str, pooling: Pooling, layer: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The labelled batch's rows and source ``source``'s batch's rows, or None for a forward pass without the
+    source (outside training)."""
+    if "sources" not in outputs:
+        return None
+    labelled = representation(outputs, batch, task, pooling, layer)
+    return labelled, representation(
+        outputs["sources"][source], batch["sources"][source], task, pooling, layer
+    )
+
+
+@dataclass
+class AlignmentConfig(ObjectiveConfig):
+    """The fields of the objectives that compare the labelled text's representation with a named source's."""
+
+    source: str = "target"
+    """The named source (``sources: [{name: ..., data: ...}]``) of unlabelled target-domain text."""
+    pooling: Pooling = "mean"
+    """How a sequence task's text becomes one row: the first token's state (``cls``) or the mean over real tokens
+    (``mean``). Token tasks compare every real token's own state."""
+    layer: int = -1
+    """Which hidden state to compare: -1 the last layer's output, 0 the embeddings (Python indexing)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_alignment_fields(self)
+
+
 def check_alignment_fields(config: Any) -> None:
-    """Checks of the fields CORAL and MMD share (``source``, ``pooling``, ``layer``: a layer the model has is
-    checked when the objective is built).
+    """Checks of the fields the alignment objectives share (``source``, ``pooling``, ``layer``: a layer the model
+    has is checked when the objective is built, :func:`aligned_task`).
 
     Raises:
         ConfigError: naming ``objectives.<name>.<field>``.
