@@ -64,3 +64,32 @@ def test_selection_needs_a_listed_source_and_a_sequence_task(tmp_path):
         parse_config(["task=sequence-classification", "data.dataset=rotten_tomatoes", "selection.method=iwv"])
     with pytest.raises(ConfigError, match="selection.method=dev is for sequence classification"):
         parse_config(["selection.method=dev", "sources=[{name: target, data: x.txt}]"])
+
+
+def test_weights_and_selection_encode_the_target_once(
+    tiny_model_dir, classification_files, tmp_path, monkeypatch
+):
+    from hftransfer.adaptation import encode as encode_module
+
+    encoded = []
+    original = encode_module.pooled_example_features
+
+    def counting(model, tokenizer, features, **options):
+        encoded.append(features._fingerprint)
+        return original(model, tokenizer, features, **options)
+
+    monkeypatch.setattr(encode_module, "pooled_example_features", counting)
+    finetune_classifier.main(
+        _argv(
+            tiny_model_dir,
+            classification_files,
+            tmp_path / "run",
+            "task=sequence-classification",
+            "train.max_steps=1",
+            f"sources=[{{name: target, data: {_target(tmp_path)}}}]",
+            "objectives=[{name: importance_weighted_task, source: target, folds: 3}]",
+            "selection.method=iwv",
+            "selection.folds=3",
+        )
+    )
+    assert len(encoded) == len(set(encoded)) == 3  # validation, target, training: each once

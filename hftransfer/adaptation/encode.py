@@ -63,3 +63,25 @@ def pooled_example_features(
     pooled = (sums / np.bincount(inverse)[:, None]).astype(np.float32)
     order = np.argsort(first, kind="stable")
     return pooled[order], example_ids[order].astype(np.int64)
+
+
+class PooledFeatures:
+    """:func:`pooled_example_features` of one (pretrained) model, computed once per dataset: the importance weights
+    and the label-free selection both compare the target source's texts, which need encoding only once."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self._done: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, features: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        key = features._fingerprint  # datasets' content hash of the rows and their processing
+        if key not in self._done:
+            self._done[key] = pooled_example_features(
+                self.model, self.tokenizer, features, device=self.device
+            )
+        return self._done[key]

@@ -77,11 +77,13 @@ def plan_training(
     *,
     teacher: Any = None,
     sources: dict[str, Any] | None = None,
+    encode: Any = None,
     **strategy_options: Any,
 ) -> tuple[ObjectiveSet, StrategyPlan]:
     """The run's objectives and strategy plan, in the one order that works: objectives on the pretrained model
     (references such as L2-SP's are its weights; ``teacher`` for those that read one; ``sources``: the named
-    sources' tokenised examples, and the task's ``features``, for those that compute from the data), then the strategy
+    sources' tokenised examples, the task's ``features`` and ``encode`` (pooled pretrained features, once per
+    dataset), for those that compute from the data), then the strategy
     (``strategy_options``: :func:`~hftransfer.strategies.plan_strategy`'s), then the objectives' own modules
     attached to the plan's model."""
     objectives = build_objectives(
@@ -92,6 +94,7 @@ def plan_training(
         tokenizer=strategy_options.get("tokenizer"),
         features=strategy_options.get("features"),
         sources=sources or {},
+        encode=encode,
     )
     plan = plan_strategy(
         model,

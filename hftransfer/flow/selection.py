@@ -14,10 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
-from accelerate import Accelerator
 from datasets import Dataset
-from transformers import PreTrainedTokenizerBase
 
 from hftransfer.errors import ConfigError
 
@@ -26,18 +23,20 @@ logger = logging.getLogger("hftransfer")
 
 def label_free_selection(
     config: Any,
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
+    encode: Callable[[Dataset], tuple[np.ndarray, np.ndarray]],
     features: dict[str, Dataset],
     sources: dict[str, Dataset],
     label_names: list[str],
-    accelerator: Accelerator,
     report: dict[str, Any],
 ) -> Callable[[Any, Dataset], dict[str, float]] | None:
     """``metrics(inference_output, validation_examples) -> {iw_accuracy, iw_loss, iw_ess[, dev_risk]}`` for the
-    run's validation evaluations, or None when the run selects by the validation split's own metric. Call it
-    before the strategy changes ``model`` (the weights use the pretrained encoder)."""
-    from hftransfer.adaptation.encode import pooled_example_features
+    run's validation evaluations, or None when the run selects by the validation split's own metric.
+
+    Args:
+        encode: the pretrained encoder's pooled features of tokenised examples
+            (:class:`~hftransfer.adaptation.encode.PooledFeatures`, shared with the objectives that encode).
+    """
+    from hftransfer.adaptation.density_ratio import weight_summary
     from hftransfer.adaptation.selection import dev_risk, importance_weighted_validation, validation_ratios
 
     selection = getattr(config, "selection", None)
@@ -47,50 +46,50 @@ def label_free_selection(
         raise ConfigError(
             f"selection.method={selection.method} weighs the validation split; the run has none"
         )
-    validation_x, validation_ids = pooled_example_features(
-        model, tokenizer, features["validation"], device=accelerator.device
-    )
-    target_x, _ = pooled_example_features(
-        model, tokenizer, sources[selection.source], device=accelerator.device
-    )
+    validation = features["validation"]
+    validation_x, validation_ids = encode(validation)
+    target_x, _ = encode(sources[selection.source])
     ratios = validation_ratios(
         validation_x, target_x, clip=tuple(selection.clip), folds=selection.folds, seed=config.train.seed
     )
-    weights = dict(zip(validation_ids.tolist(), ratios.tolist()))
-    label2id = {label: index for index, label in enumerate(label_names)}
-    ess = float(ratios.sum() ** 2 / (ratios**2).sum())
+    # The validation split is fixed: its weights in example-id order (ids are its row numbers), once.
+    weights = np.empty(len(ratios))
+    weights[validation_ids] = ratios
+    summary = weight_summary(ratios)
     report["selection"] = {
         "method": selection.method,
         "source": selection.source,
         "metric": config.metric_for_best(),
         "validation_examples": len(ratios),
         "target_examples": len(target_x),
-        "weight_min": float(ratios.min()),
-        "weight_max": float(ratios.max()),
-        "effective_sample_size": ess,
+        "weight_min": summary["min"],
+        "weight_max": summary["max"],
+        "effective_sample_size": summary["ess"],
     }
     logger.info(
         "Selection %s: validation examples weighted towards source %s (weights %.3g..%.3g, effective sample size "
         "%.0f of %d)",
         selection.method,
         selection.source,
-        ratios.min(),
-        ratios.max(),
-        ess,
+        summary["min"],
+        summary["max"],
+        summary["ess"],
         len(ratios),
     )
+    label2id = {label: index for index, label in enumerate(label_names)}
+    truth: np.ndarray | None = None
 
     def metrics(output: Any, examples: Dataset) -> dict[str, float]:
+        nonlocal truth
+        if truth is None:
+            truth = np.array([label2id[label] for label in examples["label"]])
         ids = range(len(examples))
-        truth = [label2id[label] for label in examples["label"]]
-        correct = np.array(
-            [output.example_predictions[i][0] == t for i, t in zip(ids, truth)], dtype=np.float64
-        )
+        predicted = np.array([output.example_predictions[i][0] for i in ids])
         losses = np.array([output.example_losses[i] for i in ids], dtype=np.float64)
-        w = np.array([weights[i] for i in ids], dtype=np.float64)
-        result = importance_weighted_validation(losses, correct, w)
+        correct = (predicted == truth).astype(np.float64)
+        result = importance_weighted_validation(losses, correct, weights)
         if selection.method == "dev":
-            result["dev_risk"] = dev_risk(losses, w)
+            result["dev_risk"] = dev_risk(losses, weights)
         return result
 
     return metrics

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hftransfer.adaptation.encode import PooledFeatures
 from hftransfer.errors import ConfigError
 from hftransfer.flow.core import Run, plan_training, start_loop
 from hftransfer.flow.layout import task_layout
@@ -71,17 +72,12 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         if priors:
             report["label_prior"] = layout.single(priors)
     sources = tokenize_sources(config, layout.single(data), tokenizer, report)
-    # Before the strategy changes the model: the selection weights use the pretrained encoder.
+    # The pretrained encoder's pooled features, once per dataset, for the selection weights and the objectives that
+    # weigh examples; used before the strategy changes the model.
+    encode = PooledFeatures(model, tokenizer, accelerator.device)
     selection = (
         label_free_selection(
-            config,
-            model,
-            tokenizer,
-            layout.single(features),
-            sources,
-            layout.single(data).label_names,
-            accelerator,
-            report,
+            config, encode, layout.single(features), sources, layout.single(data).label_names, report
         )
         if sources
         else None
@@ -98,6 +94,7 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         accelerator,
         teacher=teaching,
         sources=sources,
+        encode=encode,
         tokenizer=tokenizer,
         run_dir=run_dir,
         base_model_name_or_path=base_name,

@@ -20,6 +20,7 @@ from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.mixing import LoaderBatches, WithSourceBatches
 from hftransfer.data.sources import TaskData, unlabelled_examples
 from hftransfer.errors import ConfigError
+from hftransfer.objectives.base import unlisted_source
 
 logger = logging.getLogger("hftransfer")
 
@@ -37,10 +38,7 @@ def check_source_readers(config: Any, objectives: Any, plan: Any) -> None:
     for objective in objectives.objectives:
         for name in (*objective.sources, *objective.reads_at_build):
             if name not in listed:
-                raise ConfigError(
-                    f"objectives: {objective.name} reads the source {name!r}, which sources does not list "
-                    f"({listed or 'none'}); add sources=[{{name: {name}, data: <file or builtin>}}]"
-                )
+                raise ConfigError(unlisted_source(objective.name, name, listed))
             read.add(name)
     selection = getattr(config, "selection", None)
     if selection is not None and selection.method != "source":

@@ -47,6 +47,28 @@ class ObjectiveContext:
     something from the data before training (importance weights)."""
     sources: dict[str, Any] = field(default_factory=dict)
     """The named sources' tokenised examples (``config.sources``), by name."""
+    encode: Any = None
+    """``encode(features) -> (vectors, example_ids)``: the pretrained encoder's pooled features of tokenised
+    examples, computed once per dataset for the whole run (:class:`~hftransfer.adaptation.encode.PooledFeatures`);
+    None outside a run."""
+
+    def source(self, name: str) -> Any:
+        """The tokenised examples of named source ``name``.
+
+        Raises:
+            ConfigError: ``sources`` does not list it.
+        """
+        if name not in self.sources:
+            raise ConfigError(unlisted_source(self.objective.name, name, list(self.sources)))
+        return self.sources[name]
+
+
+def unlisted_source(objective: str, name: str, listed: list[str]) -> str:
+    """The message for an objective that reads a source ``sources`` does not list."""
+    return (
+        f"objectives: {objective} reads the source {name!r}, which sources does not list ({listed or 'none'}); "
+        f"add sources=[{{name: {name}, data: <file or builtin>}}]"
+    )
 
 
 class Objective:
@@ -183,7 +205,7 @@ def build_objectives(
 
     Args:
         teacher: what the run's teacher provides (``ObjectiveContext.teacher``), for the objectives that read one.
-        data: ``tokenizer``, ``features`` and ``sources`` for :class:`ObjectiveContext`.
+        data: ``tokenizer``, ``features``, ``sources`` and ``encode`` for :class:`ObjectiveContext`.
 
     Returns:
         The set, teaching terms first and regularisers after them (each group in list order): the order in which

@@ -27,7 +27,7 @@ from hftransfer.adaptation.density_ratio import (
     ratios_from_log_odds,
     weight_summary,
 )
-from hftransfer.adaptation.encode import pooled_example_features
+from hftransfer.adaptation.encode import PooledFeatures
 from hftransfer.config import ObjectiveConfig
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.inference import IGNORE_INDEX, per_row_loss
@@ -114,9 +114,7 @@ class ImportanceWeightedTask(Objective):
         self.weight = weight
         self.reads_at_build = (source,) if source else ()  # once, when built: no batch of it at each step
         self.weights = weights
-        self.summary = summary or weight_summary(np.array(list(weights.values())))
-        """The weights' min / mean / max and effective sample size."""
-        self.report = self.summary
+        self.report = summary or weight_summary(np.array(list(weights.values())))
         # A dense table indexed by example id (ids are row numbers of the training split, so it is compact). Every
         # training id has an entry; the default 1 only fills the gaps between them.
         table = torch.ones(max(weights, default=-1) + 1, dtype=torch.float32)
@@ -124,16 +122,21 @@ class ImportanceWeightedTask(Objective):
             table[torch.tensor(list(weights))] = torch.tensor(list(weights.values()), dtype=torch.float32)
         self.table = table
 
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The weights' min / mean / max and effective sample size (the run reports it)."""
+        return self.report
+
     @classmethod
     def from_context(cls, context: ObjectiveContext) -> ImportanceWeightedTask:
         options = context.objective
         _check_run(context, options)
         device = context.accelerator.device if context.accelerator is not None else None
+        encode = context.encode or PooledFeatures(context.model, context.tokenizer, device)
+        target = context.source(options.source)  # before any encoding: an unlisted source fails at once
         train = context.features["train"]
-        train_x, train_ids = pooled_example_features(context.model, context.tokenizer, train, device=device)
-        target_x, _ = pooled_example_features(
-            context.model, context.tokenizer, context.sources[options.source], device=device
-        )
+        train_x, train_ids = encode(train)
+        target_x, _ = encode(target)
         weights, summary = example_weights(
             train_x, target_x, options, seed=getattr(context.config.train, "seed", 0)
         )
@@ -236,11 +239,6 @@ def _check_run(context: ObjectiveContext, options: ImportanceWeightedTaskConfig)
     if not context.features or "train" not in context.features:
         raise ConfigError(
             f"objectives: {NAME} weights one task's training examples; it needs a run of one task"
-        )
-    if options.source not in context.sources:
-        raise ConfigError(
-            f"objectives: {NAME} reads the source {options.source!r}, which sources does not list "
-            f"({list(context.sources) or 'none'}); add sources=[{{name: {options.source}, data: <file or builtin>}}]"
         )
 
 
