@@ -161,7 +161,6 @@ class Dann(Objective):
         self.head_shape = (context.model.config.hidden_size, config.head_hidden_size, config.head_dropout)
         self.module_lr = config.head_lr  # its AdamW group's LR (owned.attach_owned_modules)
         self.lambda_ = self.strength(None)
-        self._masks: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @functools.cached_property
     def module(self) -> nn.Module:  # type: ignore[override]
@@ -177,26 +176,18 @@ class Dann(Objective):
 
     def before_forward(self, batch: dict[str, Any], state: Any) -> None:
         self.lambda_ = self.strength(state)
-        # extend_outputs sees the outputs alone: keep the attention masks that pool (or pick the tokens of) them.
-        source = batch.get("sources", {}).get(self.sources[0])
-        self._masks = None if source is None else (batch["attention_mask"], source["attention_mask"])
 
     def extend_outputs(self, outputs: Any, module: nn.Module) -> None:
         sources = outputs.get("sources") if hasattr(outputs, "get") else None
-        if self._masks is None or not sources or self.sources[0] not in sources:
+        if not sources or self.sources[0] not in sources:
             return  # a forward without the source's batch: no domain term
 
-        def domain_logits(model_outputs: Any, mask: torch.Tensor) -> torch.Tensor:
-            rows = representation(
-                model_outputs, {"attention_mask": mask}, self.task, self.pooling, self.layer
-            )
+        def domain_logits(model_outputs: Any) -> torch.Tensor:
+            # The wrapper (owned.py) leaves each forward's attention mask on its outputs.
+            rows = representation(model_outputs, model_outputs, self.task, self.pooling, self.layer)
             return module(reverse_gradient(rows, self.lambda_)).squeeze(-1)  # [rows]
 
-        labelled_mask, target_mask = self._masks
-        outputs["domain_logits"] = (
-            domain_logits(outputs, labelled_mask),
-            domain_logits(sources[self.sources[0]], target_mask),
-        )
+        outputs["domain_logits"] = (domain_logits(outputs), domain_logits(sources[self.sources[0]]))
 
     def terms(self, model: nn.Module, batch: dict, outputs: Any, state: Any) -> dict[str, torch.Tensor]:
         logits = outputs.get("domain_logits") if hasattr(outputs, "get") else None

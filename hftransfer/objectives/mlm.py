@@ -122,16 +122,12 @@ class MaskedLM(Objective):
             "whole words" if whole_words else "single tokens (the vocabulary marks no word pieces)",
         )
         self._labels: torch.Tensor | None = None
-        self._micro: tuple[int, int] = (-1, 0)  # (step, micro-batch within it) of the last masked batch
 
     def source_inputs(
         self, name: str, inputs: dict[str, torch.Tensor], state: Any
     ) -> dict[str, torch.Tensor]:
-        step = state.step if state is not None else 0
-        # The loop calls once per micro-batch, in order: the count within a step keeps accumulated micro-batches apart
-        # and restarts with every step, so a resumed run (which starts at a step) draws the same masks.
-        micro = self._micro[1] + 1 if self._micro[0] == step else 0
-        self._micro = (step, micro)
+        # Seeded by (step, micro-batch): a resumed run (which starts at a step) draws the same masks.
+        step, micro = (state.step, state.micro_batch) if state is not None else (0, 0)
         ids = inputs["input_ids"]
         not_words = torch.isin(ids, self.special_ids.to(ids.device))
         if "attention_mask" in inputs:

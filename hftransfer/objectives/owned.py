@@ -36,17 +36,27 @@ class WithObjectiveModules(nn.Module):
         source_inputs: dict[str, dict[str, torch.Tensor]] | None = None,
         **inputs: Any,
     ) -> Any:
-        outputs = self.model(**inputs)
+        outputs = _with_mask(self.model(**inputs), inputs)
         if source_inputs:
             # The named sources' batches in the same forward call: DDP expects one forward per backward.
             flags = {
                 key: inputs[key] for key in ("output_hidden_states", "output_attentions") if key in inputs
             }
-            outputs["sources"] = {name: self.model(**batch, **flags) for name, batch in source_inputs.items()}
+            outputs["sources"] = {
+                name: _with_mask(self.model(**batch, **flags), batch) for name, batch in source_inputs.items()
+            }
         if objective_outputs:
             for owner in self.owners:
                 owner.extend_outputs(outputs, self.owned[owner.name])
         return outputs
+
+
+def _with_mask(outputs: Any, inputs: dict[str, Any]) -> Any:
+    """``outputs`` with the attention mask they were computed under: the owned modules see the outputs alone, and
+    pooling or picking real tokens needs it."""
+    if "attention_mask" in inputs:
+        outputs["attention_mask"] = inputs["attention_mask"]
+    return outputs
 
 
 def inner_model(model: nn.Module) -> nn.Module:

@@ -228,7 +228,7 @@ class TrainingLoop:
         # labelled items of the accumulated global batch.
         scale = accelerator.num_processes / global_items.clamp(min=1).float()
         for index, batch in enumerate(window):
-            last = index == len(window) - 1
+            last, self.state.micro_batch = index == len(window) - 1, index
             with nullcontext() if last else accelerator.no_sync(self.model):
                 loss_sum, penalties, logged = loss_parts(self.loss_fn(self.model, batch, self.state))
                 loss = loss_sum * scale

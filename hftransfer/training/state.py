@@ -17,6 +17,9 @@ class LoopState:
     callbacks read it (a schedule over ``step / total_steps``)."""
 
     step: int = 0
+    micro_batch: int = 0
+    """Which micro-batch of the optimizer step being accumulated the loss function sees (0 without accumulation):
+    with ``step``, what an objective seeds per-batch randomness from (MLM masks) so a resumed run repeats it."""
     total_steps: int = 0
     """The run's optimizer steps (set by the loop; a resumed run keeps the current config's)."""
     epoch: int = 0
