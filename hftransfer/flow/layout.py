@@ -87,7 +87,6 @@ class OneTask:
 
     def strategy_options(
         self,
-        accelerator: Accelerator,
         run_dir: Any,
         tokenizer: PreTrainedTokenizerBase,
         data: dict[str, TaskData],

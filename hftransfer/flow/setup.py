@@ -98,7 +98,7 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         tokenizer=tokenizer,
         run_dir=run_dir,
         base_model_name_or_path=base_name,
-        **layout.strategy_options(accelerator, run_dir, tokenizer, data, features),
+        **layout.strategy_options(run_dir, tokenizer, data, features),
     )
     batches, eval_loaders = layout.batches(plan, features, tokenizer, accelerator, report)
     batches = with_sources(config, batches, sources, tokenizer, accelerator, report)

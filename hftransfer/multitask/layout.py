@@ -67,7 +67,6 @@ class SharedEncoderTasks(OneTask):
 
     def strategy_options(
         self,
-        accelerator: Accelerator,
         run_dir: Path,
         tokenizer: PreTrainedTokenizerBase,
         data: dict[str, TaskData],
