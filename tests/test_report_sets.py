@@ -93,3 +93,28 @@ def test_a_report_set_with_labels_the_model_lacks_fails_naming_it(
                 f"report=[{{name: drugs, file: {other}}}]",
             )
         )
+
+
+def test_a_report_set_is_scored_by_a_head_trained_on_cached_features(
+    tiny_model_dir, classification_files, tmp_path
+):
+    # The frozen strategy's trained model reads cached features, not token ids: the report set must go through the
+    # encoder + head. Scored on the test file itself, the report must agree with the test split's scores.
+    metrics = finetune_classifier.main(
+        _argv(
+            tiny_model_dir,
+            classification_files,
+            tmp_path / "run",
+            "task=sequence-classification",
+            "strategy.name=frozen",
+            "strategy.head=mlp",
+            f"strategy.cache_dir={tmp_path / 'cache'}",
+            "train.max_steps=8",
+            "train.lr=5e-2",
+            f"report=[{{name: again, file: {classification_files['test']}}}]",
+        )
+    )
+    report, test = metrics["report"]["again"], metrics["test"]
+    assert report["num_examples"] == test["num_examples"] == 24
+    assert report["accuracy"] == pytest.approx(test["accuracy"])
+    assert report["loss"] == pytest.approx(test["loss"], rel=1e-4)

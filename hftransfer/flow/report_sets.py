@@ -63,6 +63,8 @@ def evaluate_report_sets(run: Any) -> dict[str, dict[str, Any]]:
     """Score the run's (best) model on every report set; called by the final evaluation only."""
     config, accelerator = run.config, run.accelerator
     results: dict[str, dict[str, Any]] = {}
+    token_model = run.plan.token_model
+    model = token_model(accelerator, run.loop.model) if token_model else run.loop.model
     for spec in getattr(config, "report", []):
         examples = read_report_set(spec, config.task, run.label_names)
         label2id = {label: index for index, label in enumerate(run.label_names)}
@@ -77,7 +79,7 @@ def evaluate_report_sets(run: Any) -> dict[str, dict[str, Any]]:
                 num_workers=config.train.num_workers,
             )
         )
-        output = run_inference(run.loop.model, loader, accelerator, config.task, desc=f"Report {spec.name}")
+        output = run_inference(model, loader, accelerator, config.task, desc=f"Report {spec.name}")
         results[spec.name] = compute_metrics(output, examples, config.task, run.label_names)
         logger.info("Report set %s: %d examples", spec.name, len(examples))
     return results

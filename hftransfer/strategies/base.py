@@ -74,6 +74,9 @@ class StrategyPlan:
     train_loader: DataLoader | None = None
     """Set by strategies that train on something other than the tokenised features (with ``eval_loaders``)."""
     eval_loaders: dict[str, DataLoader] | None = None
+    token_model: Callable[[Accelerator, torch.nn.Module], torch.nn.Module] | None = None
+    """The trained model as one that reads token ids, for sets tokenised after training (report sets): given by a
+    strategy whose trained model reads something else (a head on cached features); None: the model itself."""
 
 
 def encoder_plan(context: StrategyContext) -> StrategyPlan:

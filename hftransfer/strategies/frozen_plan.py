@@ -18,7 +18,7 @@ from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
 from hftransfer.strategies.feature_data import build_feature_loaders
-from hftransfer.strategies.frozen import build_feature_head
+from hftransfer.strategies.frozen import ProbeModel, build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.training.optim import parameter_groups
@@ -150,6 +150,17 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         acc.wait_for_everyone()
         return produced
 
+    def token_model(acc: Accelerator, trained: torch.nn.Module) -> torch.nn.Module:
+        # The encoder went back to the CPU once the features were cached; the report sets need it again.
+        return ProbeModel(
+            encoder.to(acc.device),
+            acc.unwrap_model(trained),
+            layer=strategy.feature_layer,
+            num_layers=strategy.feature_layers,
+            pooling=strategy.pooling,
+            task=config.task,
+        ).eval()
+
     # The head is trained alone, but the fraction is reported against the model that is exported.
     head_count = count_parameters(head)["trainable"]
     total = count_parameters(encoder)["total"] + head_count
@@ -176,6 +187,7 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         report=report,
         train_loader=train_loader,
         eval_loaders=eval_loaders,
+        token_model=token_model,
     )
     return plan
 
