@@ -383,7 +383,7 @@ def test_json_lines_content_in_a_json_file_is_read_as_lines(tmp_path):
 @pytest.mark.parametrize("bad", ["", "  ", None, 3])
 def test_empty_or_non_string_text_is_an_error_naming_the_line(tmp_path, bad):
     path = write(tmp_path / "d.jsonl", jsonl([{"text": "a", "label": "x"}, {"text": bad, "label": "y"}]))
-    messages = {None: "missing column 'text'", 3: "column 'text' must be a string, got int"}
+    messages = {None: "the text is null (column 'text')", 3: "column 'text' must be a string, got int"}
     message = messages.get(bad, "empty text in column 'text'")
     with raises(f"{path}:2: {message}"):
         read_file(path, SEQ, cfg())
@@ -394,7 +394,7 @@ def test_empty_tokens_and_labels_are_errors(tmp_path):
     with raises(f"{path}:1: column 'tokens' holds no tokens"):
         read_file(path, NER, cfg())
     path = write(tmp_path / "f.jsonl", jsonl([{"text": "a", "label": " "}]))
-    with raises(f"{path}:1: column 'label' must hold one label, got ' '"):
+    with raises(f"{path}:1: the label is empty (column 'label'); every row needs a label"):
         read_file(path, SEQ, cfg())
     path = write(tmp_path / "g.jsonl", jsonl([{"text": "a", "label": ["x", "y"]}]))
     with raises(f"{path}:1: column 'label' must hold one label"):

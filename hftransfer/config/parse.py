@@ -30,6 +30,7 @@ from hftransfer.config.sections import (
     read_yaml,
 )
 from hftransfer.errors import ConfigError
+from hftransfer.text_excerpt import shorten
 
 
 def normalise_overrides(argv: Sequence[str]) -> list[str]:
@@ -102,12 +103,12 @@ def parse_config(
         try:
             namespace = parser.parse_args(argv)
             init = parser.instantiate(namespace)
-        except ArgumentError as err:
-            raise ConfigError(f"config: {' '.join(str(err).split())}") from None
+        except ArgumentError as err:  # jsonargparse quotes the rejected value, which may be any length
+            raise ConfigError(f"config: {shorten(' '.join(str(err).split()))}") from None
         except ConfigError:
             raise
         except (ValueError, TypeError) as err:
-            raise ConfigError(f"config: {err}") from None
+            raise ConfigError(f"config: {shorten(str(err))}") from None
     values = {
         f.name: getattr(init, f.name) for f in dataclasses.fields(schema) if f.name not in plugin_fields
     }

@@ -9,7 +9,53 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hftransfer.config.checks import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    OPTIONAL_COUNT,
+    POSITIVE,
+    SEED,
+    Range,
+    check_fields,
+    check_value,
+)
 from hftransfer.errors import ConfigError
+from hftransfer.text_excerpt import excerpt
+
+# Ranges of the numeric fields (checks.py); cross-field rules stay in __post_init__.
+DATA_RANGES = {
+    "validation_size": FRACTION,
+    "test_size": FRACTION,
+    "split_seed": SEED,
+    "max_train_samples": OPTIONAL_COUNT,
+    "max_eval_samples": OPTIONAL_COUNT,
+    # Room for the special tokens and a few words per window; the model's own limit is checked once it is loaded.
+    "max_length": Range(low=8, integer=True),
+    "window_context": Range(low=0, integer=True),
+    "conll_token_column": Range(integer=True),  # negative counts from the end, as in Python
+    "conll_tag_column": Range(integer=True),
+}
+TRAIN_RANGES = {
+    "max_steps": OPTIONAL_COUNT,
+    "batch_size": COUNT,
+    "eval_batch_size": COUNT,
+    "grad_accum_steps": COUNT,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "adam_eps": POSITIVE,
+    "warmup_ratio": FRACTION,
+    "warmup_steps": Range(low=0, integer=True, optional=True),
+    "max_grad_norm": Range(low=0, low_open=True, optional=True),
+    "seed": SEED,
+    "eval_every_steps": OPTIONAL_COUNT,
+    "early_stopping_patience": OPTIONAL_COUNT,
+    "save_every_steps": OPTIONAL_COUNT,
+    "keep_checkpoints": COUNT,
+    "log_every_steps": COUNT,
+    "num_workers": Range(low=0, integer=True),
+    "cpu_threads": OPTIONAL_COUNT,
+}
 
 TaskType = Literal["token-classification", "sequence-classification"]
 DataFormat = str  # "auto" or a registered format (hftransfer/data/formats.py), checked when a file is read
@@ -99,35 +145,30 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset is None and self.train_file is None:
             raise ConfigError("data: set data.dataset (builtin name, Hub id or file) or data.train_file")
-        for name in ("validation_size", "test_size"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"data.{name} must be in [0, 1), got {value}")
+        check_fields("data", self, DATA_RANGES)
         if self.validation_size + self.test_size >= 1.0:
             raise ConfigError("data.validation_size + data.test_size must be below 1")
-        if self.max_length < 8:
-            raise ConfigError(f"data.max_length must be at least 8, got {self.max_length}")
-        if self.window_context < 0:
-            raise ConfigError(f"data.window_context must be >= 0, got {self.window_context}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"data.{name} must be a positive count, got {value}")
         self._check_labels()
 
     def _check_labels(self) -> None:
         # YAML reads ``{1: negative}`` with an integer key; labels are strings once read, so compare as strings.
         if self.label_map is not None:
             if not isinstance(self.label_map, dict):
-                raise ConfigError(f"data.label_map must be a mapping of label names, got {self.label_map!r}")
+                raise ConfigError(
+                    f"data.label_map must be a mapping of label names, got {excerpt(self.label_map)}"
+                )
             # An empty map (a preset's placeholder) is no map: builtins keep their default label names.
             self.label_map = {
                 str(key).strip(): str(value).strip() for key, value in self.label_map.items()
             } or None
             if self.label_map and not all(key and value for key, value in self.label_map.items()):
-                raise ConfigError(f"data.label_map maps label names to non-empty names, got {self.label_map}")
+                raise ConfigError(
+                    f"data.label_map maps label names to non-empty names, got {excerpt(self.label_map)}"
+                )
         if isinstance(self.drop_labels, str) or not all(str(label).strip() for label in self.drop_labels):
-            raise ConfigError(f"data.drop_labels must be a list of label names, got {self.drop_labels!r}")
+            raise ConfigError(
+                f"data.drop_labels must be a list of label names, got {excerpt(self.drop_labels)}"
+            )
         self.drop_labels = [str(label).strip() for label in self.drop_labels]
 
 
@@ -212,31 +253,12 @@ class TrainConfig:
     ``hftransfer/training/threads.py``."""
 
     def __post_init__(self) -> None:
-        positive = (
-            "batch_size",
-            "eval_batch_size",
-            "grad_accum_steps",
-            "log_every_steps",
-            "keep_checkpoints",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in (
-            "max_steps",
-            "eval_every_steps",
-            "save_every_steps",
-            "early_stopping_patience",
-            "cpu_threads",
-        ):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"train.{name} must be >= 1 or null, got {value}")
-        if self.max_steps is None and self.epochs <= 0:
-            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
-            raise ConfigError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        check_fields("train", self, TRAIN_RANGES)
+        # Epochs are ignored when max_steps is set, but a negative count is a mistake either way.
+        check_value("train.epochs", self.epochs, POSITIVE if self.max_steps is None else NON_NEGATIVE)
+        if not isinstance(self.adam_betas, (tuple, list)) or len(self.adam_betas) != 2:
+            raise ConfigError(
+                f"train.adam_betas must be two numbers [beta1, beta2], got {excerpt(self.adam_betas)}"
+            )
+        for index, beta in enumerate(self.adam_betas):
+            check_value(f"train.adam_betas[{index}]", beta, FRACTION)

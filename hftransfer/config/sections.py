@@ -24,6 +24,7 @@ import yaml
 
 from hftransfer.config.plugins import ObjectiveConfig, moved_key_message, moved_keys
 from hftransfer.errors import ConfigError
+from hftransfer.text_excerpt import excerpt
 
 logger = logging.getLogger("hftransfer")
 
@@ -241,7 +242,7 @@ def merge_strategy(current: dict | None, update: Any, source: str) -> dict:
         update = {"name": update}
     if not isinstance(update, dict):
         raise ConfigError(
-            f"strategy in {source} must be a mapping such as {{name: lora, r: 8}}, got {update!r}"
+            f"strategy in {source} must be a mapping such as {{name: lora, r: 8}}, got {excerpt(update)}"
         )
     current = dict(current or {})
     old_name = current.get("name", "full")
@@ -267,23 +268,22 @@ def _objective_list(value: Any, source: str) -> list[dict]:
     if not isinstance(value, list):
         raise ConfigError(
             f"objectives in {source} must be a list such as [{{name: task}}, {{name: l2sp, weight: 0.01}}], "
-            f"got {value!r}"
+            f"got {excerpt(value)}"
         )
     out = []
     for index, item in enumerate(value):
-        if isinstance(item, str):
-            item = {"name": item}
+        item = {"name": item} if isinstance(item, str) else item
         if not isinstance(item, dict):
-            raise ConfigError(f"objectives[{index}] in {source} must be a mapping with a name, got {item!r}")
+            raise ConfigError(
+                f"objectives[{index}] in {source} must be a mapping with a name, got {excerpt(item)}"
+            )
         out.append(dict(item))
     return out
 
 
 def _current_objectives(merged: dict) -> list[dict]:
-    if merged.get("objectives") is None:
-        return [
-            {"name": ObjectiveConfig.name}
-        ]  # the default list, which appends and field overrides start from
+    if merged.get("objectives") is None:  # the default list, which appends and field overrides start from
+        return [{"name": ObjectiveConfig.name}]
     return [dict(item) for item in merged["objectives"]]
 
 
@@ -294,6 +294,6 @@ def _find_objective(objectives: list[dict], ident: str, override: str) -> dict:
     if names.count(ident) == 1:
         return objectives[names.index(ident)]
     raise ConfigError(
-        f"{override}: the objectives list {names} has no {ident!r}; add it with "
+        f"{override}: the objectives list {names} has no {excerpt(ident)}; add it with "
         f"objectives+=[{{name: {ident}, ...}}]"
     )

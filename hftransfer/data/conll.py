@@ -13,6 +13,7 @@ from hftransfer.config import DataConfig
 from hftransfer.data.readers import ReadResult
 from hftransfer.data.tags import OUTSIDE, is_tag, normalize_tags
 from hftransfer.errors import DataError
+from hftransfer.text_excerpt import excerpt
 
 
 def _conll_columns(line: str) -> list[str]:
@@ -53,7 +54,8 @@ def read_conll(path: Path, text: str, config: DataConfig, require_labels: bool) 
             with_tags = len(columns) >= 2
         if with_tags and len(columns) < 2:
             raise DataError(
-                f"{path}:{number}: missing tag column in {line.strip()!r} (expected 'word<TAB>tag' or 'word tag')"
+                f"{path}:{number}: missing tag column in {excerpt(line.strip())} (expected 'word<TAB>tag' or "
+                "'word tag')"
             )
         if with_tags is False and len(columns) >= 2:
             raise DataError(

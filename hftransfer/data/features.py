@@ -18,6 +18,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from hftransfer.errors import DataError
+from hftransfer.text_excerpt import excerpt, excerpt_names
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ def tokenize_token_task(
                 tag = tags[word] if first else _to_inside(tags[word])
                 if tag not in label2id:
                     raise DataError(
-                        f"example {indices[row]}, word {word} ({words_batch[row][word]!r}): tag {tag!r} is not one "
-                        f"of the model's labels {sorted(label2id)}"
+                        f"example {indices[row]}, word {word} ({excerpt(words_batch[row][word])}): tag "
+                        f"{excerpt(tag)} is not one of the model's labels {excerpt_names(sorted(label2id))}"
                     )
                 labels.append(label2id[tag])
             out["labels"].append(labels)
@@ -193,7 +194,8 @@ def tokenize_sequence_task(
             for row, label in enumerate(batch["label"]):
                 if label not in label2id:
                     raise DataError(
-                        f"example {indices[row]}: label {label!r} is not one of the model's labels {sorted(label2id)}"
+                        f"example {indices[row]}: label {excerpt(label)} is not one of the model's labels "
+                        f"{excerpt_names(sorted(label2id))}"
                     )
                 labels.append(label2id[label])
             out["labels"] = labels

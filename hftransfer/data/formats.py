@@ -18,6 +18,7 @@ from pathlib import Path
 from hftransfer.config import DataConfig
 from hftransfer.data.rows import SEQUENCE_TASK, TASKS, TOKEN_TASK, ReadResult
 from hftransfer.errors import ConfigError
+from hftransfer.text_excerpt import excerpt
 
 Reader = Callable[[Path, str, str, DataConfig, bool], ReadResult]
 
@@ -76,7 +77,7 @@ def get_format(name: str) -> DataFormatEntry:
     """
     if name not in _FORMATS:
         raise ConfigError(
-            f"data.format={name!r} is not a registered format (known: auto, {', '.join(format_names())}); "
+            f"data.format={excerpt(name)} is not a registered format (known: auto, {', '.join(format_names())}); "
             "formats registered outside hftransfer load with plugins=[module]"
         )
     return _FORMATS[name]

@@ -14,6 +14,7 @@ from hftransfer.config import DataConfig
 from hftransfer.data.readers import TOKEN_TASK, ReadResult, sequence_row, token_row
 from hftransfer.data.tags import normalize_tags
 from hftransfer.errors import DataError
+from hftransfer.text_excerpt import excerpt, excerpt_names
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ def _hub_split(
         for candidate in (name, fallback):
             if candidate is not None and candidate in available:
                 return candidate
-        raise DataError(f"{source}: no column {name!r}; available columns: {available}; set data.{setting}")
+        raise DataError(
+            f"{source}: no column {excerpt(name)}; available columns: {excerpt_names(available)}; set data.{setting}"
+        )
 
     # Setting -> the column used (the label column second); row validation then reads these names.
     if task == TOKEN_TASK:
@@ -63,7 +66,7 @@ def _hub_split(
             bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < len(declared)]
             if bad:
                 raise DataError(
-                    f"{where}: label id {bad[0]!r} is not a class of {declared} (-1 means no label)"
+                    f"{where}: label id {excerpt(bad[0])} is not a class of {excerpt_names(declared)} (-1 means no label)"
                 )
             labels = [declared[i] for i in ids]
             obj[names[1]] = labels if task == TOKEN_TASK else labels[0]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,30 @@ from hftransfer.config import DataConfig
 from hftransfer.data.rows import TOKEN_TASK, ReadResult, sequence_row, token_row
 from hftransfer.data.tags import normalize_tags
 from hftransfer.errors import DataError
+from hftransfer.text_excerpt import excerpt, excerpt_names
+
+
+def _loads(text: str, where: str) -> Any:
+    """``json.loads`` whose every failure is a DataError at ``where`` (``<file>`` or ``<file>:<line>``).
+
+    Besides syntax errors, json raises a plain ValueError for an integer of more than 4300 digits and a
+    RecursionError for arrays nested some thousand levels deep; both occur in damaged files.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as err:
+        raise DataError(f"{where}: invalid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(f"{where}: invalid JSON (values nested too deeply)") from None
 
 
 def json_records(path: Path, text: str, fmt: str) -> tuple[list[tuple[int, Any]], bool]:
     """``(anchor, object)`` pairs and whether anchors are line numbers (JSONL) rather than array indices."""
     if fmt == "json":
         try:
-            data = json.loads(text)
+            data = _loads(text, str(path))
         except json.JSONDecodeError as err:
             if err.msg != "Extra data":
                 raise DataError(
@@ -42,10 +61,26 @@ def json_records(path: Path, text: str, fmt: str) -> tuple[list[tuple[int, Any]]
         if not line.strip():
             continue
         try:
-            records.append((number, json.loads(line)))
+            records.append((number, _loads(line, f"{path}:{number}")))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
     return records, True
+
+
+@contextmanager
+def _field_size_limit(size: int) -> Iterator[None]:
+    """Let the csv module read fields of up to ``size`` characters, then restore its limit.
+
+    Its default of 131072 characters rejects a long review or document that JSON Lines reads fine; a field cannot
+    be longer than the text it comes from, so the text's length is the limit that never rejects a valid file. The
+    limit is process-wide, hence restored (and never lowered) rather than left raised.
+    """
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, size))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
 
 
 def csv_records(path: Path, text: str, fmt: str, needed: list[str]) -> list[tuple[int, dict[str, str]]]:
@@ -58,26 +93,34 @@ def csv_records(path: Path, text: str, fmt: str, needed: list[str]) -> list[tupl
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
     records: list[tuple[int, dict[str, str]]] = []
     header: list[str] | None = None
+    start = 1  # first line of the row being read: the line after the previous row's last one
     try:
-        for row in reader:
-            start = reader.line_num - sum(field.count("\n") for field in row)
-            if not row:
-                continue
-            if header is None:
-                header = [name.strip() for name in row]
-                missing = [name for name in needed if name not in header]
-                if missing:
+        with _field_size_limit(len(text) + 1):
+            for row in reader:
+                next_start = reader.line_num + 1
+                if not row:
+                    start = next_start
+                    continue
+                if header is None:
+                    header = [name.strip() for name in row]
+                    missing = [name for name in needed if name not in header]
+                    if missing:
+                        raise DataError(
+                            f"{path}:{start}: no column {excerpt(missing[0])} in the header "
+                            f"{excerpt_names(header)}; set data.*_column to the right name (a header row is "
+                            "required)"
+                        )
+                elif len(row) != len(header):
+                    # A quote opened and never closed takes in the lines after it (to the end of a cut file).
+                    hint = f"; the row spans lines {start}-{reader.line_num}: is a quote left open?"
                     raise DataError(
-                        f"{path}:{start}: no column {missing[0]!r} in the header {header}; set data.*_column "
-                        "to the right name (a header row is required)"
+                        f"{path}:{start}: {len(row)} fields, but the header has {len(header)} "
+                        f"({excerpt_names(header)}); quote fields that contain the delimiter"
+                        f"{hint if reader.line_num > start else ''}"
                     )
-                continue
-            if len(row) != len(header):
-                raise DataError(
-                    f"{path}:{start}: {len(row)} fields, but the header has {len(header)} ({header}); "
-                    "quote fields that contain the delimiter"
-                )
-            records.append((start, dict(zip(header, row))))
+                else:
+                    records.append((start, dict(zip(header, row))))
+                start = next_start
     except csv.Error as err:
         raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({err})") from None
     return records

@@ -14,6 +14,7 @@ from typing import Any
 
 from hftransfer.config import DataConfig
 from hftransfer.errors import DataError
+from hftransfer.text_excerpt import excerpt, excerpt_names
 
 TOKEN_TASK = "token-classification"
 SEQUENCE_TASK = "sequence-classification"
@@ -45,9 +46,14 @@ class ReadResult:
         return f"{self.source}:{self.anchors[row] + offset}"
 
 
-def _field(obj: dict[str, Any], name: str, where: str) -> Any:
-    if name not in obj or obj[name] is None:
-        raise DataError(f"{where}: missing column {name!r} (present: {sorted(map(str, obj))})")
+def _field(obj: dict[str, Any], name: str, where: str, what: str) -> Any:
+    """``obj[name]``; ``what`` names its value in the message (``the label is``, ``the tags are``)."""
+    if name not in obj:
+        raise DataError(
+            f"{where}: missing column {excerpt(name)} (present: {excerpt_names(sorted(map(str, obj)))})"
+        )
+    if obj[name] is None:  # JSON null: the column is there, its value is not
+        raise DataError(f"{where}: {what} null (column {excerpt(name)}); every row needs a value")
     return obj[name]
 
 
@@ -69,16 +75,16 @@ def token_row(
     columns = [("tokens", config.tokens_column)] + ([("tags", config.tags_column)] if labels else [])
     row: dict[str, Any] = {}
     for key, column in columns:
-        value = _field(obj, column, where)
+        value = _field(obj, column, where, "the words are" if key == "tokens" else "the tags are")
         if cells and isinstance(value, str):
             value = value.split()
         if not isinstance(value, list):
-            raise DataError(f"{where}: column {column!r} must be a list, got {type(value).__name__}")
+            raise DataError(f"{where}: column {excerpt(column)} must be a list, got {type(value).__name__}")
         row[key] = value
     if not row["tokens"]:
-        raise DataError(f"{where}: column {config.tokens_column!r} holds no tokens")
+        raise DataError(f"{where}: column {excerpt(config.tokens_column)} holds no tokens")
     if not all(isinstance(token, str) for token in row["tokens"]):
-        raise DataError(f"{where}: column {config.tokens_column!r} must hold strings (words)")
+        raise DataError(f"{where}: column {excerpt(config.tokens_column)} must hold strings (words)")
     if labels and len(row["tags"]) != len(row["tokens"]):
         raise DataError(f"{where}: {len(row['tokens'])} tokens but {len(row['tags'])} tags")
     return row
@@ -95,16 +101,19 @@ def sequence_row(obj: dict[str, Any], where: str, config: DataConfig, *, labels:
         columns.append(("text_pair", config.text_pair_column))
     row: dict[str, Any] = {}
     for key, column in columns:
-        value = _field(obj, column, where)
+        value = _field(obj, column, where, "the text is")
         if not isinstance(value, str):
-            raise DataError(f"{where}: column {column!r} must be a string, got {type(value).__name__}")
+            raise DataError(f"{where}: column {excerpt(column)} must be a string, got {type(value).__name__}")
         if not value.strip():
-            raise DataError(f"{where}: empty text in column {column!r}")
+            raise DataError(f"{where}: empty text in column {excerpt(column)}")
         row[key] = value
     if labels:
-        label = _field(obj, config.label_column, where)
+        label = _field(obj, config.label_column, where, "the label is")
+        column = excerpt(config.label_column)
+        if isinstance(label, (list, dict)):
+            raise DataError(f"{where}: column {column} must hold one label, got {excerpt(label)}")
         # Surrounding spaces are layout ("text, positive" in hand-written CSVs), not part of the label.
-        if isinstance(label, (list, dict)) or not str(label).strip():
-            raise DataError(f"{where}: column {config.label_column!r} must hold one label, got {label!r}")
+        if not str(label).strip():
+            raise DataError(f"{where}: the label is empty (column {column}); every row needs a label")
         row["label"] = str(label).strip()
     return row

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hftransfer.errors import DataError
+from hftransfer.text_excerpt import excerpt
 
 OUTSIDE = "O"
 # The type may contain dashes ("B-geo-loc") but no whitespace: such a type could not round-trip through CoNLL.
@@ -50,7 +51,9 @@ def normalize_tags(tags: Sequence[Any], *, where: Callable[[int], str]) -> tuple
             continue
         match = TAG_PATTERN.fullmatch(tag) if isinstance(tag, str) else None
         if match is None:
-            raise DataError(f"{where(index)}: malformed tag {tag!r} (expected O, B-<type> or I-<type>)")
+            raise DataError(
+                f"{where(index)}: malformed tag {excerpt(tag)} (expected O, B-<type> or I-<type>)"
+            )
         prefix, entity_type = match.groups()
         if prefix == "I" and previous_type != entity_type:
             prefix = "B"

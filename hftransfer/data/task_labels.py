@@ -5,17 +5,35 @@ The order is fixed here once per run: it becomes the model head's ``id2label``, 
 (entity types found in training or declared by the Hub, numeric labels in numeric order), never on file order.
 Renaming (``data.label_map``) and dropping (``data.drop_labels``) come first, on every split alike, so that two
 datasets of different label names (fresh/rotten, positive/negative/neutral) can share one head.
+
+A label the training data holds only once or twice, while others occur far more often, is most likely a damaged
+one (a tag cut to ``B-lo``, a misspelt ``postive``): it would silently become a class of its own, so it is
+warned about; evaluation labels the training data lacks are an error (:func:`check_known_labels`).
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 from hftransfer.config import DataConfig
 from hftransfer.data.readers import TOKEN_TASK, ReadResult
 from hftransfer.data.tags import OUTSIDE, TAG_PATTERN, entity_types, tag_label_names
 from hftransfer.errors import ConfigError, DataError
+from hftransfer.text_excerpt import excerpt, excerpt_names
+
+logger = logging.getLogger(__name__)
+
+RARE_COUNT = 3
+"""A training label seen fewer times than this (entity spans for NER, rows otherwise) is suspect ...
+"""
+RARE_RATIO = 10
+"""... when the most frequent label occurs at least this many times as often. Real label sets are skewed, but not
+like this: the rarest WNUT-16 entity types (``movie``, ``tvshow``) have 34 spans in its training split, its most
+frequent 449; a small file of 8 rows with 7 of one label and 1 of another is a small dataset, not a damaged one."""
 
 
 def _present(task: str, results: Iterable[ReadResult], declared: list | None) -> set[str]:
@@ -60,12 +78,13 @@ def relabel(
     unknown = sorted(set(label_map) - present)
     if unknown:
         raise ConfigError(
-            f"data.label_map: {unknown} are not {what} of the data ({what} present: {sorted(present)})"
+            f"data.label_map: {excerpt_names(unknown)} are not {what} of the data ({what} present: "
+            f"{excerpt_names(sorted(present))})"
         )
     if task == TOKEN_TASK:
         bad = [value for value in label_map.values() if TAG_PATTERN.fullmatch(f"B-{value}") is None]
         if bad:
-            raise ConfigError(f"data.label_map: entity type {bad[0]!r} must not contain whitespace")
+            raise ConfigError(f"data.label_map: entity type {excerpt(bad[0])} must not contain whitespace")
     for result in results.values() if label_map else ():
         for row in result.rows:
             if task == TOKEN_TASK:
@@ -82,7 +101,8 @@ def relabel(
         if unknown:
             after = " after data.label_map" if label_map else ""
             raise ConfigError(
-                f"data.drop_labels: {unknown} are not labels of the data (labels present{after}: {sorted(present)})"
+                f"data.drop_labels: {excerpt_names(unknown)} are not labels of the data (labels present{after}: "
+                f"{excerpt_names(sorted(present))})"
             )
         for split, result in results.items():
             dropped[split] = _drop_rows(result, drop)
@@ -94,20 +114,26 @@ def _drop_rows(result: ReadResult, drop: set[str]) -> int:
     keep = [i for i, row in enumerate(result.rows) if row["label"] not in drop]
     for row in result.rows:
         if row["label"] in drop:
-            reason = f"label {row['label']!r} in data.drop_labels"
+            reason = f"label {excerpt(row['label'])} in data.drop_labels"
             result.dropped[reason] = result.dropped.get(reason, 0) + 1
     count = len(result.rows) - len(keep)
     result.rows = [result.rows[i] for i in keep]
     if len(result.anchors) == len(keep) + count:  # a plug-in format may not locate its rows
         result.anchors = [result.anchors[i] for i in keep]
     if not result.rows:
-        raise DataError(f"{result.source}: no examples left after data.drop_labels={sorted(drop)}")
+        raise DataError(
+            f"{result.source}: no examples left after data.drop_labels={excerpt_names(sorted(drop))}"
+        )
     return count
 
 
 def derive_label_names(task: str, train: ReadResult, declared: list | None) -> list[str]:
     """Label order: IOB2 tags of the entity types seen or declared, the Hub's ClassLabel names, else the
-    labels sorted (numerically when all are integers)."""
+    labels sorted (numerically when all are integers).
+
+    It is here that the training data's labels become the head's classes, so here labels that look damaged
+    are warned about (:func:`warn_rare_labels`)."""
+    warn_rare_labels(train, task)
     if task == TOKEN_TASK:
         return tag_label_names(
             entity_types(tag for row in train.rows for tag in row["tags"]) | entity_types(declared or [])
@@ -118,6 +144,55 @@ def derive_label_names(task: str, train: ReadResult, declared: list | None) -> l
     if all(re.fullmatch(r"[+-]?\d+", label) for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
+
+
+def label_counts(result: ReadResult, task: str) -> Counter[str]:
+    """Entity spans per type (NER: its ``B-`` tags, the tags being IOB2) or rows per label."""
+    if task == TOKEN_TASK:
+        return Counter(tag[2:] for row in result.rows for tag in row["tags"] if tag.startswith("B-"))
+    return Counter(row["label"] for row in result.rows)
+
+
+def _close_to(names: Iterable[str], known: Iterable[str]) -> str:
+    """``'lo' looks like 'loc'``-style hints for names that are near (cut or misspelt) one of ``known``."""
+    known = list(known)
+    hints = []
+    for name in list(names)[:5]:  # a hint for the first few is enough, and difflib is slow on many
+        match = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if match:
+            hints.append(f"{excerpt(name, 40)} looks like {excerpt(match[0], 40)}")
+    return "; " + ", ".join(hints) if hints else ""
+
+
+def warn_rare_labels(train: ReadResult, task: str) -> dict[str, int]:
+    """Warn (one line naming the file) about training labels seen fewer than :data:`RARE_COUNT` times while the
+    most frequent is :data:`RARE_RATIO` times as common or more.
+
+    Returns:
+        The suspect labels and their counts (empty when there are none).
+    """
+    counts = label_counts(train, task)
+    top = max(counts.values(), default=0)
+    rare = {name: count for name, count in counts.items() if count < RARE_COUNT and top >= RARE_RATIO * count}
+    if rare:
+        what, unit = ("entity types", "spans") if task == TOKEN_TASK else ("labels", "rows")
+        listed = sorted(rare.items(), key=lambda item: (item[1], item[0]))
+        shown = ", ".join(f"{excerpt(name, 40)}: {count}" for name, count in listed[:10])
+        more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+        frequent = [name for name in counts if name not in rare]
+        logger.warning(
+            "%s: %s with very few %s in the training data: %s%s (the others have %d-%d each); a cut or misspelt "
+            "label becomes a class of its own, and a model can hardly learn one from so few examples%s",
+            train.source,
+            what,
+            unit,
+            shown,
+            more,
+            min((counts[name] for name in frequent), default=0),
+            top,
+            _close_to(rare, frequent),
+        )
+    return rare
 
 
 def check_known_labels(result: ReadResult, label_names: list[str], task: str, train_source: str) -> None:
@@ -132,7 +207,9 @@ def check_known_labels(result: ReadResult, label_names: list[str], task: str, tr
                     first = result.where(index, token)
     if unknown:
         what = "entity types" if task == TOKEN_TASK else "labels"
+        trained = sorted(entity_types(label_names)) if task == TOKEN_TASK else label_names
         raise DataError(
-            f"{first}: {what} {sorted(unknown)} do not occur in the training data ({train_source}); "
-            f"this is the first one in {result.source}"
+            f"{first}: {what} {excerpt_names(sorted(unknown))} do not occur in the training data "
+            f"({train_source}); this is the first one in {result.source}"
+            f"{_close_to(sorted(unknown), trained)}"
         )
