@@ -298,3 +298,21 @@ def test_recipes_stop_on_damaged_files_and_nonsense_values(tiny_model_dir, tmp_p
     assert str(info.value).startswith(f"{conll}:3: missing tag column") and len(str(info.value)) < MAX_MESSAGE
     with pytest.raises(ConfigError, match=r"^train\.seed must be in \[0, 4294967295\], got -1$"):
         finetune_ner.main(_argv(tiny_model_dir, tmp_path, f"data.train_file={conll}", "train.seed=-1"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["objectives=[{name: task, weight: .nan}]"], r"task\.weight must be > 0, got nan"),
+        (["strategy.head_lr=1e400"], r"strategy\.head_lr must be a finite number > 0 or null, got inf"),
+    ],
+)
+def test_plugin_sections_reject_nan_and_infinity(argv, message):
+    # `value <= 0` lets NaN and infinity through: the plug-in sections share the range checks.
+    with pytest.raises(ConfigError, match=message):
+        parse_config(argv)
+
+
+def test_lora_alpha_must_be_a_finite_positive_number():
+    with pytest.raises(ConfigError, match=r"strategy\.alpha must be > 0 or null, got -1"):
+        parse_config(["strategy.name=lora", "strategy.alpha=-1"])

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from hftransfer.config.checks import POSITIVE, Range, check_value
 from hftransfer.errors import ConfigError
 
 
@@ -28,8 +29,7 @@ class StrategyConfig:
     With a fixed encoder it is the LR of the head, the only thing that trains."""
 
     def __post_init__(self) -> None:
-        if self.head_lr is not None and self.head_lr <= 0:
-            raise ConfigError(f"strategy.head_lr must be > 0, got {self.head_lr}")
+        check_value("strategy.head_lr", self.head_lr, Range(low=0, low_open=True, optional=True))
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ObjectiveConfig:
     """Multiplier of the objective's term(s) in the loss."""
 
     def __post_init__(self) -> None:
-        if self.weight <= 0:
+        if POSITIVE.problem(self.weight) is not None:  # NaN and infinity too
             raise ConfigError(
                 f"objectives: {self.name}.weight must be > 0, got {self.weight} (remove the objective instead)"
             )

@@ -19,6 +19,7 @@ from hftransfer.config import (
     parse_config,
     resolve_plugins,
 )
+from hftransfer.config.checks import POSITIVE, Range, check_value
 from hftransfer.config.plugins import default_objectives, default_strategy
 from hftransfer.errors import ConfigError
 
@@ -52,8 +53,7 @@ class TaskSpec:
             raise ConfigError(f"tasks: name {self.name!r} must be letters, digits, '_' or '-'")
         for name in ("loss_weight", "lr", "sampling_weight"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"tasks.{self.name}.{name} must be > 0, got {value}")
+            check_value(f"tasks.{self.name}.{name}", value, Range(low=0, low_open=True, optional=True))
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(f"tasks.{self.name}: data.text_pair_column is for sequence-classification")
 
@@ -74,8 +74,7 @@ class SamplerConfig:
     """Steps in an epoch; default: the batches of all tasks together (one pass over all data on average)."""
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"sampler.temperature must be > 0, got {self.temperature}")
+        check_value("sampler.temperature", self.temperature, POSITIVE)
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"sampler.steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
 

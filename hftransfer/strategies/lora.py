@@ -13,6 +13,7 @@ import functools
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel
 
+from hftransfer.config.checks import POSITIVE, check_value
 from hftransfer.errors import ConfigError
 from hftransfer.export.peft_adapter import (
     ADAPTER_META,
@@ -93,8 +94,7 @@ def apply_lora(
     """
     if r < 1:
         raise ConfigError(f"strategy.r must be >= 1, got {r}")
-    if alpha <= 0:
-        raise ConfigError(f"strategy.alpha must be > 0, got {alpha}")
+    check_value("strategy.alpha", alpha, POSITIVE)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"strategy.lora_dropout must be in [0, 1), got {dropout}")
     return apply_peft(

@@ -10,7 +10,7 @@ from typing import Literal
 from peft import LoraConfig as PeftLoraConfig
 
 from hftransfer.config import EncoderStrategyConfig
-from hftransfer.errors import ConfigError
+from hftransfer.config.checks import COUNT, Range, check_value
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.adapters import adapt_encoder, adapter_plan
 from hftransfer.strategies.base import StrategyContext, StrategyPlan
@@ -43,11 +43,10 @@ class LoraConfig(EncoderStrategyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.r < 1:
-            raise ConfigError(f"strategy.r must be >= 1, got {self.r}")
+        check_value("strategy.r", self.r, COUNT)
+        check_value("strategy.alpha", self.alpha, Range(low=0, low_open=True, optional=True))
         self.alpha = 2.0 * self.r if self.alpha is None else float(self.alpha)
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"strategy.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        check_value("strategy.lora_dropout", self.lora_dropout, Range(low=0, high=1, high_open=True))
 
 
 def build_lora(context: StrategyContext) -> StrategyPlan:
