@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 class HFTransferError(Exception):
-    """Base class for errors caused by user input (config, data, paths), not by bugs."""
+    """Base class for errors caused by user input (config, data, paths) or the machine (a full disk), not by bugs."""
 
 
 class ConfigError(HFTransferError, ValueError):
@@ -21,3 +21,12 @@ class DataError(HFTransferError, ValueError):
 
 class AssetError(HFTransferError, FileNotFoundError):
     """An offline packaged asset (encoder or dataset) is not installed."""
+
+
+class DiskFullError(HFTransferError):
+    """A write failed for lack of disk space or quota; the message names what was being written, where, and what to
+    do (see :func:`hftransfer.training.disk.writing`)."""
+
+
+class RunDirInUseError(HFTransferError):
+    """Another live run holds the run directory's lock; the message names its pid, host and start time."""

@@ -1,5 +1,6 @@
-"""Starting a run: the accelerator, the run directory that all processes agree on, logging, trackers, the
-recorded command; and what every flow does at the end (peak memory, the optional Hub push).
+"""Starting a run: the accelerator, the run directory that all processes agree on (and that the run holds the lock
+of, :mod:`hftransfer.training.run_lock`), logging, trackers, the recorded command; and what every flow does at the
+end (peak memory, the optional Hub push, releasing the run directory).
 
 Shared by the fine-tuning (:mod:`hftransfer.finetune`), multitask and distillation flows.
 """
@@ -24,7 +25,8 @@ from accelerate.utils import (
 )
 
 from hftransfer.config import RunConfig
-from hftransfer.errors import ConfigError
+from hftransfer.errors import ConfigError, DiskFullError, RunDirInUseError
+from hftransfer.training import run_lock
 from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
 from hftransfer.training.host_memory import reuse_freed_host_memory
 from hftransfer.training.threads import configure_cpu_threads, local_process_count
@@ -87,6 +89,7 @@ def _check_run_dir(run_dir: Path, config: RunConfig, accelerator: Accelerator) -
         )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        # By name, never the whole directory: its lock file (run_lock.LOCK_FILE) is held by this run.
         for name in ("checkpoints", "model", "adapter", "metrics.jsonl", "metrics.json"):
             path = run_dir / name
             if path.is_dir():
@@ -94,6 +97,36 @@ def _check_run_dir(run_dir: Path, config: RunConfig, accelerator: Accelerator) -
             else:
                 path.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
+
+
+# What the main process can fail with when it takes the lock, rebuilt on the others from its name and message.
+_SHARED_ERRORS = {cls.__name__: cls for cls in (RunDirInUseError, DiskFullError)}
+
+
+def _lock_run_dir(run_dir: Path, state: PartialState) -> None:
+    """The main process takes the run directory's lock; every process raises the same error when it cannot."""
+    outcome: list[tuple[str, str] | None] = [None]
+    failure: Exception | None = None
+    if state.is_main_process:
+        try:
+            run_lock.require(run_dir)
+        except Exception as err:  # told to the other processes first: they would wait for this one forever
+            failure, outcome[0] = err, (type(err).__name__, str(err))
+    if state.num_processes > 1:
+        broadcast_object_list(outcome)
+    if failure is not None:
+        raise failure
+    if outcome[0] is not None:
+        name, message = outcome[0]
+        raise _SHARED_ERRORS.get(name, RuntimeError)(message)
+
+
+def end_run(run_dir: Path) -> None:
+    """Release the run directory for the next run (call last, on every process; a no-op where not held).
+
+    A run that raises keeps it until its process exits or starts another run (see
+    :mod:`hftransfer.training.run_lock`)."""
+    run_lock.release(run_dir)
 
 
 def _trackers(config: RunConfig) -> list[str]:
@@ -109,14 +142,30 @@ def _trackers(config: RunConfig) -> list[str]:
 def start_run(
     config: Any, recipe: str, *, find_unused_parameters: bool = False
 ) -> tuple[Accelerator, Path, list[str], Path | None]:
-    """The accelerator, the run directory (agreed by all processes, checked), the trackers and the checkpoint to
-    resume from; the global seed is set. ``config`` needs ``train``, ``output_dir`` and ``overwrite_output_dir``.
+    """The accelerator, the run directory (agreed by all processes, locked, checked), the trackers and the
+    checkpoint to resume from; the global seed is set. ``config`` needs ``train``, ``output_dir`` and
+    ``overwrite_output_dir``. The run holds the run directory until :func:`end_run` or its process exits.
+
+    Raises:
+        RunDirInUseError: another live run holds the run directory (on every process).
     """
     trackers = _trackers(config)
     # The run directory must be known before the Accelerator exists (trackers log into it), and choosing it needs
     # the processes to agree: PartialState sets up the process group that the Accelerator then reuses.
-    PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as AcceleratorState would read it
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as AcceleratorState would read it
     run_dir = _choose_run_dir(config, recipe)
+    # Before anything is written or deleted in it: a second run must not touch a live run's files.
+    _lock_run_dir(run_dir, state)
+    try:
+        return _start(config, recipe, run_dir, trackers, find_unused_parameters)
+    except BaseException:
+        end_run(run_dir)  # a run that could not start does not hold the directory
+        raise
+
+
+def _start(
+    config: Any, recipe: str, run_dir: Path, trackers: list[str], find_unused_parameters: bool
+) -> tuple[Accelerator, Path, list[str], Path | None]:
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
         log_with=trackers or None,

@@ -1,7 +1,9 @@
 """Small filesystem helpers: every file and directory the library writes appears atomically.
 
 A run killed at any moment leaves either the previous or the new version of a file or directory, never a
-half-written one: content is written to a temporary sibling and moved into place with ``os.replace``.
+half-written one: content is written to a temporary sibling and moved into place with ``os.replace``. A full disk
+leaves the previous version too, removes the temporary and raises :class:`~hftransfer.errors.DiskFullError` naming
+what could not be written (``what``, by default the file's name).
 """
 
 from __future__ import annotations
@@ -15,26 +17,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hftransfer.training.disk import writing
 
-def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
+
+def atomic_write(path: str | Path, write: Callable[[str], Any], *, what: str | None = None) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over ``path``.
 
     For writers that take a file name (``safetensors.torch.save_file``, ``torch.save``): readers see the old
     file or the whole new one, and a failed write leaves no temporary file behind.
+
+    Raises:
+        DiskFullError: no space was left for it (the message names ``what``, by default the file's name).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(what or path.name, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str, *, what: str | None = None) -> None:
     """Write ``text`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
 
     def write(tmp: str) -> None:
@@ -43,31 +51,36 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
 
-    atomic_write(path, write)
+    atomic_write(path, write, what=what)
 
 
-def atomic_write_json(path: str | Path, data: Any) -> None:
+def atomic_write_json(path: str | Path, data: Any, *, what: str | None = None) -> None:
     """Write ``data`` as indented JSON atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", what=what)
 
 
 @contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
+def atomic_directory(path: str | Path, *, what: str | None = None) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` when the block succeeds.
 
     The old directory (if any) is moved aside and deleted only after the new one is in place, so at every moment
     either the old or the new complete directory exists under ``path`` (or under its ``.old`` sibling during the
     two renames; :func:`recover_directory` restores that case).
+
+    Raises:
+        DiskFullError: the block ran out of space (the message names ``what``, by default the directory's name);
+            the temporary is removed and the old directory is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_directory(tmp, path)
+    with writing(what or f"{path.name}/", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_directory(tmp, path)
 
 
 def replace_directory(src: Path, dst: Path) -> None:

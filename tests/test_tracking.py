@@ -22,6 +22,30 @@ def test_a_cut_last_line_is_dropped_and_reported(tmp_path, caplog):
     assert "dropped 1 damaged line(s) (line 4)" in caplog.text
 
 
+def test_records_logged_at_the_checkpoint_step_after_it_are_dropped(tmp_path):
+    log = MetricsLog(SimpleNamespace(is_main_process=True, log=lambda scalars, step: None), tmp_path)
+    log.log("train", {"loss": 0.5}, step=10, epoch=1.0)
+    log.log("validation", {"f1": 0.5}, step=10, epoch=1.0)
+    saved_with_checkpoint = log.records()  # the checkpoint at step 10 is saved here
+    log.log("validation", {"f1": 0.5}, step=10, epoch=1.0)  # the final evaluation, then a kill
+    log.log("test", {"f1": 0.4}, step=10, epoch=1.0)
+    assert (saved_with_checkpoint, log.records()) == (2, 4)
+    log.truncate_after(10, saved_with_checkpoint)
+    assert [json.loads(line)["split"] for line in log.path.read_text().splitlines()] == [
+        "train",
+        "validation",
+    ]
+    log.truncate_after(10)  # without a count (an earlier release's checkpoint): by step alone
+    assert log.records() == 2
+
+
+def test_timing_keys_are_the_wall_clock_ones():
+    from hftransfer.training.tracking import is_timing_key
+
+    timing = ["samples_per_second", "train_seconds", "seconds", "tokens_per_second"]
+    assert [key for key in [*timing, "loss", "lr", "f1", "epoch", "step"] if is_timing_key(key)] == timing
+
+
 def test_incomplete_checkpoints_are_ignored_with_a_warning(tmp_path, caplog):
     import pytest
 

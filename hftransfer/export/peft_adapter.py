@@ -102,6 +102,9 @@ def save_adapter(
         directory: where the adapter goes; an existing directory is replaced.
         base_model_name_or_path: local path or Hub id of the pretrained base weights.
         tokenizer: saved alongside so the directory is self-contained for inference.
+
+    Raises:
+        DiskFullError: the disk filled up; ``directory`` is left as it was.
     """
     directory = Path(directory)
     local = Path(base_model_name_or_path).expanduser()
@@ -110,7 +113,7 @@ def save_adapter(
     peft_config = model.peft_config[model.active_adapter]
     task = next(name for name, task_type in TASK_TYPES.items() if task_type == peft_config.task_type)
     id2label = {int(index): label for index, label in model.config.id2label.items()}
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, what="the adapter") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         # Patch the written config rather than the live model's: saving must not change the model.
         config_path = tmp / "adapter_config.json"

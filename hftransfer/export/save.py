@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from hftransfer.training.disk import agree_on_failure, attempt
 from hftransfer.utils import atomic_directory, recover_directory
 
 logger = logging.getLogger(__name__)
@@ -23,10 +24,20 @@ def save_model(
 
     The state dict is collected with ``accelerator.get_state_dict`` so sharded (FSDP/DeepSpeed) models are saved
     whole; only the main process writes.
+
+    Raises:
+        DiskFullError: on every process, when the disk filled up; the previous export is left intact.
     """
     state_dict = accelerator.get_state_dict(model)
+    failed = None
     if accelerator.is_main_process:
-        save_pretrained_atomic(accelerator.unwrap_model(model), tokenizer, directory, state_dict=state_dict)
+        unwrapped = accelerator.unwrap_model(model)
+        failed = attempt(
+            "the exported model",
+            directory,
+            lambda: save_pretrained_atomic(unwrapped, tokenizer, directory, state_dict=state_dict),
+        )
+    agree_on_failure(accelerator, failed)  # every process raises, none waits for a main process that has gone
     accelerator.wait_for_everyone()
 
 
@@ -35,12 +46,17 @@ def save_pretrained_atomic(
     tokenizer: PreTrainedTokenizerBase | None,
     directory: Path,
     state_dict: dict[str, torch.Tensor] | None = None,
+    *,
+    what: str = "the exported model",
 ) -> None:
     """``save_pretrained`` (safetensors) + tokenizer into ``directory``, replacing it only once complete.
 
     No collective calls: call it from one process.
+
+    Raises:
+        DiskFullError: the disk filled up (the message names ``what``); ``directory`` is left as it was.
     """
-    with atomic_directory(Path(directory)) as tmp:
+    with atomic_directory(Path(directory), what=what) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

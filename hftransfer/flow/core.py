@@ -28,11 +28,11 @@ from hftransfer.flow.report_sets import evaluate_report_sets
 from hftransfer.flow.sources import check_source_readers
 from hftransfer.objectives.base import ObjectiveSet, build_objectives
 from hftransfer.objectives.owned import attach_owned_modules
-from hftransfer.runs import peak_memory_mb, publish_if_asked, tracker_config
+from hftransfer.runs import end_run, peak_memory_mb, publish_if_asked, tracker_config
 from hftransfer.strategies import StrategyPlan, plan_strategy
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.training.threads import thread_report
-from hftransfer.utils import atomic_write_json
+from hftransfer.utils import atomic_write_json, remove_stale_temporaries
 
 logger = logging.getLogger("hftransfer")
 
@@ -132,14 +132,17 @@ def start_loop(
     eval_loader: Any,
     **loop_options: Any,
 ) -> TrainingLoop:
-    """The training loop of any run (one task or several), with the run directory's ``config.yaml`` written, the
-    trackers started and, when resuming, the checkpoint's state loaded. ``loop_options``: the rest of
-    :class:`TrainingLoop`'s keyword arguments."""
+    """The training loop of any run (one task or several), with the run directory's ``config.yaml`` written (and
+    the temporaries of a killed run's writes removed), the trackers started and, when resuming, the checkpoint's
+    state loaded. ``loop_options``: the rest of :class:`TrainingLoop`'s keyword arguments."""
     loop = TrainingLoop(
         accelerator, model, train_loader, eval_loader, config=config, run_dir=run_dir, **loop_options
     )
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # What a killed run left half-written (an export's .model.XXXX.tmp): the run directory's lock makes this
+        # the only run here, and nothing of it is being written yet.
+        remove_stale_temporaries(run_dir)
         save_config(config, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     if trackers:
@@ -211,3 +214,4 @@ def finish(run: Run) -> None:
             per_task = {n: round(m[run.extras["metrics"][n]], 4) for n, m in scores.get("tasks", {}).items()}
             logger.info("%s %s = %.4f%s", split, metric, scores[metric], f" {per_task}" if per_task else "")
     logger.info("Model: %s  Metrics: %s", run.model_dir, run.run_dir / "metrics.json")
+    end_run(run.run_dir)  # last: publishing above still writes into the run directory

@@ -28,6 +28,7 @@ from hftransfer.strategies.shared_adapter import (
     load_adapter_state,
     merged_encoder,
 )
+from hftransfer.training.disk import agree_on_failure, attempt
 from hftransfer.utils import atomic_directory, recover_directory
 
 TASKS_FILE = "tasks.json"
@@ -43,31 +44,48 @@ def save_multitask(
 ) -> None:
     """Write ``directory/<task>/`` (ordinary HF models) and ``tasks.json`` atomically; call on every process."""
     state = accelerator.get_state_dict(model)
+    failed = None
     if accelerator.is_main_process:
         unwrapped: MultitaskModel = accelerator.unwrap_model(model)
-        adapter = has_adapter(unwrapped.encoder)
-        with atomic_directory(Path(directory)) as tmp:
-            if adapter:
-                # Each task is saved as a plain model: the shared adapter merged into a copy of the encoder.
-                merged = merged_encoder(unwrapped.encoder).state_dict()
-                save_file(adapter_state(unwrapped.encoder), str(tmp / ADAPTER_FILE))
-            for name in specs:
-                task_model = unwrapped.task_models[name]
-                prefix = f"task_models.{name}."
-                task_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                if adapter:
-                    encoder_prefix = task_model.base_model_prefix + "."
-                    task_state = {k: v for k, v in task_state.items() if not k.startswith(encoder_prefix)}
-                    task_state.update({encoder_prefix + k: v for k, v in merged.items()})
-                own = unwrapped.own_keys[name]
-                task_state = {k: v.contiguous() for k, v in task_state.items() if k in own}
-                save_pretrained_atomic(task_model, tokenizer, tmp / name, state_dict=task_state)
-            tasks = [
-                {"name": n, "task": s.task, "label_names": data[n].label_names, "metric": s.primary_metric()}
-                for n, s in specs.items()
-            ]
-            (tmp / TASKS_FILE).write_text(json.dumps({"tasks": tasks}, indent=2) + "\n", encoding="utf-8")
+        failed = attempt(
+            "the exported model",
+            directory,
+            lambda: _write(unwrapped, state, tokenizer, directory, specs, data),
+        )
+    agree_on_failure(accelerator, failed)  # every process raises, none waits for a main process that has gone
     accelerator.wait_for_everyone()
+
+
+def _write(
+    unwrapped: MultitaskModel,
+    state: dict[str, torch.Tensor],
+    tokenizer: PreTrainedTokenizerBase,
+    directory: Path,
+    specs: dict[str, TaskSpec],
+    data: dict[str, TaskData],
+) -> None:
+    adapter = has_adapter(unwrapped.encoder)
+    with atomic_directory(Path(directory), what="the exported model") as tmp:
+        if adapter:
+            # Each task is saved as a plain model: the shared adapter merged into a copy of the encoder.
+            merged = merged_encoder(unwrapped.encoder).state_dict()
+            save_file(adapter_state(unwrapped.encoder), str(tmp / ADAPTER_FILE))
+        for name in specs:
+            task_model = unwrapped.task_models[name]
+            prefix = f"task_models.{name}."
+            task_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if adapter:
+                encoder_prefix = task_model.base_model_prefix + "."
+                task_state = {k: v for k, v in task_state.items() if not k.startswith(encoder_prefix)}
+                task_state.update({encoder_prefix + k: v for k, v in merged.items()})
+            own = unwrapped.own_keys[name]
+            task_state = {k: v.contiguous() for k, v in task_state.items() if k in own}
+            save_pretrained_atomic(task_model, tokenizer, tmp / name, state_dict=task_state)
+        tasks = [
+            {"name": n, "task": s.task, "label_names": data[n].label_names, "metric": s.primary_metric()}
+            for n, s in specs.items()
+        ]
+        (tmp / TASKS_FILE).write_text(json.dumps({"tasks": tasks}, indent=2) + "\n", encoding="utf-8")
 
 
 def load_multitask_weights(model: MultitaskModel, directory: Path) -> None:

@@ -177,7 +177,7 @@ def export_frozen(
     was_training = head.training
     probe.eval()
     try:
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, what="the exported model") as tmp:
             if obstacle is None:
                 model = _native_model(config, base, head, task, id2label)
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -21,6 +22,7 @@ from hftransfer.strategies.feature_data import build_feature_loaders
 from hftransfer.strategies.frozen import ProbeModel, build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
+from hftransfer.training.disk import agree_on_failure, attempt
 from hftransfer.training.optim import parameter_groups
 from hftransfer.utils import atomic_directory
 
@@ -115,9 +117,10 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
 
     def save_best(acc: Accelerator, trained: torch.nn.Module) -> None:
         state = {k: v.contiguous() for k, v in acc.get_state_dict(trained).items()}
+        failed = None
         if acc.is_main_process:
-            with atomic_directory(head_dir) as tmp:
-                save_file(state, str(tmp / "head.safetensors"))
+            failed = attempt("the best head", head_dir, lambda: _save_head(state, head_dir))
+        agree_on_failure(acc, failed)
         acc.wait_for_everyone()
 
     def restore_best(acc: Accelerator, trained: torch.nn.Module) -> None:
@@ -190,6 +193,11 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         token_model=token_model,
     )
     return plan
+
+
+def _save_head(state: dict[str, torch.Tensor], head_dir: Path) -> None:
+    with atomic_directory(head_dir, what="the best head") as tmp:
+        save_file(state, str(tmp / "head.safetensors"))
 
 
 def fixed_encoder_plan(context: StrategyContext) -> StrategyPlan:

@@ -10,7 +10,6 @@ on, ``accelerator.no_sync``, to skip the gradient all-reduce on all but the last
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -29,12 +28,12 @@ from hftransfer.config import RunConfig
 from hftransfer.data.batching import count_items
 from hftransfer.objectives.task import task_loss
 from hftransfer.training.callbacks import Callback, FastCpuDropout, MemorySampler, StepHook
-from hftransfer.training.checkpoint import save_checkpoint
+from hftransfer.training.checkpoint import load_checkpoint, save_checkpoint
 from hftransfer.training.clipping import clip_gradients, end_deferred_clip
 from hftransfer.training.meters import TrainMeter, loss_parts, step_budget, training_summary
 from hftransfer.training.optim import build_scheduler, prepare_training, scaled_learning_rate
 from hftransfer.training.selection import BestModelSelection
-from hftransfer.training.state import LoopState, load_loop_state
+from hftransfer.training.state import LoopState, checkpoint_state, restore_state
 from hftransfer.training.tracking import MetricsLog
 
 logger = logging.getLogger("hftransfer")
@@ -123,16 +122,18 @@ class TrainingLoop:
         )
         self.state.total_steps = self.total_steps
         # The schedule counts optimizer steps of this process, so it is stepped by hand rather than prepared
-        # (a prepared scheduler steps once per process per call).
+        # (a prepared scheduler steps once per process per call). Its state goes into trainer_state.json as JSON,
+        # not through register_for_checkpointing, whose pickle accelerate loads with weights_only=False.
         self.scheduler = build_scheduler(self.optimizer, self.train_config, self.total_steps)
-        accelerator.register_for_checkpointing(self.scheduler)
 
     # ----------------------------------------------------------------------------------------------- resume
     def resume(self, checkpoint: Path) -> None:
-        """Load a checkpoint written by this loop; training then continues at its step with the same data order."""
-        self.state = load_loop_state(self.accelerator, checkpoint)
+        """Load a checkpoint written by this loop; training then continues at its step with the same data order,
+        and ``metrics.jsonl`` goes on as the uninterrupted run's would (records logged after the checkpoint are
+        dropped, the first record after it averages the same steps)."""
+        saved = load_checkpoint(self.accelerator, checkpoint)
+        self.state = restore_state(saved, self.scheduler, self.meter, self.log, checkpoint)
         self.state.total_steps = self.total_steps
-        self.log.truncate_after(self.state.step)
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, self.state.step, self.state.epoch)
 
     # ------------------------------------------------------------------------------------------------ train
@@ -171,8 +172,6 @@ class TrainingLoop:
             disable=not accelerator.is_local_main_process,
         )
         self.model.train()
-        self.meter.reset()
-        self._last_eval_step = -1
         best_model_saved = False
         started = time.perf_counter()
         seconds_before = state.train_seconds
@@ -199,17 +198,19 @@ class TrainingLoop:
                     best_model_saved |= self._evaluate_and_select()
                 if state.stopped_early:
                     break
-                if (
-                    self.train_config.save_every_steps
-                    and state.step % self.train_config.save_every_steps == 0
-                ):
+                save_every = self.train_config.save_every_steps
+                # A step that ends the epoch is saved once, after the epoch's evaluation (below).
+                ends_epoch = state.batches_in_epoch >= len(self.train_loader)
+                if save_every and state.step % save_every == 0 and not ends_epoch:
                     self._save_checkpoint()
             if state.batches_in_epoch >= len(self.train_loader):
                 state.epoch += 1
                 state.batches_in_epoch = 0
                 if self.train_config.eval_every_epoch and not state.stopped_early:
                     best_model_saved |= self._evaluate_and_select()
-        if self._last_eval_step != state.step and not state.stopped_early and self.eval_loader is not None:
+                if self.train_config.save_every_steps and not state.stopped_early:
+                    self._save_checkpoint()  # documented: with save_every_steps, at the end of every epoch too
+        if state.last_eval_step != state.step and not state.stopped_early and self.eval_loader is not None:
             best_model_saved |= self._evaluate_and_select()
         progress.close()
         state.train_seconds = seconds_before + time.perf_counter() - started
@@ -283,18 +284,14 @@ class TrainingLoop:
         """Evaluate; save the model when it is the best so far. Returns True when it saved."""
         if self.eval_loader is None:
             return False
-        self._last_eval_step = self.state.step
+        self.state.last_eval_step = self.state.step
         better = self.selection.evaluate(self.model, self.eval_loader, self.state, self.epoch_progress())
         self.model.train()
         return better
 
     def _save_checkpoint(self) -> None:
-        self.meter.sync_tokens(self.state)  # the count pending on the device belongs to the saved state
+        state = checkpoint_state(self.state, self.scheduler, self.meter, self.log)
         path = save_checkpoint(
-            self.accelerator,
-            self.run_dir,
-            self.state.step,
-            dataclasses.asdict(self.state),
-            self.train_config.keep_checkpoints,
+            self.accelerator, self.run_dir, self.state.step, state, self.train_config.keep_checkpoints
         )
         logger.info("Checkpoint saved: %s", path)

@@ -45,6 +45,45 @@ class TrainMeter:
         self.tokens += real
         state.padded_tokens_seen += padded * processes
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums since the last log as JSON, for a checkpoint: with them the first record of a resumed run
+        averages the same steps as the uninterrupted run's, bit for bit. Every process's sums are kept (they are
+        reduced only at log time), so this is a collective: call it on every process."""
+        return {
+            "running": self._rows(self.running),  # [processes][loss sum, items]
+            "terms": {name: [row[0] for row in self._rows(total)] for name, total in self.terms.items()},
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s sums (this process's row; exact on the same number of processes)."""
+        device = self.accelerator.device
+        self.running = torch.tensor(self._mine(saved["running"], "sum"), dtype=torch.float32, device=device)
+        self.terms = {
+            name: torch.tensor(
+                self._mine([[v] for v in values], "mean")[0], dtype=torch.float32, device=device
+            )
+            for name, values in saved["terms"].items()
+        }
+        self.steps = int(saved["steps"])
+
+    def _rows(self, value: torch.Tensor) -> list[list[float]]:
+        rows = value.detach().float().reshape(1, -1)
+        if self.accelerator.num_processes > 1:
+            rows = self.accelerator.gather(rows)  # [processes, values]
+        return rows.tolist()  # float32 values are exact as Python floats and in JSON
+
+    def _mine(self, rows: list[list[float]], reduction: str) -> list[float]:
+        processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if len(rows) == processes:
+            return rows[rank]
+        # Resumed on another number of processes (the data order differs anyway): keep the reduced value the log
+        # computes, as a sum on the main process (loss, items) or a mean on every process (terms).
+        totals = [sum(column) for column in zip(*rows)]
+        if reduction == "mean":
+            return [total / len(rows) for total in totals]
+        return totals if rank == 0 else [0.0] * len(totals)
+
     def end_step(self, items: torch.Tensor) -> None:
         self.running[1] += items
         self.steps += 1

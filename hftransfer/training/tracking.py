@@ -1,4 +1,8 @@
-"""Where metrics go: the console, ``metrics.jsonl`` in the run directory, and Accelerate's trackers."""
+"""Where metrics go: the console, ``metrics.jsonl`` in the run directory, and Accelerate's trackers.
+
+A resumed run's ``metrics.jsonl`` equals the uninterrupted run's record for record, except for the timing keys
+(:func:`is_timing_key`): wall-clock durations and rates, which no two runs share.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from hftransfer.training.disk import writing
 from hftransfer.utils import atomic_write_text
 
 logger = logging.getLogger("hftransfer")
@@ -28,6 +33,17 @@ HEADLINE = (
 )
 
 
+# Record keys measured with the wall clock: ``samples_per_second`` (train), ``train_seconds`` (validation),
+# ``seconds`` (the final evaluation of each split). Every other key of a record is a function of the data, the
+# seed and the step, and a resumed run logs it exactly as the uninterrupted run does.
+TIMING_SUFFIXES = ("seconds", "per_second")
+
+
+def is_timing_key(key: str) -> bool:
+    """Whether a ``metrics.jsonl`` key is a wall-clock measurement (it differs between a run and its resume)."""
+    return key.endswith(TIMING_SUFFIXES)
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if not math.isnan(value) else "nan"
@@ -41,16 +57,28 @@ class MetricsLog:
         self.accelerator = accelerator
         self.path = Path(run_dir) / "metrics.jsonl"
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records logged after ``step``: a resumed run logs them again from its checkpoint. Damaged lines
-        (an append cut short by a full disk or a kill) are dropped and reported: they must never block a resume."""
+    def records(self) -> int:
+        """How many lines ``metrics.jsonl`` holds (main process; 0 on the others): a checkpoint stores it, and a
+        resume from that checkpoint keeps exactly those lines."""
+        if not self.accelerator.is_main_process or not self.path.exists():
+            return 0
+        with self.path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+
+    def truncate_after(self, step: int, records: int | None = None) -> None:
+        """Drop the records a resumed run logs again: those after ``step`` and, when ``records`` (the count
+        :meth:`records` returned when the checkpoint was saved) is given, every line past the first ``records``.
+
+        The count is what tells records logged at the checkpoint's step *after* it was saved (an evaluation that
+        follows the checkpoint, the final evaluation of the best model) from those logged before: the step alone
+        cannot. Damaged lines (an append cut short by a full disk or a kill) are dropped and reported: they must
+        never block a resume."""
         if not self.accelerator.is_main_process or not self.path.exists():
             return
         kept, damaged = [], []
         text = self.path.read_text(encoding="utf-8", errors="replace")
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        for number, line in lines[:records]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -73,7 +101,7 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"split": split, "step": step, "epoch": round(epoch, 4), **metrics}
-        with self.path.open("a", encoding="utf-8") as handle:
+        with writing("metrics.jsonl", self.path), self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         keys = [key for key in HEADLINE if key in metrics]
         # Training records are short: every objective's term and logged value (domain, domain_accuracy, mlm, ...)
