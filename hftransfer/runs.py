@@ -28,6 +28,7 @@ from hftransfer.config import RunConfig
 from hftransfer.errors import ConfigError, DiskFullError, RunDirInUseError
 from hftransfer.training import run_lock
 from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
+from hftransfer.training.distributed import check_processes_joined
 from hftransfer.training.host_memory import reuse_freed_host_memory
 from hftransfer.training.threads import configure_cpu_threads, local_process_count
 from hftransfer.utils import atomic_write_json, flatten_dict
@@ -174,6 +175,7 @@ def _start(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
     setup_logging(accelerator)
+    check_processes_joined(accelerator)  # before the processes that did not join claim the run directory
     # All cores under every launch line (accelerate launch defaults to 1 thread); metrics.json records it.
     configure_cpu_threads(
         getattr(config.train, "cpu_threads", None),

@@ -72,8 +72,8 @@ def readable_log(log: Path) -> str:
 
 def launch_or_fail(
     command: list[str], tmp_path: Path, run_dir: Path, timeout: float = 240, attempts: int = 2
-) -> None:
-    """Run a 2-process launch; fail the test with its output unless it exits 0.
+) -> str:
+    """Run a 2-process launch; fail the test with its output unless it exits 0; returns the output.
 
     A launch that hangs is aborted (every process prints its stacks) and tried once more from an empty run
     directory. A hang seen once in CI (2 cores, shared) and never in hundreds of local runs should not block a
@@ -90,6 +90,7 @@ def launch_or_fail(
         )
         shutil.rmtree(run_dir, ignore_errors=True)
     assert returncode == 0, excerpt(output)
+    return output
 
 
 def excerpt(output: str, head: int = 1500, tail: int = 6000) -> str:
@@ -180,6 +181,14 @@ def test_two_process_cpu_run_gathers_exactly_the_eval_rows(tiny_model_dir, tmp_p
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train"]["num_processes"] == 2
     assert metrics["strategy"]["name"] == strategy
+    # what really ran: plain DDP, asked for and recorded as such (tests/test_fsdp.py: when FSDP is asked for)
+    report = metrics["distributed"]
+    assert (report["distributed_type"], report["wrapper"]) == ("MULTI_CPU", "DistributedDataParallel")
+    assert (
+        report["requested"] == {"sharding": "none"}
+        and report["as_requested"]
+        and not report["parameters_sharded"]
+    )
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     label2id = {t: i for i, t in enumerate(metrics["label_names"])}
     features, _ = tokenize_token_task(Dataset.from_list(dev_examples), tokenizer, label2id, max_length=10)

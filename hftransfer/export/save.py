@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hftransfer.training.disk import agree_on_failure, attempt
+from hftransfer.training.distributed import load_full_state_dict
 from hftransfer.utils import atomic_directory, recover_directory
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def load_saved_weights(
     for key in ignore:
         state_dict.pop(key, None)
     unwrapped = accelerator.unwrap_model(model)
-    missing, unexpected = unwrapped.load_state_dict(state_dict, strict=False)
+    missing, unexpected = load_full_state_dict(accelerator, model, state_dict)  # FSDP: into the shards
     # Tied weights may be stored once; anything else missing means the directory is not this model.
     tied = set(getattr(unwrapped, "_tied_weights_keys", None) or [])
     missing = [key for key in missing if key not in tied]

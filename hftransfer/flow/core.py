@@ -30,6 +30,7 @@ from hftransfer.objectives.base import ObjectiveSet, build_objectives
 from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import end_run, peak_memory_mb, publish_if_asked, tracker_config
 from hftransfer.strategies import StrategyPlan, plan_strategy
+from hftransfer.training.distributed import distributed_report
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.training.threads import thread_report
 from hftransfer.utils import atomic_write_json, remove_stale_temporaries
@@ -190,6 +191,7 @@ def evaluate_best(run: Run) -> dict[str, Any]:
         "train": train_summary,
         "peak_memory_mb": peak_memory_mb(),
         "threads": thread_report(),
+        "distributed": distributed_report(accelerator, run.loop.model),
         "eval_seconds": round(time.perf_counter() - started, 2),
         "label_names": run.label_names,
         **run.report,

@@ -28,6 +28,7 @@ from hftransfer.flow.teacher import TeacherSetup
 from hftransfer.modeling.build import model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.runs import start_run
+from hftransfer.training.distributed import check_distributed_setup
 
 logger = logging.getLogger("hftransfer")
 
@@ -99,6 +100,14 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         run_dir=run_dir,
         base_model_name_or_path=base_name,
         **layout.strategy_options(run_dir, tokenizer, data, features),
+    )
+    # Before prepare: stop where the requested sharding cannot work with what the strategy froze, and say so
+    # once where it will not run at all (FSDP/DeepSpeed on CPU is DDP).
+    check_distributed_setup(
+        accelerator,
+        plan.model,
+        strategy=config.strategy.name,
+        objectives=tuple(objective.name for objective in config.objectives),
     )
     batches, eval_loaders = layout.batches(plan, features, tokenizer, accelerator, report)
     batches = with_sources(config, batches, sources, tokenizer, accelerator, report)

@@ -57,6 +57,7 @@ from hftransfer.pretrain.texts import load_texts
 from hftransfer.runs import start_run
 from hftransfer.strategies import StrategyPlan
 from hftransfer.strategies.layers import count_parameters
+from hftransfer.training.distributed import check_distributed_setup
 
 logger = logging.getLogger("hftransfer")
 
@@ -128,6 +129,7 @@ def setup(config: PretrainConfig, recipe: str = "pretrain_mlm") -> Run:
     save, restore = _exporter(tokenizer, run_dir / "model", carried)
     evaluate = mlm_evaluator(accelerator)
     predictor = MaskedTokenPredictor(model)
+    check_distributed_setup(accelerator, predictor, strategy="full")  # before prepare, as flow/setup.py does
     loop = start_loop(
         config,
         accelerator,
