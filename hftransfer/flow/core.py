@@ -30,6 +30,7 @@ from hftransfer.objectives.base import ObjectiveSet, build_objectives
 from hftransfer.objectives.owned import attach_owned_modules
 from hftransfer.runs import end_run, peak_memory_mb, publish_if_asked, tracker_config
 from hftransfer.strategies import StrategyPlan, plan_strategy
+from hftransfer.training.checkpoint import checkpoints_root
 from hftransfer.training.distributed import distributed_report
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.training.threads import thread_report
@@ -141,9 +142,11 @@ def start_loop(
     )
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        # What a killed run left half-written (an export's .model.XXXX.tmp): the run directory's lock makes this
-        # the only run here, and nothing of it is being written yet.
+        # What a killed run left half-written (an export's .model.XXXX.tmp, a checkpoint half pruned or half saved):
+        # the run directory's lock makes this the only run here, and nothing of it is being written yet. A resume
+        # from the last checkpoint saves none, so the checkpoints' own clean-up would never run.
         remove_stale_temporaries(run_dir)
+        remove_stale_temporaries(checkpoints_root(run_dir))
         save_config(config, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     if trackers:
