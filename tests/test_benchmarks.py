@@ -185,6 +185,9 @@ def test_paired_differences_match_each_multitask_run_with_its_own_seeds_singles(
     assert pairs.walls == {"proportional": [(450, 500)], "temperature": [(500, 520)]}  # not uniform's
 
 
+# ~3 minutes of recipe subprocesses: the whole benchmark suite end to end. Slow: the default suite keeps the
+# benchmarks' own arithmetic (the tests above) and the library behaviour each section runs is tested on its own.
+@pytest.mark.slow
 def test_quick_suite_runs_every_section_and_writes_the_report(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
