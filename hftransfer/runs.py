@@ -175,7 +175,9 @@ def _start(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
     setup_logging(accelerator)
-    check_processes_joined(accelerator)  # before the processes that did not join claim the run directory
+    # Processes a launcher started that did not join one run each run alone: the first to lock the directory
+    # stops here with why, the others at the lock.
+    check_processes_joined(accelerator)
     # All cores under every launch line (accelerate launch defaults to 1 thread); metrics.json records it.
     configure_cpu_threads(
         getattr(config.train, "cpu_threads", None),
