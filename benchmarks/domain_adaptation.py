@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the results file")
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="da-bench-"))
+    work.mkdir(parents=True, exist_ok=True)  # each run's log is written beside its run directory
     common = []
     if args.source_samples:
         common.append(f"data.max_train_samples={args.source_samples}")
