@@ -28,7 +28,7 @@ from hftransfer.config import RunConfig
 from hftransfer.errors import ConfigError, DiskFullError, RunDirInUseError
 from hftransfer.training import run_lock
 from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
-from hftransfer.training.distributed import check_processes_joined
+from hftransfer.training.distributed_checks import check_processes_joined
 from hftransfer.training.host_memory import reuse_freed_host_memory
 from hftransfer.training.threads import configure_cpu_threads, local_process_count
 from hftransfer.utils import atomic_write_json, flatten_dict

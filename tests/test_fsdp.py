@@ -21,13 +21,8 @@ import torch
 from accelerate.utils import DistributedType
 
 from hftransfer.errors import ConfigError
-from hftransfer.training.distributed import (
-    check_distributed_setup,
-    check_processes_joined,
-    distributed_report,
-    requested_sharding,
-    wrapper_name,
-)
+from hftransfer.training.distributed import distributed_report, requested_sharding, wrapper_name
+from hftransfer.training.distributed_checks import check_distributed_setup, check_processes_joined
 from tests.conftest import make_classification_examples, write_jsonl
 from tests.test_distributed import ROOT, gloo_works, launch_or_fail  # noqa: F401 - gloo_works is a fixture
 

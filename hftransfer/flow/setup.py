@@ -28,7 +28,7 @@ from hftransfer.flow.teacher import TeacherSetup
 from hftransfer.modeling.build import model_max_length
 from hftransfer.modeling.head_init import init_head_bias_to_prior
 from hftransfer.runs import start_run
-from hftransfer.training.distributed import check_distributed_setup
+from hftransfer.training.distributed_checks import check_distributed_setup
 
 logger = logging.getLogger("hftransfer")
 

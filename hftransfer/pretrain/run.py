@@ -57,7 +57,7 @@ from hftransfer.pretrain.texts import load_texts
 from hftransfer.runs import start_run
 from hftransfer.strategies import StrategyPlan
 from hftransfer.strategies.layers import count_parameters
-from hftransfer.training.distributed import check_distributed_setup
+from hftransfer.training.distributed_checks import check_distributed_setup
 
 logger = logging.getLogger("hftransfer")
 

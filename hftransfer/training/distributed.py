@@ -6,8 +6,9 @@ wraps the model in ``DistributedDataParallel``: every process holds the whole mo
 nothing in the run says so. (Accelerate 1.16, ``AcceleratorState.__init__``: FSDP is chosen only inside the branch for
 ``MULTI_GPU`` / ``MULTI_XPU`` / ...; DeepSpeed only ``and not cpu``.)
 
-- :func:`check_distributed_setup`: before ``accelerator.prepare``; fails early where the asked-for sharding cannot
-  work, and warns once when it will not be what runs.
+- :func:`~hftransfer.training.distributed_checks.check_distributed_setup` (its own module): before
+  ``accelerator.prepare``; fails early where the asked-for sharding cannot work, and warns once when it will not be
+  what runs.
 - :func:`distributed_report`: after ``prepare``; what ran (``metrics.json["distributed"]``).
 - :func:`load_full_state_dict`: load a whole (unsharded) state dict into a prepared, possibly sharded, model.
 
@@ -22,8 +23,6 @@ from typing import Any
 
 import torch
 from accelerate.utils import DistributedType
-
-from hftransfer.errors import ConfigError
 
 logger = logging.getLogger("hftransfer")
 
@@ -66,7 +65,7 @@ def requested_sharding(accelerator: Any) -> dict[str, Any]:
     return {"sharding": "none"}
 
 
-def _launched_processes() -> int:
+def launched_processes() -> int:
     """How many processes the launcher started (torchrun's ``WORLD_SIZE``); 1 outside a launcher."""
     try:
         return int(os.environ.get("WORLD_SIZE", "1"))
@@ -82,7 +81,7 @@ def _expected_wrapper(distributed_type: DistributedType, num_processes: int, fsd
     return "DistributedDataParallel" if num_processes > 1 else "none"
 
 
-def _mismatch(accelerator: Any, requested: dict[str, Any]) -> str | None:
+def mismatch_note(accelerator: Any, requested: dict[str, Any]) -> str | None:
     """The warning for a launch whose asked-for sharding is not what Accelerate set up, or None."""
     if requested["sharding"] == "none" or accelerator.distributed_type in SHARDED_TYPES:
         return None
@@ -102,100 +101,6 @@ def _mismatch(accelerator: Any, requested: dict[str, Any]) -> str | None:
         f"{requested['sharding']} was requested, but this run is distributed_type="
         f"{accelerator.distributed_type.value}: {holds} and nothing is sharded; {why} (docs/distributed.md)"
     )
-
-
-def check_processes_joined(accelerator: Any) -> None:
-    """Fail when the launcher started more processes than Accelerate joined into one run.
-
-    ``accelerate launch --multi_gpu`` (or ``--use_fsdp``) with 2 processes on a machine without GPUs and without
-    ``ACCELERATE_USE_CPU=1`` gives each process ``distributed_type=NO``: two independent runs into one directory.
-
-    Raises:
-        ConfigError: the launcher's ``WORLD_SIZE`` exceeds ``accelerator.num_processes``.
-    """
-    launched = _launched_processes()
-    if launched > accelerator.num_processes:
-        raise ConfigError(
-            f"the launcher started {launched} processes but Accelerate set up distributed_type="
-            f"{accelerator.distributed_type.value} with {accelerator.num_processes} in each, so they would train "
-            f"independently; on a machine without GPUs launch with ACCELERATE_USE_CPU=1 (docs/distributed.md)"
-        )
-
-
-# Found with a harness that forces Accelerate's FSDP2 on CPU: these save, reload or compare live parameters as
-# whole tensors, which FSDP has split across processes (peft's adapter save/merge, the frozen head's reload, L2-SP's
-# reference difference). Until they gather first, a clear error beats a failure at the first best-model save.
-FSDP_UNSUPPORTED_STRATEGIES = {"lora", "ia3", "frozen"}
-FSDP_UNSUPPORTED_OBJECTIVES = {"l2sp"}
-
-
-def check_distributed_setup(
-    accelerator: Any,
-    model: torch.nn.Module,
-    *,
-    strategy: str | None = None,
-    objectives: tuple[str, ...] = (),
-) -> None:
-    """Fail early where the requested sharding cannot work with this model; warn when it will not run at all.
-
-    Call after the strategy has set ``requires_grad`` and before ``accelerator.prepare``.
-
-    Args:
-        model: the model ``prepare`` will wrap (the strategy plan's).
-        strategy: the strategy's name, for the message.
-
-    Raises:
-        ConfigError: a strategy or objective that cannot run under FSDP yet, where FSDP really runs; the launched
-            processes did not join (:func:`check_processes_joined`); FSDP version 1 with
-            ``use_orig_params`` off and a model that mixes frozen and trainable parameters (FSDP1 flattens each
-            unit's parameters into one tensor with one ``requires_grad``); or FSDP asked for with
-            ``cpu_ram_efficient_loading`` where Accelerate does not use FSDP (the weights were loaded on one process
-            only and nothing would broadcast them).
-    """
-    check_processes_joined(accelerator)
-    requested = requested_sharding(accelerator)
-    if accelerator.distributed_type == DistributedType.FSDP:
-        blocked = sorted(
-            ({strategy} & FSDP_UNSUPPORTED_STRATEGIES) | (set(objectives) & FSDP_UNSUPPORTED_OBJECTIVES)
-        )
-        if blocked:
-            raise ConfigError(
-                f"{', '.join(blocked)} cannot run under FSDP yet (it reads or saves whole parameters that FSDP has "
-                "split across processes): launch with DDP (--multi_gpu) instead; LoRA, IA3 and a frozen encoder "
-                "train few parameters, so sharding them saves little"
-            )
-    if (
-        requested["sharding"].startswith("fsdp")
-        and accelerator.distributed_type != DistributedType.FSDP
-        and requested["fsdp_cpu_ram_efficient_loading"]
-        and accelerator.num_processes > 1
-    ):
-        # transformers loaded the weights on the main process only (the others hold meta tensors); FSDP would have
-        # broadcast them, DDP cannot.
-        raise ConfigError(
-            f"{requested['sharding']} with fsdp_cpu_ram_efficient_loading=true (accelerate launch's default) "
-            f"loads the weights on the main process only, but Accelerate does not use FSDP here "
-            f"(distributed_type={accelerator.distributed_type.value}, device {accelerator.device.type}), so "
-            "the other processes would hold no weights: launch without --use_fsdp, or pass "
-            "--fsdp_cpu_ram_efficient_loading false --fsdp_sync_module_states false"
-        )
-    mismatch = _mismatch(accelerator, requested)
-    if mismatch and accelerator.is_main_process:  # once, not once per process
-        logger.warning(mismatch)
-    if (
-        accelerator.distributed_type == DistributedType.FSDP
-        and requested["sharding"] == "fsdp1"
-        and not requested.get("fsdp_use_orig_params")
-    ):
-        flags = {p.requires_grad for p in model.parameters()}
-        if len(flags) > 1:
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            total = sum(p.numel() for p in model.parameters())
-            raise ConfigError(
-                f"strategy={strategy or '?'} trains {trainable:,} of {total:,} parameters, but FSDP version 1 with "
-                "fsdp_use_orig_params=false cannot shard frozen and trainable parameters together: set "
-                "fsdp_version: 2 (or fsdp_use_orig_params: true) in the accelerate config, or use strategy=full"
-            )
 
 
 def _unwrap_compiled(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
@@ -266,7 +171,7 @@ def distributed_report(accelerator: Any, model: torch.nn.Module) -> dict[str, An
     inner, compiled = _unwrap_compiled(model)
     num_params, sharded = _sharded_parameters(inner, accelerator.num_processes)
     wrapper = wrapper_name(model)
-    note = _mismatch(accelerator, requested)
+    note = mismatch_note(accelerator, requested)
     if requested["sharding"] == "none":
         as_requested = note is None
     elif requested["sharding"] == "deepspeed":
@@ -279,7 +184,7 @@ def distributed_report(accelerator: Any, model: torch.nn.Module) -> dict[str, An
         "requested": requested,
         "distributed_type": accelerator.distributed_type.value,
         "num_processes": accelerator.num_processes,
-        "launched_processes": _launched_processes(),
+        "launched_processes": launched_processes(),
         "device": accelerator.device.type,
         "mixed_precision": str(accelerator.mixed_precision),
         "wrapper": wrapper,
