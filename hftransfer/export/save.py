@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hftransfer.training.disk import agree_on_failure, attempt
+from hftransfer.training.disk import write_on_main
 from hftransfer.training.distributed import load_full_state_dict
 from hftransfer.utils import atomic_directory, recover_directory
 
@@ -30,16 +30,13 @@ def save_model(
         DiskFullError: on every process, when the disk filled up; the previous export is left intact.
     """
     state_dict = accelerator.get_state_dict(model)
-    failed = None
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        failed = attempt(
-            "the exported model",
-            directory,
-            lambda: save_pretrained_atomic(unwrapped, tokenizer, directory, state_dict=state_dict),
-        )
-    agree_on_failure(accelerator, failed)  # every process raises, none waits for a main process that has gone
-    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    write_on_main(
+        accelerator,
+        "the exported model",
+        directory,
+        lambda: save_pretrained_atomic(unwrapped, tokenizer, directory, state_dict=state_dict),
+    )
 
 
 def save_pretrained_atomic(

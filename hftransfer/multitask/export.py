@@ -28,7 +28,7 @@ from hftransfer.strategies.shared_adapter import (
     load_adapter_state,
     merged_encoder,
 )
-from hftransfer.training.disk import agree_on_failure, attempt
+from hftransfer.training.disk import write_on_main
 from hftransfer.utils import atomic_directory, recover_directory
 
 TASKS_FILE = "tasks.json"
@@ -44,16 +44,13 @@ def save_multitask(
 ) -> None:
     """Write ``directory/<task>/`` (ordinary HF models) and ``tasks.json`` atomically; call on every process."""
     state = accelerator.get_state_dict(model)
-    failed = None
-    if accelerator.is_main_process:
-        unwrapped: MultitaskModel = accelerator.unwrap_model(model)
-        failed = attempt(
-            "the exported model",
-            directory,
-            lambda: _write(unwrapped, state, tokenizer, directory, specs, data),
-        )
-    agree_on_failure(accelerator, failed)  # every process raises, none waits for a main process that has gone
-    accelerator.wait_for_everyone()
+    unwrapped: MultitaskModel = accelerator.unwrap_model(model)
+    write_on_main(
+        accelerator,
+        "the exported model",
+        directory,
+        lambda: _write(unwrapped, state, tokenizer, directory, specs, data),
+    )
 
 
 def _write(

@@ -31,7 +31,7 @@ from hftransfer.export.peft_adapter import (
 )
 from hftransfer.export.save import save_pretrained_atomic
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
-from hftransfer.training.disk import agree_on_failure, attempt
+from hftransfer.training.disk import write_on_main
 from hftransfer.training.optim import without_decay
 
 ALL_LINEAR = "all-linear"
@@ -204,16 +204,9 @@ def _single_adapter_plan(context: StrategyContext, model: PeftModel, export: str
     adapter_dir = run_dir / ("model" if export == "adapter" else "adapter")
 
     def save_best(accelerator: Accelerator, trained: torch.nn.Module) -> None:
-        failed = None
-        if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(trained)
-            failed = attempt(
-                "the best adapter",
-                adapter_dir,
-                lambda: save_adapter(unwrapped, adapter_dir, base_name, tokenizer),
-            )
-        agree_on_failure(accelerator, failed)
-        accelerator.wait_for_everyone()
+        unwrapped = accelerator.unwrap_model(trained)
+        save = lambda: save_adapter(unwrapped, adapter_dir, base_name, tokenizer)  # noqa: E731
+        write_on_main(accelerator, "the best adapter", adapter_dir, save)
 
     def restore_best(accelerator: Accelerator, trained: torch.nn.Module) -> None:
         set_adapter_state(accelerator.unwrap_model(trained), adapter_dir)

@@ -22,7 +22,7 @@ from hftransfer.strategies.feature_data import build_feature_loaders
 from hftransfer.strategies.frozen import ProbeModel, build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
-from hftransfer.training.disk import agree_on_failure, attempt
+from hftransfer.training.disk import write_on_main
 from hftransfer.training.optim import parameter_groups
 from hftransfer.utils import atomic_directory
 
@@ -117,11 +117,7 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
 
     def save_best(acc: Accelerator, trained: torch.nn.Module) -> None:
         state = {k: v.contiguous() for k, v in acc.get_state_dict(trained).items()}
-        failed = None
-        if acc.is_main_process:
-            failed = attempt("the best head", head_dir, lambda: _save_head(state, head_dir))
-        agree_on_failure(acc, failed)
-        acc.wait_for_everyone()
+        write_on_main(acc, "the best head", head_dir, lambda: _save_head(state, head_dir))
 
     def restore_best(acc: Accelerator, trained: torch.nn.Module) -> None:
         acc.unwrap_model(trained).load_state_dict(load_file(str(head_dir / "head.safetensors")))

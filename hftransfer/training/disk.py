@@ -143,3 +143,11 @@ def agree_on_failure(accelerator: Any, error: DiskFullError | None) -> None:
             raise DiskFullError(messages[0])
     if error is not None:
         raise error
+
+
+def write_on_main(accelerator: Any, what: str, path: str | Path, write: Callable[[], Any]) -> None:
+    """Collective: ``write()`` on the main process only, then every process raises the same
+    :class:`DiskFullError` if it failed (none waits for a main process that has gone), then a barrier."""
+    failed = attempt(what, path, write) if accelerator.is_main_process else None
+    agree_on_failure(accelerator, failed)
+    accelerator.wait_for_everyone()
