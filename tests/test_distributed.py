@@ -122,7 +122,8 @@ value = torch.ones(1) * (state.process_index + 1)
 dist.all_reduce(value)
 assert state.num_processes == 2 and value.item() == 3.0, (state.num_processes, value)
 state.wait_for_everyone()
-print("gloo ok")
+print("gloo ok", flush=True)
+dist.destroy_process_group()
 """
 
 
@@ -142,7 +143,9 @@ def gloo_works(tmp_path_factory) -> None:
         "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
     ]  # fmt: skip
     returncode, output = run_launch(command, hermetic_env(tmp_path), tmp_path / "launch.log", timeout=120)
-    if returncode != 0 or output.count("gloo ok") != 2:
+    # Both workers reaching the end is what the preflight asks; the launcher's exit code is not: on a loaded
+    # machine a worker's teardown has been seen to make it return 1 after both printed (CI run of 2026-12-07).
+    if output.count("gloo ok") != 2:
         pytest.skip(
             f"a bare 2-process gloo job does not run on this machine (rc {returncode}): {excerpt(output)}"
         )

@@ -11,7 +11,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from domain_adaptation import CONFIGS, METHODS, PAIRS, method_argv, summarise  # noqa: E402
+from domain_adaptation import (  # noqa: E402
+    ALL_METHODS,
+    CONFIGS,
+    METHODS,
+    PAIRS,
+    PRETRAIN_EPOCHS,
+    TWO_STAGE,
+    method_argv,
+    summarise,
+)
 
 from hftransfer.config import parse_config  # noqa: E402
 
@@ -57,16 +66,29 @@ def test_summary_keeps_pairs_apart_and_compares_macro_f1_too():
 
 
 @pytest.mark.parametrize("pair", list(PAIRS))
-@pytest.mark.parametrize("method", [*METHODS, "oracle"])
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_every_run_of_the_benchmark_is_a_valid_config(pair, method):
     # The overrides are strings put together by hand: a typo would surface only hours into a benchmark.
-    preset = METHODS.get(method, ("domain_adapt_source_only.yaml", []))[0]
+    preset = {**METHODS, **TWO_STAGE}.get(method, ("domain_adapt_source_only.yaml", []))[0]
     config = parse_config(["--config", str(CONFIGS / preset), *method_argv(pair, method)])
     target = PAIRS[pair]["target"]["dataset"]
     assert config.report[0].data.dataset == target
-    if method in ("source_only", "oracle"):
+    if preset == "domain_adapt_source_only.yaml":
         assert config.sources == []
     else:
         assert [source.data for source in config.sources] == [target]
     trained_on = config.data.dataset
     assert (trained_on == target) == (method == "oracle")
+
+
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_the_pretraining_stage_reads_the_targets_training_texts_only(pair):
+    from hftransfer.pretrain.config import PretrainConfig
+
+    config = parse_config(
+        [*PAIRS[pair]["pretrain"], f"train.epochs={PRETRAIN_EPOCHS}"],
+        default_config=CONFIGS / "pretrain_mlm.yaml",
+        schema=PretrainConfig,
+    )
+    assert config.data.dataset == PAIRS[pair]["target"]["dataset"]
+    assert config.train.epochs == PRETRAIN_EPOCHS
