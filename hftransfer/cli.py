@@ -1,4 +1,5 @@
-"""The ``hftransfer`` command: train with a recipe, predict, evaluate, push a run to the Hub, check offline assets.
+"""The ``hftransfer`` command: train with a recipe, predict, evaluate, push a run to the Hub, export it to ONNX,
+check offline assets.
 
 Examples::
 
@@ -7,6 +8,7 @@ Examples::
     hftransfer predict runs/ner/model tweets.txt tweets.preds.jsonl
     hftransfer evaluate runs/clf/model test.csv data.text_column=review --output test.preds.jsonl
     hftransfer push runs/ner --repo-id me/minilm-wnut16 --dry-run --out staged/
+    hftransfer export runs/ner --format onnx-int8                # runs/ner/onnx/, checked against PyTorch
     hftransfer assets list
     hftransfer assets verify minilm-l6
 
@@ -28,6 +30,7 @@ from typing import Any
 import hftransfer
 from hftransfer import cli_assets, cli_predict
 from hftransfer.errors import ConfigError, HFTransferError
+from hftransfer.export import onnx_command
 from hftransfer.hub import WHAT
 
 RECIPES = {
@@ -208,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(commands)
     cli_predict.add_parsers(commands)
     add_push(commands)
+    onnx_command.add_parser(commands)
     cli_assets.add_parser(commands)
     return parser
 

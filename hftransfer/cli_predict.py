@@ -3,6 +3,7 @@
     hftransfer predict runs/ner/model tweets.txt tweets.preds.jsonl
     hftransfer predict runs/clf/model reviews.csv preds.jsonl data.text_column=review --batch-size 128
     hftransfer evaluate runs/ner/model test.conll --output test.preds.conll | jq .f1
+    hftransfer predict runs/ner/onnx tweets.txt tweets.preds.jsonl --backend onnx-int8   # after hftransfer export
 
 Both read every format the recipes read (``data.*`` overrides name the columns) through
 :func:`hftransfer.predict.predict_file`, so a run's ``model/``, a peft ``adapter/`` or a frozen encoder + head
@@ -61,6 +62,7 @@ def predict(args: argparse.Namespace, input_path: str, output_path: str) -> Any:
         batch_size=args.batch_size,
         max_length=args.max_length,
         cpu=args.cpu,
+        backend=args.backend,
     )
 
 
@@ -93,6 +95,13 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default 64)")
     parser.add_argument("--max-length", type=int, help="tokens per window (default: the model's maximum)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx", "onnx-int8"],
+        default="auto",
+        help="torch, or ONNX Runtime with an `hftransfer export` (onnx: fp32, onnx-int8); auto (default): ONNX "
+        "for an export directory, else torch",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",

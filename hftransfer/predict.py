@@ -31,6 +31,7 @@ from hftransfer.data.features import tokenize
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+from hftransfer.export.onnx_layout import BACKENDS, default_backend
 from hftransfer.export.peft_adapter import ADAPTER_META, load_adapter
 from hftransfer.strategies.frozen import HEAD_CONFIG_FILE
 from hftransfer.strategies.frozen_export import load_probe
@@ -106,26 +107,49 @@ class Predictor:
     """Batched prediction with a saved model.
 
     Args:
-        model: a model directory, an offline alias or a Hub id.
+        model: a model directory, an offline alias or a Hub id; for the ONNX backends also a run directory or a
+            run's ``model/`` (whose ``onnx/`` is used).
         batch_size: examples per forward pass.
         max_length: tokens per window (default: the model's limit, at most 512).
         cpu: force CPU even when a GPU is present.
+        backend: ``torch``, ``onnx`` (fp32) or ``onnx-int8`` (ONNX Runtime on the CPU, from ``hftransfer export``),
+            or ``auto``: ONNX for an export directory, else PyTorch. Every backend returns the same rows.
+
+    Raises:
+        ConfigError: an unknown backend, or an ONNX backend without ONNX Runtime or without an export.
     """
 
     def __init__(
-        self, model: str, *, batch_size: int = 64, max_length: int | None = None, cpu: bool = False
+        self,
+        model: str,
+        *,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        cpu: bool = False,
+        backend: str = "auto",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
         self.model_dir = resolve_model_name(model)
-        loaded, self.task = load_for_prediction(self.model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.backend = default_backend(self.model_dir) if backend == "auto" else backend
         self.accelerator = Accelerator(cpu=cpu)
-        # The runs' rule: all cores, also under accelerate launch (which defaults to one thread).
+        # The runs' rule: all cores, also under accelerate launch (which defaults to one thread). Set before an
+        # ONNX session is made: it takes torch's thread count.
         self.threads = configure_cpu_threads(
             None,
             num_local_processes=local_process_count(self.accelerator.num_processes),
             device_type=self.accelerator.device.type,
         )
-        self.model = self.accelerator.prepare_model(loaded, evaluation_mode=True)
+        if self.backend == "torch":
+            loaded, self.task = load_for_prediction(self.model_dir)
+            self.model = self.accelerator.prepare_model(loaded, evaluation_mode=True)
+        else:
+            from hftransfer.onnx_predict import load_onnx_model
+
+            loaded, self.task, export_dir = load_onnx_model(self.model_dir, self.backend)
+            self.model_dir = str(export_dir)
+            self.model = loaded  # ONNX Runtime runs on the CPU: nothing for accelerate to place
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         id2label = {int(i): label for i, label in loaded.config.id2label.items()}
         self.label_names = [id2label[i] for i in range(len(id2label))]
         limit = min(

@@ -24,6 +24,7 @@ from accelerate.utils import (
     set_seed,
 )
 
+from hftransfer import console
 from hftransfer.config import RunConfig
 from hftransfer.errors import ConfigError, DiskFullError, RunDirInUseError
 from hftransfer.training import run_lock
@@ -31,24 +32,15 @@ from hftransfer.training.checkpoint import list_checkpoints, resolve_resume
 from hftransfer.training.distributed_checks import check_processes_joined
 from hftransfer.training.host_memory import reuse_freed_host_memory
 from hftransfer.training.threads import configure_cpu_threads, local_process_count
+from hftransfer.training.tracking import check_trackers, prepare_trackers
 from hftransfer.utils import atomic_write_json, flatten_dict
 
 logger = logging.getLogger("hftransfer")
 
 
 def setup_logging(accelerator: Accelerator) -> None:
-    """INFO on the main process, warnings only elsewhere (so N processes do not print N copies)."""
-    level = logging.INFO if accelerator.is_main_process else logging.WARNING
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level
-    )
-    logging.getLogger("hftransfer").setLevel(level)
-    if not accelerator.is_main_process:
-        import datasets
-        import transformers
-
-        datasets.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
+    """INFO on the main process, warnings elsewhere, printed without breaking progress bars (console.py)."""
+    console.setup_logging(accelerator.is_main_process)
 
 
 def resolve_mixed_precision(choice: str) -> str | None:
@@ -132,6 +124,7 @@ def end_run(run_dir: Path) -> None:
 
 def _trackers(config: RunConfig) -> list[str]:
     if config.train.trackers is not None:
+        check_trackers(list(config.train.trackers))  # before any work: a missing one fails here, named
         return list(config.train.trackers)
     try:
         import tensorboard  # noqa: F401
@@ -167,6 +160,7 @@ def start_run(
 def _start(
     config: Any, recipe: str, run_dir: Path, trackers: list[str], find_unused_parameters: bool
 ) -> tuple[Accelerator, Path, list[str], Path | None]:
+    prepare_trackers(trackers, run_dir)  # MLflow's store in the run directory, unless the user chose one
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
         log_with=trackers or None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from hftransfer.config.plugins import (
     ObjectiveConfig,
@@ -59,9 +59,18 @@ class RunConfig:
     """Create the Hub repository as private."""
     hub_license: str = "apache-2.0"
     """License in the model card (the default encoders are Apache-2.0; check your data's terms too)."""
+    export_onnx: list[Literal["onnx", "onnx-int8"]] = field(default_factory=list)
+    """When the run ends, also export ``model/`` for ONNX Runtime on CPU into ``<output_dir>/onnx/``: ``[onnx]``
+    (fp32), ``[onnx-int8]`` or both, checked against PyTorch as ``hftransfer export`` does (docs/onnx.md). Needs
+    ``pip install "hftransfer[onnx]"``."""
 
     def __post_init__(self) -> None:
         check_hub_fields(self)
+        if self.export_onnx:
+            from hftransfer.export.onnx_layout import check_formats, require_onnx
+
+            self.export_onnx = check_formats(self.export_onnx, "export_onnx")
+            require_onnx(field="export_onnx")  # before training, not after it
         resolve_plugins(self)
         check_sources(self.sources)
         check_sources(self.report, "report")

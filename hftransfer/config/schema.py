@@ -52,7 +52,7 @@ TRAIN_RANGES = {
     "early_stopping_patience": OPTIONAL_COUNT,
     "save_every_steps": OPTIONAL_COUNT,
     "keep_checkpoints": COUNT,
-    "log_every_steps": COUNT,
+    "log_every_steps": Range(low=0, integer=True),
     "num_workers": Range(low=0, integer=True),
     "cpu_threads": OPTIONAL_COUNT,
 }
@@ -241,9 +241,13 @@ class TrainConfig:
     group_by_length: bool = True
     """Batch examples of similar length together (less padding, faster); order is still random across groups."""
     log_every_steps: int = 10
-    """Log the training loss and LR every N optimizer steps."""
+    """Log the training loss and LR (console, ``metrics.jsonl``, trackers) every N optimizer steps. 0: only where the
+    model is evaluated (``eval_every_steps``, the end of each epoch and of training; without a validation split,
+    where it would be), averaged over the steps since the last record."""
     trackers: list[str] | None = None
-    """Accelerate trackers (``tensorboard``, ``wandb``, ...). None: tensorboard when installed. [] disables."""
+    """Accelerate trackers: ``tensorboard``, ``mlflow`` (both in ``pip install 'hftransfer[tracking]'``; MLflow
+    writes to ``<output_dir>/mlruns`` unless ``MLFLOW_TRACKING_URI`` is set), ``wandb``, ... A named tracker that
+    is not installed fails before training. None: tensorboard when installed. [] disables."""
     num_workers: int = 0
     """DataLoader worker processes."""
     cpu_threads: int | None = None

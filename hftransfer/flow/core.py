@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from hftransfer.config import save_config
 from hftransfer.data.sources import TaskData
+from hftransfer.export.onnx_export import export_after_run
 from hftransfer.flow.report_sets import evaluate_report_sets
 from hftransfer.flow.sources import check_source_readers
 from hftransfer.objectives.base import ObjectiveSet, build_objectives
@@ -211,6 +212,7 @@ def finish(run: Run) -> None:
     run.loop.model = run.accelerator.unwrap_model(run.loop.model)
     run.accelerator.free_memory()
     run.accelerator.end_training()
+    export_after_run(run.config, run.run_dir, run.accelerator, run.final_metrics)  # export_onnx=[...]
     publish_if_asked(run.config, run.run_dir, run.accelerator, run.final_metrics)
     metric = run.loop.metric_name
     for split in ("validation", "test"):

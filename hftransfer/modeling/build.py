@@ -1,6 +1,8 @@
 """Load a tokenizer and an ``AutoModelFor{Token,Sequence}Classification`` with the task's label maps.
 
 Models stay plain Hugging Face models so that ``save_pretrained`` output loads anywhere (``pipeline`` included).
+Transformers' multi-line load report, printed on every run because the head is always new, is replaced by one log
+line naming the weights that start from scratch (:func:`without_load_report`).
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from transformers import (
@@ -72,17 +75,19 @@ def build_model(config: ModelConfig, task: str, label_names: Sequence[str]) -> P
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     try:
-        return AUTO_MODELS[task].from_pretrained(
-            name,
-            revision=config.revision,
-            trust_remote_code=config.trust_remote_code,
-            num_labels=len(label_names),
-            id2label=id2label,
-            label2id={label: index for index, label in id2label.items()},
-            # A checkpoint fine-tuned for another label set has a head of another size: start a new head.
-            ignore_mismatched_sizes=True,
-            **kwargs,
-        )
+        with without_load_report():
+            model, info = AUTO_MODELS[task].from_pretrained(
+                name,
+                revision=config.revision,
+                trust_remote_code=config.trust_remote_code,
+                num_labels=len(label_names),
+                id2label=id2label,
+                label2id={label: index for index, label in id2label.items()},
+                # A checkpoint fine-tuned for another label set has a head of another size: start a new head.
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+                **kwargs,
+            )
     except ValueError as err:
         message = " ".join(str(err).split())
         if config.attn_implementation and (
@@ -97,6 +102,52 @@ def build_model(config: ModelConfig, task: str, label_names: Sequence[str]) -> P
         raise _not_found(config.name_or_path, err) from None
     except OSError as err:
         raise _not_found(config.name_or_path, err) from None
+    log_new_weights(model, config.name_or_path, info)
+    return model
+
+
+@contextmanager
+def without_load_report() -> Iterator[None]:
+    """Hold back transformers' load report (a ``from_pretrained`` call inside the block); every other record of
+    its loader still goes out. When the load fails, the report is emitted after all: it says why."""
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if record.funcName == "log_state_dict_report" or "LOAD REPORT" in str(record.msg):
+            held.append(record)
+            return False
+        return True
+
+    loader = logging.getLogger("transformers.modeling_utils")
+    loader.addFilter(hold)
+    try:
+        yield
+    except BaseException:
+        loader.removeFilter(hold)
+        for record in held:
+            loader.handle(record)
+        raise
+    finally:
+        loader.removeFilter(hold)
+
+
+def log_new_weights(model: PreTrainedModel, source: str, info: dict) -> None:
+    """One line for what transformers' load report said: the weights that start from scratch (missing from the
+    checkpoint, or re-initialised for another size) and how many checkpoint weights went unused."""
+    new = sorted(info.get("missing_keys") or [])
+    resized = sorted(key for key, *_ in info.get("mismatched_keys") or [])
+    unused = sorted(info.get("unexpected_keys") or [])
+    if not new and not resized:
+        logger.info("%s: every weight loaded from %s", type(model).__name__, source)
+        return
+    parts = [f"new weights, randomly initialised: {', '.join(new)}"] if new else []
+    if resized:
+        parts.append(f"re-initialised for another size: {', '.join(resized)}")
+    if unused:
+        parts.append(
+            f"{len(unused)} checkpoint weight(s) unused ({', '.join(unused[:4])}{', ...' * (len(unused) > 4)})"
+        )
+    logger.info("%s from %s: %s", type(model).__name__, source, "; ".join(parts))
 
 
 def model_max_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> int:

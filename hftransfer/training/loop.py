@@ -113,6 +113,7 @@ class TrainingLoop:
         self.memory = MemorySampler()
         self.callbacks: list[Callback] = [FastCpuDropout(), self.memory, *(callbacks or [])]
         self._active: list[Callback] = []  # the callbacks of the fit in progress
+        self._progress: tqdm | None = None  # its bar
 
         self.model, self.optimizer, self.train_loader, self.eval_loader = prepare_training(
             accelerator, model, train_loader, eval_loader, self.train_config, param_groups, optimizer
@@ -165,12 +166,13 @@ class TrainingLoop:
             self.train_config.batch_size,
             self.train_config.grad_accum_steps,
         )
-        progress = tqdm(
+        self._progress = progress = tqdm(
             total=self.total_steps,
             initial=state.step,
             desc="Training",
             disable=not accelerator.is_local_main_process,
         )
+        log_every = self.train_config.log_every_steps  # 0: with each evaluation instead
         self.model.train()
         best_model_saved = False
         started = time.perf_counter()
@@ -191,8 +193,8 @@ class TrainingLoop:
                 state.batches_in_epoch += len(window)
                 state.train_seconds = seconds_before + time.perf_counter() - started
                 progress.update(1)
-                if state.step % self.train_config.log_every_steps == 0:
-                    self._log_train(progress)
+                if log_every and state.step % log_every == 0:
+                    self._log_train()
                 every = self.train_config.eval_every_steps
                 if every and state.step % every == 0:
                     best_model_saved |= self._evaluate_and_select()
@@ -210,7 +212,7 @@ class TrainingLoop:
                     best_model_saved |= self._evaluate_and_select()
                 if self.train_config.save_every_steps and not state.stopped_early:
                     self._save_checkpoint()  # documented: with save_every_steps, at the end of every epoch too
-        if state.last_eval_step != state.step and not state.stopped_early and self.eval_loader is not None:
+        if state.last_eval_step != state.step and not state.stopped_early:
             best_model_saved |= self._evaluate_and_select()
         progress.close()
         state.train_seconds = seconds_before + time.perf_counter() - started
@@ -263,9 +265,9 @@ class TrainingLoop:
             callback.on_step_end(self.state)
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _log_train(self, progress: tqdm) -> None:
+    def _log_train(self) -> None:
         metrics = self.meter.log_metrics(self.state, self.scheduler.get_last_lr()[0])
-        progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+        self._progress.set_postfix(loss=f"{metrics['loss']:.4f}")
         self.log.log("train", metrics, step=self.state.step, epoch=self.epoch_progress())
 
     def summary(self) -> dict[str, Any]:
@@ -282,6 +284,8 @@ class TrainingLoop:
     # --------------------------------------------------------------------------------------- eval & select
     def _evaluate_and_select(self) -> bool:
         """Evaluate; save the model when it is the best so far. Returns True when it saved."""
+        if not self.train_config.log_every_steps and self.meter.steps:
+            self._log_train()  # log_every_steps=0: the training loss of the steps since the last evaluation
         if self.eval_loader is None:
             return False
         self.state.last_eval_step = self.state.step

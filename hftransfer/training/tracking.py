@@ -1,5 +1,9 @@
 """Where metrics go: the console, ``metrics.jsonl`` in the run directory, and Accelerate's trackers.
 
+Trackers are named in ``train.trackers``; :func:`check_trackers` fails before any work when one is unknown or not
+installed (Accelerate itself would drop it with a debug message and train without it), and :func:`prepare_trackers`
+gives MLflow a store inside the run directory, so ``train.trackers=[mlflow]`` needs no server.
+
 A resumed run's ``metrics.jsonl`` equals the uninterrupted run's record for record, except for the timing keys
 (:func:`is_timing_key`): wall-clock durations and rates, which no two runs share.
 """
@@ -9,11 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 
+from hftransfer.errors import ConfigError
 from hftransfer.training.disk import writing
 from hftransfer.utils import atomic_write_text
 
@@ -42,6 +50,69 @@ TIMING_SUFFIXES = ("seconds", "per_second")
 def is_timing_key(key: str) -> bool:
     """Whether a ``metrics.jsonl`` key is a wall-clock measurement (it differs between a run and its resume)."""
     return key.endswith(TIMING_SUFFIXES)
+
+
+# What to install for a tracker that is missing: ours come with the ``tracking`` extra, the others by their own name.
+TRACKER_PACKAGES = {
+    "tensorboard": "'hftransfer[tracking]'",
+    "mlflow": "'hftransfer[tracking]'",
+    "comet_ml": "comet-ml",
+}
+
+# Characters every tracker takes in a metric name. MLflow refuses others, so a class named "n't" or "B&B" would stop
+# the run at its first evaluation; the trackers' copy of the name has "_" for them (metrics.jsonl keeps the name).
+_TRACKER_UNSAFE = re.compile(r"[^/\w.\- :]")
+
+# The value prepare_trackers gave MLFLOW_TRACKING_URI: one it finds there again is a previous run's, not the user's.
+_our_mlflow_uri: str | None = None
+
+
+def check_trackers(names: list[str]) -> None:
+    """Fail now, naming what to install, when a tracker of ``names`` is unknown to Accelerate or not installed.
+
+    Raises:
+        ConfigError: naming the tracker and the ``pip install`` that provides it.
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    available = {str(tracker) for tracker in get_available_trackers()}
+    for name in names:
+        if name == "all":
+            continue
+        if name not in LOGGER_TYPE_TO_CLASS:
+            choices = ", ".join(sorted(LOGGER_TYPE_TO_CLASS))
+            raise ConfigError(f"train.trackers: {name!r} is not an Accelerate tracker; choose from {choices}")
+        if name not in available:
+            package = TRACKER_PACKAGES.get(name, name)
+            raise ConfigError(
+                f"train.trackers: {name} is not installed; pip install {package} (or remove it)"
+            )
+
+
+def prepare_trackers(names: list[str], run_dir: Path) -> None:
+    """Point MLflow at a local store in ``<run_dir>/mlruns`` unless the user chose one (``MLFLOW_TRACKING_URI``).
+
+    MLflow's default store (``sqlite:///mlflow.db`` in the working directory, MLflow 3) needs SQLAlchemy, which
+    ``mlflow-skinny`` lacks, and mixes every run's records in one file away from the run. Its file store needs no
+    database; MLflow 3 refuses it unless ``MLFLOW_ALLOW_FILE_STORE`` is set, which this sets (if unset) with it.
+    Accelerate's tracker uses MLflow's module-level API, so the choice is made in the environment.
+    """
+    global _our_mlflow_uri
+    if "mlflow" not in names and "all" not in names:
+        return
+    current = os.environ.get("MLFLOW_TRACKING_URI")
+    if current and current != _our_mlflow_uri:
+        return  # the user's store
+    if current and "mlflow" in sys.modules:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            # An earlier run of this process (a notebook) stopped before closing its MLflow run; starting the next
+            # one would fail with "Run ... is already active".
+            mlflow.end_run(status="FAILED")
+    _our_mlflow_uri = (Path(run_dir).resolve() / "mlruns").as_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = _our_mlflow_uri
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
 def _format(value: Any) -> str:
@@ -115,7 +186,7 @@ class MetricsLog:
         headline = "  ".join(f"{key}={_format(metrics[key])}" for key in keys)
         logger.info("[%s] step %d epoch %.2f  %s", split, step, epoch, headline)
         scalars = {
-            f"{split}/{k}": v
+            _TRACKER_UNSAFE.sub("_", f"{split}/{k}"): v
             for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }

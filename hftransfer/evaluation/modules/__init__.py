@@ -1,0 +1,1 @@
+"""The packaged ``evaluate`` scripts, one directory each (``<name>/<name>.py``): see ``evaluation/loading.py``."""
