@@ -135,8 +135,19 @@ def run_main(main: Callable[[], Any]) -> None:
     try:
         main()
     except HFTransferError as err:
+        _close_progress_bars()
         sys.stderr.write(f"error: {err}\n")
         raise SystemExit(2) from None
     except KeyboardInterrupt:
+        _close_progress_bars()
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
+
+
+def _close_progress_bars() -> None:
+    """Close the bars an error interrupted, so the message starts a line of its own (``error:`` at the start of
+    a line is what scripts and the tests look for) instead of trailing a half-drawn bar."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
