@@ -9,6 +9,7 @@ Examples::
     hftransfer evaluate runs/clf/model test.csv data.text_column=review --output test.preds.jsonl
     hftransfer push runs/ner --repo-id me/minilm-wnut16 --dry-run --out staged/
     hftransfer export runs/ner --format onnx-int8                # runs/ner/onnx/, checked against PyTorch
+    hftransfer tune recipes/configs/minilm/ner_full.yaml --trials 8   # optuna; best.yaml for the recipe
     hftransfer assets list
     hftransfer assets verify minilm-l6
 
@@ -32,6 +33,7 @@ from hftransfer import cli_assets, cli_predict
 from hftransfer.errors import ConfigError, HFTransferError
 from hftransfer.export import onnx_command
 from hftransfer.hub import WHAT
+from hftransfer.tune import command as tune_command
 
 RECIPES = {
     "ner": "finetune_ner.py",
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_predict.add_parsers(commands)
     add_push(commands)
     onnx_command.add_parser(commands)
+    tune_command.add_parser(commands)
     cli_assets.add_parser(commands)
     return parser
 

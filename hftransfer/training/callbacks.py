@@ -3,8 +3,10 @@ dropout masks, and memory sampling. The loop calls every callback at the same po
 
 Hook points, in order: ``on_fit_start(loop)`` once; per optimizer step ``on_step_start(state)``, then
 ``before_last_backward()`` just before the backward pass of the step's last micro-batch (activations of the whole
-step are alive), then ``on_step_end(state)`` after the update; ``on_fit_end(state)`` once, also when training
-fails (a callback that entered a context leaves it there).
+step are alive), then ``on_step_end(state)`` after the update; ``on_evaluate(state)`` after each validation (the
+best score so far in ``state.best_metric``; setting ``state.stopped_early`` ends training there, as hyper-parameter
+search's pruning does); ``on_fit_end(state)`` once, also when training fails (a callback that entered a context
+leaves it there).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Callback:
         pass
 
     def on_step_end(self, state: Any) -> None:
+        pass
+
+    def on_evaluate(self, state: Any) -> None:
         pass
 
     def on_fit_end(self, state: Any) -> None:

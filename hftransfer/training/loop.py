@@ -290,6 +290,8 @@ class TrainingLoop:
             return False
         self.state.last_eval_step = self.state.step
         better = self.selection.evaluate(self.model, self.eval_loader, self.state, self.epoch_progress())
+        for callback in self._active:
+            callback.on_evaluate(self.state)
         self.model.train()
         return better
 
