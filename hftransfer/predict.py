@@ -7,6 +7,7 @@ batches keeps it fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -26,11 +27,18 @@ from transformers import (
 
 from hftransfer.assets import resolve_model_name
 from hftransfer.config import DataConfig
+from hftransfer.config.problem import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
 from hftransfer.data.features import tokenize
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import run_inference
-from hftransfer.evaluation.metrics import sequence_classification_metrics, token_classification_metrics
+from hftransfer.evaluation.metrics import (
+    multilabel_classification_metrics,
+    regression_metrics,
+    sequence_classification_metrics,
+    token_classification_metrics,
+)
+from hftransfer.evaluation.multilabel import model_threshold, multi_hot
 from hftransfer.export.onnx_layout import BACKENDS, default_backend
 from hftransfer.export.peft_adapter import ADAPTER_META, load_adapter
 from hftransfer.strategies.frozen import HEAD_CONFIG_FILE
@@ -152,6 +160,10 @@ class Predictor:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         id2label = {int(i): label for i, label in loaded.config.id2label.items()}
         self.label_names = [id2label[i] for i in range(len(id2label))]
+        # What a sequence model predicts: a class, labels above its threshold (multi-label), or a number.
+        problem_type = getattr(loaded.config, "problem_type", None)
+        self.problem_type = problem_type if problem_type in PROBLEM_TYPES else SINGLE_LABEL
+        self.threshold = model_threshold(loaded.config) if self.problem_type == MULTI_LABEL else None
         limit = min(
             getattr(self.model.config, "max_position_embeddings", 512), 512, self.tokenizer.model_max_length
         )
@@ -159,7 +171,12 @@ class Predictor:
         self.batch_size = batch_size
 
     def predict(self, examples: Dataset) -> Predictions:
-        """Predict ``tokens`` rows (token task) or ``text`` [+ ``text_pair``] rows; scores them if labels are present."""
+        """Predict ``tokens`` rows (token task) or ``text`` [+ ``text_pair``] rows; scores them if labels are present.
+
+        A sequence row gets ``label`` and ``score`` (its probability); multi-label: ``labels`` (those whose
+        probability reaches the model's ``multilabel_threshold``, maybe none) and ``scores`` (every label's);
+        regression: ``value``. Gold labels come back as ``gold_label`` / ``gold_labels`` / ``gold_value``.
+        """
         labelled = ("tags" if self.task == "token-classification" else "label") in examples.column_names
         features, _ = tokenize(examples, self.tokenizer, self.task, None, max_length=self.max_length)
         loader = build_eval_dataloader(features, FeatureCollator(self.tokenizer), batch_size=self.batch_size)
@@ -170,6 +187,7 @@ class Predictor:
                 self.accelerator,
                 self.task,
                 desc="Predicting",
+                problem_type=self.problem_type,
             )
         rows = []
         if self.task == "token-classification":
@@ -185,6 +203,9 @@ class Predictor:
                 if labelled:
                     row["gold_tags"] = example["tags"]
                 rows.append(row)
+        elif self.problem_type != SINGLE_LABEL:
+            scores = output.example_scores
+            rows = [self._scored_row(example, scores[i], labelled) for i, example in enumerate(examples)]
         else:
             for example_id, example in enumerate(examples):
                 label_id, score = output.example_predictions[example_id]
@@ -195,9 +216,36 @@ class Predictor:
                 rows.append(row)
         return Predictions(rows, self._score(rows) if labelled else None)
 
+    def _scored_row(self, example: dict[str, Any], score: Any, labelled: bool) -> dict[str, Any]:
+        """A multi-label or regression example's row (see :meth:`predict`)."""
+        row = {key: example[key] for key in ("text", "text_pair") if key in example}
+        if self.problem_type == REGRESSION:
+            row["value"] = float(score)  # unrounded: the metrics of a labelled file are computed from it
+            if labelled:
+                row["gold_value"] = example["label"]
+            return row
+        row["labels"] = [name for name, p in zip(self.label_names, score) if p >= self.threshold]
+        row["scores"] = {name: round(float(p), 4) for name, p in zip(self.label_names, score)}
+        if labelled:
+            row["gold_labels"] = example["label"]
+        return row
+
     def _score(self, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         if self.task == "token-classification":
             return token_classification_metrics([r["gold_tags"] for r in rows], [r["tags"] for r in rows])
+        if self.problem_type == REGRESSION:
+            return regression_metrics([r["gold_value"] for r in rows], [r["value"] for r in rows])
+        if self.problem_type == MULTI_LABEL:  # the rows' own decisions, at the model's threshold
+            gold, predicted = ([r[key] for r in rows] for key in ("gold_labels", "labels"))
+            unknown = sorted({name for names in gold for name in names} - set(self.label_names))
+            if unknown:
+                logger.warning(
+                    "gold labels %s are not labels of the model; predictions are not scored", unknown
+                )
+                return None
+            return multilabel_classification_metrics(
+                multi_hot(gold, self.label_names), multi_hot(predicted, self.label_names), self.label_names
+            )
         known = {name: i for i, name in enumerate(self.label_names)}
         unknown = sorted({r["gold_label"] for r in rows} - set(known))
         if unknown:
@@ -231,7 +279,9 @@ def predict_file(
     from hftransfer.data.sources import read_unlabelled
 
     predictor = Predictor(model, **kwargs)
-    examples = read_unlabelled(input_path, predictor.task, data or DataConfig(train_file=input_path))
+    # Gold labels in the file are read as the model's problem type says (a list, a number).
+    data = dataclasses.replace(data or DataConfig(train_file=input_path), problem_type=predictor.problem_type)
+    examples = read_unlabelled(input_path, predictor.task, data)
     predictions = predictor.predict(examples)
     write_predictions(predictions, output_path)
     return predictions

@@ -15,6 +15,7 @@ from hftransfer.config.plugins import (
     objective_configs,
     strategy_config,
 )
+from hftransfer.config.problem import LOWER_IS_BETTER, check_problem_type, default_metric
 from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
 from hftransfer.config.selection import SelectionConfig
 from hftransfer.config.sources import ReportSetConfig, SourceConfig, check_sources
@@ -86,6 +87,7 @@ class RunConfig:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"
             )
+        check_problem_type(self)
         # Pooling belongs to strategies that classify pooled features themselves (a frozen encoder's head).
         if hasattr(self.strategy, "pooling"):
             if self.task == "token-classification" and self.strategy.pooling is not None:
@@ -100,12 +102,12 @@ class RunConfig:
             return self.selection.metric()
         if self.train.metric_for_best:
             return self.train.metric_for_best
-        return "f1" if self.task == "token-classification" else "accuracy"
+        return default_metric(self.task, self.data.problem_type)
 
     def greater_is_better(self) -> bool:
         if self.train.greater_is_better is not None:
             return self.train.greater_is_better
-        return self.metric_for_best() not in ("loss", "iw_loss", "dev_risk")
+        return self.metric_for_best() not in LOWER_IS_BETTER
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,6 +20,7 @@ from hftransfer.config.checks import (
     check_fields,
     check_value,
 )
+from hftransfer.config.problem import MULTI_LABEL, REGRESSION, SINGLE_LABEL, ProblemType
 from hftransfer.errors import ConfigError
 from hftransfer.text_excerpt import excerpt
 
@@ -111,7 +112,14 @@ class DataConfig:
     text_pair_column: str | None = None
     """Second text column for sentence-pair classification (e.g. ``hypothesis``); None for single texts."""
     label_column: str = "label"
-    """Sequence-classification column holding the label."""
+    """Sequence-classification column holding the label (a list of labels, or a number, as ``problem_type`` says)."""
+    problem_type: ProblemType = SINGLE_LABEL
+    """Sequence classification: ``single_label_classification`` (one class per text), ``multi_label_classification``
+    (a list of labels per text, possibly empty; a sigmoid per label, threshold chosen on validation) or
+    ``regression`` (a number per text; MSE). Saved as the exported model's ``config.problem_type``."""
+    label_separator: str | None = None
+    """Multi-label CSV/TSV: what separates the labels in one cell (``"|"`` for ``sports|politics``); JSON labels
+    are lists. Without it a cell holds one label."""
     conll_token_column: int = 0
     """CoNLL column index of the word."""
     conll_tag_column: int = -1
@@ -151,6 +159,18 @@ class DataConfig:
         self._check_labels()
 
     def _check_labels(self) -> None:
+        if self.label_separator is not None and (
+            self.problem_type != MULTI_LABEL or not self.label_separator
+        ):
+            raise ConfigError(
+                f"data.label_separator={self.label_separator!r} splits multi-label cells; it needs a non-empty "
+                f"separator and data.problem_type={MULTI_LABEL}"
+            )
+        if self.problem_type == REGRESSION and (self.label_map or self.drop_labels):
+            which = "data.label_map" if self.label_map else "data.drop_labels"
+            raise ConfigError(
+                f"{which} names class labels; data.problem_type={REGRESSION} has a number per text"
+            )
         # YAML reads ``{1: negative}`` with an integer key; labels are strings once read, so compare as strings.
         if self.label_map is not None:
             if not isinstance(self.label_map, dict):
@@ -226,10 +246,11 @@ class TrainConfig:
     eval_every_epoch: bool = True
     """Evaluate at the end of each epoch."""
     metric_for_best: str | None = None
-    """Validation metric that selects the best model and drives early stopping; default ``f1`` (NER, entity-level)
-    or ``accuracy`` (classification). Any reported metric name works, e.g. ``macro_f1`` or ``loss``."""
+    """Validation metric that selects the best model and drives early stopping; default ``f1`` (NER, entity-level),
+    ``accuracy`` (classification), ``micro_f1`` (multi-label) or ``mse`` (regression). Any reported metric name
+    works, e.g. ``macro_f1``, ``spearman`` or ``loss``."""
     greater_is_better: bool | None = None
-    """Direction of ``metric_for_best``; default: False for ``loss``, True otherwise."""
+    """Direction of ``metric_for_best``; default: False for ``loss`` and ``mse``, True otherwise."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement; None disables early stopping."""
     save_every_steps: int | None = None

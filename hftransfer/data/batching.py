@@ -18,7 +18,8 @@ TOKEN_EXTRAS = {"labels": -100, "word_index": -1}
 
 
 class FeatureCollator:
-    """Pad model inputs with the tokenizer, token-level ``labels``/``word_index`` by hand; stack the rest.
+    """Pad model inputs with the tokenizer, token-level ``labels``/``word_index`` by hand; stack the rest (float
+    labels, a multi-hot row or a regression target per example, as float32).
 
     Args:
         tokenizer: pads ``input_ids`` / ``attention_mask`` / ``token_type_ids`` on its own padding side.
@@ -48,7 +49,9 @@ class FeatureCollator:
         for name, value in features[0].items():
             if name in input_names:
                 continue
-            if isinstance(value, list):  # token-level column: pad to the batch length
+            if _is_float(value):  # multi-hot rows [batch, num_labels] or regression targets [batch]
+                batch[name] = torch.tensor([feature[name] for feature in features], dtype=torch.float32)
+            elif isinstance(value, list):  # token-level column: pad to the batch length
                 pad_value = TOKEN_EXTRAS.get(name, 0)
                 rows = []
                 for feature in features:
@@ -58,6 +61,12 @@ class FeatureCollator:
             else:
                 batch[name] = torch.tensor([feature[name] for feature in features], dtype=torch.long)
         return dict(batch)
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, float) or (
+        isinstance(value, list) and bool(value) and isinstance(value[0], float)
+    )
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -176,5 +185,9 @@ def batch_tokens(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | int, in
 
 
 def count_items(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Labelled items in a batch: tokens with a label for token tasks, examples for sequence tasks."""
-    return (batch["labels"] != -100).sum()
+    """Labelled items in a batch: tokens with a label for token tasks, examples for sequence tasks; every entry of
+    float labels (multi-label: examples x labels, as ``BCEWithLogitsLoss`` averages; regression: examples)."""
+    labels = batch["labels"]
+    if labels.is_floating_point():  # a regression target may be -100.0; nothing is ignored there
+        return torch.tensor(labels.numel(), device=labels.device)
+    return (labels != -100).sum()

@@ -6,7 +6,8 @@ it gets its own reader: the synopses are dropped from the labelled data and are 
 (``rotten_tomatoes_plot``) for a teacher to label. ``drug_reviews`` (Drugs.com patient reviews, a second
 sentiment domain) is a zip of two TSV files, train and test, read with the standard library. The train texts of
 both sentiment datasets are unlabelled sets too (a domain-adaptation target), as are ``guardian_headlines``
-(news). The files come from :mod:`hftransfer.assets`.
+(news). ``general_inquirer`` (multi-label) and ``whissell_dal`` (regression) are word lexicons
+(:mod:`hftransfer.data.lexicon_datasets`). The files come from :mod:`hftransfer.assets`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 from hftransfer import assets
 from hftransfer.config import DataConfig
+from hftransfer.config.problem import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from hftransfer.data.lexicon_datasets import LEXICON_READERS
 from hftransfer.data.readers import (
     SEQUENCE_TASK,
     TOKEN_TASK,
@@ -32,7 +35,15 @@ from hftransfer.data.readers import (
 )
 from hftransfer.errors import ConfigError, DataError
 
-BUILTIN_TASKS = {"wnut16": TOKEN_TASK, "rotten_tomatoes": SEQUENCE_TASK, "drug_reviews": SEQUENCE_TASK}
+BUILTIN_TASKS = {
+    "wnut16": TOKEN_TASK,
+    "rotten_tomatoes": SEQUENCE_TASK,
+    "drug_reviews": SEQUENCE_TASK,
+    "general_inquirer": SEQUENCE_TASK,
+    "whissell_dal": SEQUENCE_TASK,
+}
+BUILTIN_PROBLEM_TYPES = {"general_inquirer": MULTI_LABEL, "whissell_dal": REGRESSION}
+"""The builtins whose labels are not one class per text (``data.problem_type`` must say so)."""
 ROTTEN_TOMATOES_LABELS = {"fresh": "positive", "rotten": "negative"}
 DRUG_REVIEW_FILES = {"train": "drugsComTrain.tsv", "test": "drugsComTest.tsv"}
 DRUG_REVIEW_LABELS = ("positive", "negative", "neutral")
@@ -63,6 +74,13 @@ def read_builtin(config: DataConfig, task: str) -> dict[str, ReadResult]:
         return {"train": read_file(path, task, wnut)}
     if config.text_pair_column:
         raise ConfigError(f"data.text_pair_column is set, but {name} holds single texts")
+    problem_type = BUILTIN_PROBLEM_TYPES.get(name, SINGLE_LABEL)
+    if config.problem_type != problem_type:
+        raise ConfigError(
+            f"data.dataset={name} is a {problem_type} dataset: set data.problem_type={problem_type}"
+        )
+    if name in LEXICON_READERS:
+        return {"train": LEXICON_READERS[name](path, config)}
     if name == "drug_reviews":
         return read_drug_reviews(path, with_test=config.test_file is None)
     return {"train": read_rotten_tomatoes(path, config)}

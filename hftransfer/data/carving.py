@@ -2,7 +2,8 @@
 
 The test split (``data.test_size`` of all examples) is carved first, then validation (``data.validation_size`` of
 all of them) from the rest, both with ``data.split_seed``; sequence classification stratifies by label, so that
-every split keeps the label proportions of the source.
+every split keeps the label proportions of the source (single-label only: a multi-label row has no one class
+to stratify by, a regression target none at all).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, Features, Value
 
 from hftransfer.config import DataConfig
+from hftransfer.config.problem import SINGLE_LABEL
 from hftransfer.data.hub import column_values
 from hftransfer.data.readers import SEQUENCE_TASK
 from hftransfer.errors import DataError
@@ -56,6 +58,11 @@ def carve_missing_splits(splits: dict[str, Dataset], task: str, config: DataConf
         raise DataError(f"{source}: {total} examples are too few to carve {sizes} and keep any for training")
     for split, size in sizes.items():
         splits["train"], splits[split] = split_off(
-            splits["train"], size, config, task == SEQUENCE_TASK, split, source
+            splits["train"],
+            size,
+            config,
+            task == SEQUENCE_TASK and config.problem_type == SINGLE_LABEL,
+            split,
+            source,
         )
     return list(sizes)

@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from hftransfer.data.label_kinds import encode_label
 from hftransfer.errors import DataError
 from hftransfer.text_excerpt import excerpt, excerpt_names
 
@@ -172,7 +173,8 @@ def tokenize_sequence_task(
     *,
     max_length: int,
 ) -> tuple[Dataset, dict[str, int]]:
-    """Tokenise ``text`` (and ``text_pair`` when present) examples; ``labels`` from ``label`` via ``label2id``.
+    """Tokenise ``text`` (and ``text_pair`` when present) examples; ``labels`` from ``label`` via ``label2id``: a
+    class id, a multi-hot row of floats (a list of labels) or the float itself (a regression target).
 
     Returns:
         The features and a report with the ``truncated`` count (inputs cut at ``max_length``).
@@ -192,6 +194,9 @@ def tokenize_sequence_task(
         if label2id is not None:
             labels = []
             for row, label in enumerate(batch["label"]):
+                if not isinstance(label, str):  # several labels, or a number
+                    labels.append(encode_label(label, label2id, indices[row]))
+                    continue
                 if label not in label2id:
                     raise DataError(
                         f"example {indices[row]}: label {excerpt(label)} is not one of the model's labels "

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hftransfer.config import DataConfig
+from hftransfer.config.problem import SINGLE_LABEL
+from hftransfer.data.label_kinds import read_label
 from hftransfer.errors import DataError
 from hftransfer.text_excerpt import excerpt, excerpt_names
 
@@ -91,10 +93,12 @@ def token_row(
 
 
 def sequence_row(obj: dict[str, Any], where: str, config: DataConfig, *, labels: bool) -> dict[str, Any]:
-    """A ``text`` [+ ``text_pair``] [+ ``label``] row from one record; the label becomes a string.
+    """A ``text`` [+ ``text_pair``] [+ ``label``] row from one record; the label becomes a string (a list of
+    strings, or a float, as ``config.problem_type`` says: :func:`~hftransfer.data.label_kinds.read_label`).
 
     Raises:
-        DataError: a missing column, an empty or non-string text, or a label that is not a single value.
+        DataError: a missing column, an empty or non-string text, or a label that is not a single value (not a
+            list of labels, not a number).
     """
     columns = [("text", config.text_column)]
     if config.text_pair_column:
@@ -109,6 +113,9 @@ def sequence_row(obj: dict[str, Any], where: str, config: DataConfig, *, labels:
         row[key] = value
     if labels:
         label = _field(obj, config.label_column, where, "the label is")
+        if config.problem_type != SINGLE_LABEL:
+            row["label"] = read_label(label, where, config)
+            return row
         column = excerpt(config.label_column)
         if isinstance(label, (list, dict)):
             raise DataError(f"{where}: column {column} must hold one label, got {excerpt(label)}")

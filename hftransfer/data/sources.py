@@ -21,6 +21,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, Features, Sequence, Value
 
 from hftransfer.config import DataConfig
+from hftransfer.config.problem import REGRESSION, SINGLE_LABEL
 from hftransfer.data.builtin_datasets import (
     BUILTIN_TASKS,
     BUILTIN_UNLABELLED,
@@ -31,6 +32,7 @@ from hftransfer.data.builtin_datasets import (
 from hftransfer.data.carving import carve_missing_splits
 from hftransfer.data.formats import format_for_extension
 from hftransfer.data.hub import read_hub
+from hftransfer.data.label_kinds import label_feature
 from hftransfer.data.readers import (
     SEQUENCE_TASK,
     TASKS,
@@ -98,11 +100,15 @@ def _read_given(
     return results, declared
 
 
-def _features(task: str, pair: bool, labels: bool = True) -> Features:
+def _features(task: str, pair: bool, labels: bool = True, problem_type: str = SINGLE_LABEL) -> Features:
     if task == TOKEN_TASK:
         columns = {"tokens": Sequence(Value("string")), "tags": Sequence(Value("string"))}
     else:
-        columns = {"text": Value("string"), "text_pair": Value("string"), "label": Value("string")}
+        columns = {
+            "text": Value("string"),
+            "text_pair": Value("string"),
+            "label": label_feature(problem_type),
+        }
         if not pair:
             del columns["text_pair"]
     if not labels:
@@ -148,9 +154,11 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
         if dropped:
             logger.info("data.drop_labels=%s left out %s rows per split", config.drop_labels, dropped)
     train = results["train"]
-    label_names = derive_label_names(task, train, declared)
+    regression = task == SEQUENCE_TASK and config.problem_type == REGRESSION
+    # A regression head has one output, named after the column it predicts.
+    label_names = [config.label_column] if regression else derive_label_names(task, train, declared)
     for split in EVAL_SPLITS:
-        if split in results:
+        if split in results and not regression:
             check_known_labels(results[split], label_names, task, train.source)
     report["sources"] = {}
     for result in results.values():
@@ -166,7 +174,11 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
             "dropped": dict(result.dropped),
         }
 
-    features = _features(task, bool(config.text_pair_column) and task == SEQUENCE_TASK)
+    if task == SEQUENCE_TASK and config.problem_type != SINGLE_LABEL:
+        report["problem_type"] = config.problem_type
+    features = _features(
+        task, bool(config.text_pair_column) and task == SEQUENCE_TASK, True, config.problem_type
+    )
     splits = {split: _to_dataset(result.rows, features) for split, result in results.items()}
     carved = carve_missing_splits(splits, task, config, train.source)
     if carved:
@@ -174,7 +186,7 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
             "seed": config.split_seed,
             "test_size": config.test_size,
             "validation_size": config.validation_size,
-            "stratified": task == SEQUENCE_TASK,
+            "stratified": task == SEQUENCE_TASK and config.problem_type == SINGLE_LABEL,
         }
     report["splits"] = {}
     for split in [name for name in ("train", *EVAL_SPLITS) if name in splits]:
@@ -212,7 +224,7 @@ def read_unlabelled(path: str, task: str, config: DataConfig) -> Dataset:
     if result.iob_repairs:
         logger.warning("%s: repaired %d IOB1-style tags to IOB2", result.source, result.iob_repairs)
     pair = task == SEQUENCE_TASK and "text_pair" in result.rows[0]
-    return _to_dataset(result.rows, _features(task, pair, labels=result.has_labels))
+    return _to_dataset(result.rows, _features(task, pair, result.has_labels, config.problem_type))
 
 
 def read_transfer_set(source: str, task: str, config: DataConfig, exclude: set[str] = frozenset()) -> Dataset:

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from hftransfer.config import DataConfig
+from hftransfer.data.label_kinds import drop_listed_labels, label_values, map_label
 from hftransfer.data.readers import TOKEN_TASK, ReadResult
 from hftransfer.data.tags import OUTSIDE, TAG_PATTERN, entity_types, tag_label_names
 from hftransfer.errors import ConfigError, DataError
@@ -41,7 +42,8 @@ def _present(task: str, results: Iterable[ReadResult], declared: list | None) ->
     if task == TOKEN_TASK:
         tags = [tag for result in results for row in result.rows for tag in row["tags"]]
         return entity_types(tags + list(declared or []))
-    return {row["label"] for result in results for row in result.rows} | set(declared or [])
+    present = {name for result in results for row in result.rows for name in label_values(row["label"])}
+    return present | set(declared or [])
 
 
 def _map_tag(tag: str, label_map: dict[str, str]) -> str:
@@ -90,7 +92,7 @@ def relabel(
             if task == TOKEN_TASK:
                 row["tags"] = [_map_tag(tag, label_map) for tag in row["tags"]]
             else:
-                row["label"] = label_map.get(row["label"], row["label"])
+                row["label"] = map_label(row["label"], label_map)
     if declared is not None:
         mapped = [_map_tag(n, label_map) if task == TOKEN_TASK else label_map.get(n, n) for n in declared]
         declared = [name for name in dict.fromkeys(mapped) if name not in drop]
@@ -110,7 +112,13 @@ def relabel(
 
 
 def _drop_rows(result: ReadResult, drop: set[str]) -> int:
-    """Leave out ``result``'s rows whose label is in ``drop`` (with their anchors); count them by reason."""
+    """Leave out ``result``'s rows whose label is in ``drop`` (with their anchors); count them by reason. Rows of
+    several labels stay, without the dropped ones (counted as labels left out)."""
+    if result.rows and isinstance(result.rows[0]["label"], list):
+        removed = drop_listed_labels(result.rows, drop)
+        if removed:
+            result.dropped["labels in data.drop_labels (rows kept)"] = removed
+        return removed
     keep = [i for i, row in enumerate(result.rows) if row["label"] not in drop]
     for row in result.rows:
         if row["label"] in drop:
@@ -140,7 +148,7 @@ def derive_label_names(task: str, train: ReadResult, declared: list | None) -> l
         )
     if declared:
         return list(declared)
-    labels = {row["label"] for row in train.rows}
+    labels = {name for row in train.rows for name in label_values(row["label"])}
     if all(re.fullmatch(r"[+-]?\d+", label) for label in labels):
         return sorted(labels, key=int)
     return sorted(labels)
@@ -150,7 +158,7 @@ def label_counts(result: ReadResult, task: str) -> Counter[str]:
     """Entity spans per type (NER: its ``B-`` tags, the tags being IOB2) or rows per label."""
     if task == TOKEN_TASK:
         return Counter(tag[2:] for row in result.rows for tag in row["tags"] if tag.startswith("B-"))
-    return Counter(row["label"] for row in result.rows)
+    return Counter(name for row in result.rows for name in label_values(row["label"]))
 
 
 def _close_to(names: Iterable[str], known: Iterable[str]) -> str:
@@ -199,7 +207,9 @@ def check_known_labels(result: ReadResult, label_names: list[str], task: str, tr
     """Labels (entity types) of an evaluation source must occur in the training source: the model cannot learn them."""
     known, unknown, first = set(label_names), set(), None
     for index, row in enumerate(result.rows):
-        values = enumerate(row["tags"]) if task == TOKEN_TASK else [(None, row["label"])]
+        values = (
+            enumerate(row["tags"]) if task == TOKEN_TASK else [(None, v) for v in label_values(row["label"])]
+        )
         for token, value in values:
             if value not in known:
                 unknown.add(value[2:] if task == TOKEN_TASK else value)

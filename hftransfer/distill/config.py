@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hftransfer.config import ModelConfig, ObjectiveConfig, RunConfig, objective_config
+from hftransfer.config.problem import refuse_problem_type
 from hftransfer.errors import ConfigError
 from hftransfer.registry import get_objective, get_strategy
 
@@ -102,6 +103,7 @@ class DistillRunConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        refuse_problem_type(self.data, "data.problem_type", "distillation (soft labels of a softmax teacher)")
         if not self.distill.teacher:  # checked here: the parser builds a default DistillConfig without one
             raise ConfigError(
                 "distill.teacher is required: a run directory of ours, a model directory or a Hub id"

@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hftransfer.config.problem import MULTI_LABEL, SINGLE_LABEL
 from hftransfer.data.batching import TOKEN_EXTRAS
 
 IGNORE_INDEX = -100
@@ -27,13 +28,15 @@ class InferenceOutput:
     """Gathered predictions.
 
     Token tasks: ``word_predictions[example_id][word_index] = (label_id, probability)``.
-    Sequence tasks: ``example_predictions[example_id] = (label_id, probability)``.
+    Sequence tasks: ``example_predictions[example_id] = (label_id, probability)``; multi-label and regression
+    tasks: ``example_scores[example_id]`` = each label's sigmoid probability, or the predicted number.
     """
 
     word_predictions: dict[int, dict[int, tuple[int, float]]] = field(default_factory=dict)
     example_predictions: dict[int, tuple[int, float]] = field(default_factory=dict)
     loss_sum: float = 0.0
     loss_count: int = 0
+    example_scores: dict[int, list[float] | float] = field(default_factory=dict)
     example_losses: dict[int, float] = field(default_factory=dict)
     """Sequence tasks: each example's cross-entropy (when labels were present), for weighted validation."""
     rows: int = 0  # feature rows gathered from all processes
@@ -52,13 +55,35 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value for key, value in batch.items() if key not in TOKEN_EXTRAS and key not in NOT_INPUTS}
 
 
+def float_label_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-item losses of float labels, as the HF model's own loss of the problem type computes them (before its
+    mean): binary cross-entropy per label of multi-hot rows, squared error of regression targets.
+
+    Args:
+        logits: ``[batch, num_labels]`` (``[batch, 1]`` for regression).
+        labels: multi-hot ``[batch, num_labels]`` or targets ``[batch]``.
+
+    Returns:
+        ``[batch, num_labels]`` or ``[batch]`` (the shape of ``labels``).
+    """
+    if labels.dim() == logits.dim():
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    return (logits.float().squeeze(-1) - labels.float()) ** 2
+
+
 def per_row_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy and the number of labelled items per row.
+    """Summed cross-entropy (float labels: :func:`float_label_losses`) and the number of labelled items per row.
 
     Args:
         logits: ``[batch, seq, num_labels]`` or ``[batch, num_labels]``.
-        labels: ``[batch, seq]`` or ``[batch]`` with ``-100`` for ignored positions.
+        labels: ``[batch, seq]`` or ``[batch]`` with ``-100`` for ignored positions; float ``[batch, num_labels]``
+            (multi-hot) or ``[batch]`` (regression), every entry labelled.
     """
+    if labels.is_floating_point():
+        losses = float_label_losses(logits, labels)
+        if losses.dim() == 1:
+            return losses, torch.ones_like(losses, dtype=torch.long)
+        return losses.sum(dim=1), torch.full_like(losses[:, 0], losses.shape[1], dtype=torch.long)
     losses = F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
         labels.reshape(-1),
@@ -78,8 +103,10 @@ def run_inference(
     task: str,
     *,
     desc: str = "Evaluating",
+    problem_type: str = SINGLE_LABEL,
 ) -> InferenceOutput:
-    """Predict every row of ``loader`` (prepared by ``accelerator``) and gather the results on every process."""
+    """Predict every row of ``loader`` (prepared by ``accelerator``) and gather the results on every process;
+    ``problem_type`` (sequence tasks) says what a prediction is: a class, per-label probabilities or a number."""
     was_training = model.training
     model.eval()
     output = InferenceOutput()
@@ -105,6 +132,14 @@ def run_inference(
             for row, col in zip(rows.tolist(), cols.tolist()):
                 words = output.word_predictions.setdefault(int(example_ids[row]), {})
                 words[int(word_index[row, col])] = (int(preds[row, col]), float(probs[row, col]))
+        elif problem_type != SINGLE_LABEL:
+            # [batch, num_labels] probabilities, or [batch] numbers
+            scores = logits.float().sigmoid() if problem_type == MULTI_LABEL else logits.float()[:, 0]
+            gathered = accelerator.gather_for_metrics((scores, batch["example_id"], row_loss, row_count))
+            scores, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
+            for example_id, score, loss in zip(example_ids.tolist(), scores.tolist(), row_loss.tolist()):
+                output.example_scores[int(example_id)] = score
+                output.example_losses[int(example_id)] = float(loss)
         else:
             gathered = accelerator.gather_for_metrics(
                 (preds, probs, batch["example_id"], row_loss, row_count)

@@ -1,4 +1,5 @@
-"""Task metrics: entity-level seqeval for tagging, accuracy and F1 for classification.
+"""Task metrics: entity-level seqeval for tagging, accuracy and F1 for classification, micro/macro F1 for
+multi-label classification, MSE and correlations for regression.
 
 Both are computed by the packaged ``evaluate`` modules (``evaluation/modules/``, loaded by
 :func:`~hftransfer.evaluation.loading.load_metric`), so the numbers a run reports are the ones a user gets from
@@ -53,4 +54,27 @@ def sequence_classification_metrics(
         raise ValueError("true and predicted labels differ in length")
     return load_metric("accuracy_f1", label_names=list(label_names)).compute(
         predictions=[int(label) for label in pred_labels], references=[int(label) for label in true_labels]
+    )
+
+
+def multilabel_classification_metrics(
+    true_rows: Sequence[Sequence[int]], pred_rows: Sequence[Sequence[int]], label_names: Sequence[str]
+) -> dict:
+    """Micro precision/recall/F1, macro-F1 and per-label scores of multi-hot rows (``[0, 1, 1]``: labels 1, 2).
+
+    Returns:
+        ``micro_precision``, ``micro_recall``, ``micro_f1``, ``macro_f1``,
+        ``per_class/<name>/{precision,recall,f1,support}``.
+    """
+    return load_metric("multilabel_f1", label_names=list(label_names)).compute(
+        predictions=[list(map(int, row)) for row in pred_rows],
+        references=[list(map(int, row)) for row in true_rows],
+    )
+
+
+def regression_metrics(true_values: Sequence[float], pred_values: Sequence[float]) -> dict:
+    """``mse``, ``pearson`` and ``spearman`` (NaN where a correlation is undefined: constant values)."""
+    return load_metric("regression").compute(
+        predictions=[float(value) for value in pred_values],
+        references=[float(value) for value in true_values],
     )

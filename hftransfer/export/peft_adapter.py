@@ -2,8 +2,9 @@
 
 An adapter directory holds what peft writes (``adapter_config.json``, ``adapter_model.safetensors``: the method's
 weights and the trained head, peft's ``modules_to_save``), the tokenizer, and ``hftransfer_adapter.json`` (task,
-label maps, base) so that :func:`load_adapter` needs no arguments. Nothing here depends on the method: the key sets
-are peft's own (``get_peft_model_state_dict``), and merging is peft's ``merge_and_unload`` where the method has one.
+label maps, base; a multi-label or regression head's ``problem_type`` and threshold) so that :func:`load_adapter`
+needs no arguments. Nothing here depends on the method: the key sets are peft's own
+(``get_peft_model_state_dict``), and merging is peft's ``merge_and_unload`` where the method has one.
 
 Saved adapters reload three ways: :func:`load_adapter`, ``PeftModel.from_pretrained`` on a base built with the
 label maps, and ``AutoPeftModelFor*.from_pretrained(dir, **base_model_kwargs(dir))``.
@@ -28,9 +29,11 @@ from transformers import (
 )
 
 from hftransfer.errors import ConfigError
+from hftransfer.evaluation.multilabel import THRESHOLD_KEY
 from hftransfer.utils import atomic_directory, atomic_write_json, recover_directory
 
 ADAPTER_META = "hftransfer_adapter.json"
+PROBLEM_KEYS = ("problem_type", THRESHOLD_KEY)
 
 TASK_TYPES = {"token-classification": TaskType.TOKEN_CLS, "sequence-classification": TaskType.SEQ_CLS}
 AUTO_CLASSES = {
@@ -72,11 +75,14 @@ def base_model_kwargs(directory: str | Path) -> dict[str, Any]:
     """
     meta = _read_meta(Path(directory))
     id2label = meta["id2label"]
-    return {
+    kwargs = {
         "num_labels": len(id2label),
         "id2label": id2label,
         "label2id": {label: index for index, label in id2label.items()},
     }
+    if meta.get("problem_type"):  # multi-label or regression: the HF loss and pipeline follow it
+        kwargs["problem_type"] = meta["problem_type"]
+    return kwargs
 
 
 def save_adapter(
@@ -113,6 +119,8 @@ def save_adapter(
     peft_config = model.peft_config[model.active_adapter]
     task = next(name for name, task_type in TASK_TYPES.items() if task_type == peft_config.task_type)
     id2label = {int(index): label for index, label in model.config.id2label.items()}
+    # A multi-label or regression head's problem type (and the threshold chosen on validation) travel with it.
+    problem = {key: getattr(model.config, key, None) for key in PROBLEM_KEYS}
     with atomic_directory(directory, what="the adapter") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         # Patch the written config rather than the live model's: saving must not change the model.
@@ -128,6 +136,7 @@ def save_adapter(
                 "task": task,
                 "base_model_name_or_path": base,
                 "id2label": {str(k): v for k, v in id2label.items()},
+                **{key: value for key, value in problem.items() if value is not None},
             },
         )
 
@@ -146,6 +155,8 @@ def load_adapter(directory: str | Path) -> PeftModel:
     base = AUTO_CLASSES[meta["task"]].from_pretrained(
         meta["base_model_name_or_path"], **base_model_kwargs(directory)
     )
+    if meta.get(THRESHOLD_KEY) is not None:
+        setattr(base.config, THRESHOLD_KEY, meta[THRESHOLD_KEY])
     model = PeftModel.from_pretrained(base, str(directory))
     return model.eval()
 

@@ -25,6 +25,7 @@ from hftransfer.data.features import tokenize, tokenize_options
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
+from hftransfer.evaluation.multilabel import THRESHOLD_KEY, model_threshold
 from hftransfer.modeling.build import build_model, load_tokenizer
 from hftransfer.multitask.config import TaskSpec
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search
@@ -48,6 +49,7 @@ class OneTask:
         self.config = config
         self.name = "task"
         self.specs = {self.name: TaskSpec(self.name, config.task, config.data)}
+        self.model_config: Any = None  # the HF config of the model built, which the exports save
 
     def find_unused_parameters(self) -> bool:
         return needs_unused_parameter_search(self.config)
@@ -66,7 +68,9 @@ class OneTask:
     def build_model(self, data: dict[str, TaskData]) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, str]:
         """The model, its tokenizer, and the name that adapters and cards refer to."""
         tokenizer = load_tokenizer(self.config.model)
-        model = build_model(self.config.model, self.config.task, data[self.name].label_names)
+        problem_type = self.config.data.problem_type
+        model = build_model(self.config.model, self.config.task, data[self.name].label_names, problem_type)
+        self.model_config = model.config
         return model, tokenizer, resolve_model_name(self.config.model.name_or_path)
 
     def task_model(self, model: torch.nn.Module, task: str) -> torch.nn.Module:
@@ -113,10 +117,26 @@ class OneTask:
         """``evaluate(model, loader, split) -> metrics``; ``selection(output, examples)`` adds the label-free
         selection metrics to the validation split's (``flow/selection.py``)."""
         task_data, task = data[self.name], self.config.task
+        problem_type, metric = self.config.data.problem_type, self.config.metric_for_best()
 
         def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
-            output = run_inference(model, loader, accelerator, task, desc=f"Evaluating {split}")
-            metrics = compute_metrics(output, task_data.splits[split], task, task_data.label_names)
+            output = run_inference(
+                model, loader, accelerator, task, desc=f"Evaluating {split}", problem_type=problem_type
+            )
+            # Multi-label: validation chooses the decision threshold, into the config the exports save; the
+            # other splits use the one chosen last (the best model's, once evaluate_best re-scored validation).
+            threshold = None if split == "validation" else model_threshold(self.model_config)
+            metrics = compute_metrics(
+                output,
+                task_data.splits[split],
+                task,
+                task_data.label_names,
+                problem_type=problem_type,
+                threshold=threshold,
+                metric=metric,
+            )
+            if "threshold" in metrics and split == "validation" and self.model_config is not None:
+                setattr(self.model_config, THRESHOLD_KEY, metrics["threshold"])
             if selection is not None and split == "validation":
                 metrics.update(selection(output, task_data.splits[split]))
             return metrics

@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hftransfer.assets import ALL_ASSETS, ENCODERS
 from hftransfer.config.plugins import default_objectives
+from hftransfer.config.problem import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from hftransfer.config.sections import older_objectives
 from hftransfer.errors import ConfigError
 from hftransfer.registry import get_objective, get_strategy
@@ -28,6 +29,22 @@ PIPELINE_TAGS = {
 HEADLINE = {
     "token-classification": ("f1", "precision", "recall"),
     "sequence-classification": ("accuracy", "macro_f1"),
+    MULTI_LABEL: ("micro_f1", "macro_f1"),
+    REGRESSION: ("mse", "pearson", "spearman"),
+}
+# What a multi-label or regression head is, and how pipeline's output reads (it applies a sigmoid per label to a
+# multi-label model and returns the number itself for regression).
+PROBLEM_LINES = {
+    MULTI_LABEL: (
+        "multi-label classification (`problem_type: multi_label_classification`): any number of labels per text, "
+        "a sigmoid per label; a label is predicted when its score reaches `config.multilabel_threshold` = {threshold}"
+        " (chosen on the validation split)",
+        ", top_k=None)  # every label's sigmoid score",
+    ),
+    REGRESSION: (
+        "regression (`problem_type: regression`): a number per text, trained with mean squared error",
+        ")  # {'label': ..., 'score': <the predicted number>}",
+    ),
 }
 
 
@@ -117,10 +134,18 @@ def _strategy_line(facts: CardFacts) -> str:
     return "; ".join(part for part in (details, *extras, trainable) if part)
 
 
+def problem_type(facts: CardFacts) -> str:
+    """The problem type of a sequence task (single-label unless its data section says otherwise)."""
+    return facts.data.get("problem_type") or SINGLE_LABEL
+
+
+def headline(facts: CardFacts) -> tuple[str, ...]:
+    """The metrics the card shows, the first the headline: the task's, or a multi-label/regression head's."""
+    return HEADLINE.get(problem_type(facts), HEADLINE[facts.task])
+
+
 def _metrics_table(facts: CardFacts) -> str:
-    names = [
-        n for n in HEADLINE[facts.task] if any(n in facts.metrics.get(s, {}) for s in ("validation", "test"))
-    ]
+    names = [n for n in headline(facts) if any(n in facts.metrics.get(s, {}) for s in ("validation", "test"))]
     rows = ["| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for split in ("validation", "test"):
         if split in facts.metrics:
@@ -147,7 +172,7 @@ def _distill_section(facts: CardFacts) -> str:
     report = facts.distill_report
     if not report:
         return ""
-    metric = HEADLINE[facts.task][0]
+    metric = headline(facts)[0]
     rows = [
         f"| {who} | {report[who]['metrics'][metric]:.4f} | {report[who]['parameters'] / 1e6:.1f}M | "
         f"{report[who].get('samples_per_second', float('nan')):.0f} |"
@@ -165,7 +190,10 @@ def build_card(facts: CardFacts) -> ModelCard:
     """The model card (``README.md``) of one published model."""
     base = base_model_id(facts.config.get("model", {}).get("name_or_path"))
     pipeline_tag = PIPELINE_TAGS[facts.task]
-    metric = HEADLINE[facts.task][0]
+    metric = headline(facts)[0]
+    problem, threshold = problem_type(facts), facts.metrics.get("validation", {}).get("threshold", 0.5)
+    kind, pipeline_note = PROBLEM_LINES.get(problem, ("", ")"))
+    kind = f": {kind.format(threshold=threshold)}" if kind else ""
     data_name = dataset_name(facts.data)
     eval_results = [
         EvalResult(
@@ -178,7 +206,7 @@ def build_card(facts: CardFacts) -> ModelCard:
         )
         for split in ("test", "validation")
         if split in facts.metrics
-        for name in HEADLINE[facts.task]
+        for name in headline(facts)
         if name in facts.metrics[split]
     ]
     tags = ["hftransfer", facts.config.get("strategy", {}).get("name", "full")]
@@ -221,20 +249,21 @@ def build_card(facts: CardFacts) -> ModelCard:
     usage = (
         "from peft import AutoPeftModelFor{auto}\n\nid2label = {id2label}\n"
         'model = AutoPeftModelFor{auto}.from_pretrained(\n    "{repo}", id2label=id2label, '
-        "label2id={{label: i for i, label in id2label.items()}}\n)"
+        "label2id={{label: i for i, label in id2label.items()}}{problem}\n)"
         if facts.kind == "adapter"
-        else 'from transformers import pipeline\npredict = pipeline("{tag}", model="{repo}"{agg})\n'
+        else 'from transformers import pipeline\npredict = pipeline("{tag}", model="{repo}"{agg}\n'
     ).format(
+        problem="" if problem == SINGLE_LABEL else f', problem_type="{problem}"',
         id2label=dict(enumerate(facts.label_names)),
         auto="TokenClassification" if facts.task == "token-classification" else "SequenceClassification",
         repo=facts.repo_id,
         tag=pipeline_tag,
-        agg=', aggregation_strategy="simple"' if facts.task == "token-classification" else "",
+        agg=(', aggregation_strategy="simple")' if facts.task == "token-classification" else pipeline_note),
     )
     body = f"""
 # {facts.repo_id.split("/")[-1]}
 
-This is {what}, trained with hftransfer for {facts.task.replace("-", " ")}.
+This is {what}, trained with hftransfer for {facts.task.replace("-", " ")}{kind}.
 
 - **Base model**: `{base or facts.config.get("model", {}).get("name_or_path")}`{teacher}
 - **Strategy**: {_strategy_line(facts)}

@@ -24,6 +24,7 @@ from transformers import (
 
 from hftransfer.assets import ENCODERS, resolve_model_name
 from hftransfer.config import ModelConfig
+from hftransfer.config.problem import MULTI_LABEL, SINGLE_LABEL
 from hftransfer.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -58,13 +59,20 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
         raise _not_found(config.name_or_path, err) from None
 
 
-def build_model(config: ModelConfig, task: str, label_names: Sequence[str]) -> PreTrainedModel:
+def build_model(
+    config: ModelConfig, task: str, label_names: Sequence[str], problem_type: str = SINGLE_LABEL
+) -> PreTrainedModel:
     """A pretrained encoder with a (new) classification head for ``label_names``.
 
     Args:
         config: which checkpoint and how to load it.
         task: ``token-classification`` or ``sequence-classification``.
-        label_names: label of each class id; stored as ``id2label``/``label2id`` in the model config.
+        label_names: label of each class id (a regression head's one output); stored as ``id2label``/``label2id``
+            in the model config.
+        problem_type: of a sequence task; a multi-label or regression one is written into the model config
+            (``config.problem_type``: the HF model's own loss and ``pipeline`` follow it), with the multi-label
+            decision threshold (``multilabel_threshold``, 0.5 until validation chooses one). A single-label
+            config is left as transformers makes it.
 
     Raises:
         ConfigError: the checkpoint cannot be found or loaded.
@@ -74,6 +82,8 @@ def build_model(config: ModelConfig, task: str, label_names: Sequence[str]) -> P
     kwargs = {}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
+    if problem_type != SINGLE_LABEL:
+        kwargs["problem_type"] = problem_type
     try:
         with without_load_report():
             model, info = AUTO_MODELS[task].from_pretrained(
@@ -103,6 +113,10 @@ def build_model(config: ModelConfig, task: str, label_names: Sequence[str]) -> P
     except OSError as err:
         raise _not_found(config.name_or_path, err) from None
     log_new_weights(model, config.name_or_path, info)
+    if problem_type == MULTI_LABEL:
+        from hftransfer.evaluation.multilabel import DEFAULT_THRESHOLD, THRESHOLD_KEY
+
+        setattr(model.config, THRESHOLD_KEY, DEFAULT_THRESHOLD)
     return model
 
 

@@ -21,6 +21,7 @@ from hftransfer.config import (
 )
 from hftransfer.config.checks import POSITIVE, Range, check_value
 from hftransfer.config.plugins import default_objectives, default_strategy
+from hftransfer.config.problem import refuse_problem_type
 from hftransfer.errors import ConfigError
 
 
@@ -119,6 +120,8 @@ class MultitaskConfig:
             raise ConfigError(
                 "tasks: a multitask run needs at least one task (tasks: [{name, task, data}, ...])"
             )
+        for task in self.tasks:
+            refuse_problem_type(task.data, f"tasks.{task.name}.data.problem_type", "a multitask run")
         names = [task.name for task in self.tasks]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

@@ -1,4 +1,6 @@
-"""The task's own loss: cross-entropy on the labels, summed over labelled items (the loop normalises it)."""
+"""The task's own loss, summed over labelled items (the loop normalises it): cross-entropy on class labels; on
+float labels the loss of their problem type (binary cross-entropy per label of multi-hot rows, squared error of
+regression targets), as the Hugging Face model's own ``problem_type`` loss computes it before its mean."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hftransfer.evaluation.inference import IGNORE_INDEX, model_inputs
+from hftransfer.evaluation.inference import IGNORE_INDEX, float_label_losses, model_inputs
 from hftransfer.objectives.base import Objective, ObjectiveContext
 from hftransfer.registry import register_objective
 
@@ -26,13 +28,21 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     )
 
 
+def summed_task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`summed_cross_entropy` of class ids; the summed :func:`float_label_losses` of float labels
+    (multi-hot ``[batch, num_labels]`` or regression targets ``[batch]``)."""
+    if labels.is_floating_point():
+        return float_label_losses(logits, labels).sum()
+    return summed_cross_entropy(logits, labels)
+
+
 def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any = None) -> torch.Tensor:
-    """The task's cross-entropy alone, as a loop loss function (the default of ``TrainingLoop``)."""
-    return summed_cross_entropy(model(**model_inputs(batch)).logits, batch["labels"])
+    """The task's loss alone, as a loop loss function (the default of ``TrainingLoop``)."""
+    return summed_task_loss(model(**model_inputs(batch)).logits, batch["labels"])
 
 
 class TaskLoss(Objective):
-    """Cross-entropy of the model's logits against the batch's labels (tokens or examples); in a run of several
+    """The task's loss of the model's logits against the batch's labels (tokens or examples); in a run of several
     tasks, times the batch's task's ``loss_weight``."""
 
     name = "task"
@@ -44,7 +54,7 @@ class TaskLoss(Objective):
         self.task_weights = {task.name: task.loss_weight for task in tasks}
 
     def terms(self, model: torch.nn.Module, batch: dict, outputs: Any, state: Any) -> dict[str, torch.Tensor]:
-        loss = summed_cross_entropy(outputs.logits, batch["labels"])
+        loss = summed_task_loss(outputs.logits, batch["labels"])
         if self.weight != 1.0:
             loss = self.weight * loss
         if self.task_weights:

@@ -76,12 +76,22 @@ def hash_features(digest: Any, features: Dataset) -> None:
     for batch in features.select_columns(columns).iter(batch_size=1024):
         for name in columns:
             values = batch[name]
+            # Float labels (regression targets, multi-hot rows) are hashed as floats: as integers 3.5 and 3.7 would
+            # share a key, and a cached store would bring back the other run's labels.
+            dtype = np.float64 if _holds_floats(values) else np.int64
             if values and isinstance(values[0], list):
                 # Lengths keep row boundaries in the hash: [1, 2] + [3] must differ from [1] + [2, 3].
                 digest.update(np.fromiter((len(v) for v in values), dtype=np.int64).tobytes())
-                digest.update(np.fromiter(itertools.chain.from_iterable(values), dtype=np.int64).tobytes())
+                digest.update(np.fromiter(itertools.chain.from_iterable(values), dtype=dtype).tobytes())
             else:
-                digest.update(np.asarray(values, dtype=np.int64).tobytes())
+                digest.update(np.asarray(values, dtype=dtype).tobytes())
+
+
+def _holds_floats(values: list) -> bool:
+    first = values[0] if values else None
+    if isinstance(first, list):
+        first = first[0] if first else None
+    return isinstance(first, float)
 
 
 def feature_cache_key(

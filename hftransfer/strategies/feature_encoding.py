@@ -33,7 +33,9 @@ class FeatureStore:
     task: str
     vectors: torch.Tensor  # [positions, hidden] float32
     offsets: torch.Tensor  # [rows + 1] int64
-    labels: torch.Tensor  # [positions] (token) or [rows] (sequence); -100 = no label
+    labels: (
+        torch.Tensor
+    )  # [positions] (token) or [rows] (sequence), -100 = no label; float [rows(, num_labels)]
     example_id: torch.Tensor  # [rows]
     word_index: torch.Tensor | None = None  # [positions], token tasks only
     key: str = ""
@@ -46,6 +48,15 @@ class FeatureStore:
     @property
     def lengths(self) -> list[int]:
         return (self.offsets[1:] - self.offsets[:-1]).tolist()
+
+
+def _label_tensor(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The rows' labels in one tensor: class ids as int64; float labels (multi-hot rows ``[rows, num_labels]``,
+    regression targets ``[rows]``) stay float."""
+    if not parts:
+        return torch.zeros(0, dtype=torch.long)
+    labels = torch.cat(parts)
+    return labels.float() if labels.is_floating_point() else labels.long()
 
 
 def base_encoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -157,7 +168,7 @@ def encode_features(
         task=task,
         vectors=torch.cat([p[0] for p in parts]) if parts else torch.zeros(0, hidden),
         offsets=counts.cumsum(0),
-        labels=torch.cat([p[1] for p in parts]).long() if parts else torch.zeros(0, dtype=torch.long),
+        labels=_label_tensor([p[1] for p in parts]),
         word_index=torch.cat([p[2] for p in parts]).long() if token_task and parts else None,
         example_id=torch.tensor(features["example_id"][:], dtype=torch.long),
         info={"layer": index, "num_layers": num_layers, "pooling": None if token_task else pooling},

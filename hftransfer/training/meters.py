@@ -178,7 +178,12 @@ def record_evaluation(
         )
     value = float(metrics[metric])
     best = state.best_metric
-    if best is None or (value > best if greater_is_better else value < best):
+    # A NaN best (a correlation of constant early predictions) is beaten by any number; a NaN never beats one.
+    if (
+        best is None
+        or (value > best if greater_is_better else value < best)
+        or (math.isnan(best) and not math.isnan(value))
+    ):
         state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
         return True
     state.evals_without_improvement += 1

@@ -35,7 +35,12 @@ HEADLINE = (
     "precision",
     "recall",
     "accuracy",
+    "micro_f1",
     "macro_f1",
+    "threshold",
+    "mse",
+    "pearson",
+    "spearman",
     "grad_norm",
     "samples_per_second",
 )
