@@ -122,6 +122,10 @@ class Predictor:
         cpu: force CPU even when a GPU is present.
         backend: ``torch``, ``onnx`` (fp32) or ``onnx-int8`` (ONNX Runtime on the CPU, from ``hftransfer export``),
             or ``auto``: ONNX for an export directory, else PyTorch. Every backend returns the same rows.
+        long_texts: sequence models, texts longer than ``max_length``: ``truncate`` or ``window`` (overlapping
+            windows whose logits are combined into one row per text), as ``data.long_texts`` in training.
+        window_context: tokens shared by consecutive windows (``data.window_context``).
+        window_aggregation: ``mean`` or ``max`` of a text's window logits (``data.window_aggregation``).
 
     Raises:
         ConfigError: an unknown backend, or an ONNX backend without ONNX Runtime or without an export.
@@ -135,6 +139,9 @@ class Predictor:
         max_length: int | None = None,
         cpu: bool = False,
         backend: str = "auto",
+        long_texts: str = "truncate",
+        window_context: int = 16,
+        window_aggregation: str = "mean",
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
@@ -169,6 +176,8 @@ class Predictor:
         )
         self.max_length = max_length or limit
         self.batch_size = batch_size
+        self.long_texts, self.window_context = long_texts, window_context
+        self.window_aggregation = window_aggregation
 
     def predict(self, examples: Dataset) -> Predictions:
         """Predict ``tokens`` rows (token task) or ``text`` [+ ``text_pair``] rows; scores them if labels are present.
@@ -178,7 +187,16 @@ class Predictor:
         regression: ``value``. Gold labels come back as ``gold_label`` / ``gold_labels`` / ``gold_value``.
         """
         labelled = ("tags" if self.task == "token-classification" else "label") in examples.column_names
-        features, _ = tokenize(examples, self.tokenizer, self.task, None, max_length=self.max_length)
+        features, _ = tokenize(
+            examples,
+            self.tokenizer,
+            self.task,
+            None,
+            max_length=self.max_length,
+            window_context=self.window_context,
+            long_texts=self.long_texts,
+            split="input",
+        )
         loader = build_eval_dataloader(features, FeatureCollator(self.tokenizer), batch_size=self.batch_size)
         with torch.inference_mode():
             output = run_inference(
@@ -188,6 +206,7 @@ class Predictor:
                 self.task,
                 desc="Predicting",
                 problem_type=self.problem_type,
+                window_aggregation=self.window_aggregation,
             )
         rows = []
         if self.task == "token-classification":
@@ -275,12 +294,17 @@ def write_predictions(predictions: Predictions, path: str | Path) -> None:
 def predict_file(
     model: str, input_path: str, output_path: str, data: DataConfig | None = None, **kwargs: Any
 ) -> Predictions:
-    """Read ``input_path`` (text, CoNLL, JSON/JSONL, CSV/TSV), predict, and write ``output_path``."""
+    """Read ``input_path`` (text, CoNLL, JSON/JSONL, CSV/TSV), predict, and write ``output_path``; ``data``'s
+    ``long_texts``, ``window_context`` and ``window_aggregation`` go to the :class:`Predictor`."""
     from hftransfer.data.sources import read_unlabelled
 
+    data = data or DataConfig(train_file=input_path)
+    for name in ("long_texts", "window_context", "window_aggregation"):
+        kwargs.setdefault(name, getattr(data, name))
     predictor = Predictor(model, **kwargs)
-    # Gold labels in the file are read as the model's problem type says (a list, a number).
-    data = dataclasses.replace(data or DataConfig(train_file=input_path), problem_type=predictor.problem_type)
+    # Gold labels in the file are read as the model's problem type says (a list, a number). The config is checked
+    # again under that problem type (window_aggregation=max refuses a regression model).
+    data = dataclasses.replace(data, problem_type=predictor.problem_type)
     examples = read_unlabelled(input_path, predictor.task, data)
     predictions = predictor.predict(examples)
     write_predictions(predictions, output_path)

@@ -20,7 +20,8 @@ from hftransfer.config.checks import (
     check_fields,
     check_value,
 )
-from hftransfer.config.problem import MULTI_LABEL, REGRESSION, SINGLE_LABEL, ProblemType
+from hftransfer.config.data_checks import check_label_fields, check_long_text_fields
+from hftransfer.config.problem import SINGLE_LABEL, ProblemType
 from hftransfer.errors import ConfigError
 from hftransfer.text_excerpt import excerpt
 
@@ -135,12 +136,27 @@ class DataConfig:
     max_eval_samples: int | None = None
     """Keep only the first N validation and test examples."""
     max_length: int = 128
-    """Maximum tokens per model input. Longer NER sentences are split into windows; longer texts are truncated."""
+    """Maximum tokens per model input. Longer NER sentences are split into windows; longer texts are truncated or
+    split into windows, as ``long_texts`` says."""
     label_all_subwords: bool = False
     """NER: label every subword of a word instead of only the first (the rest get -100)."""
     window_context: int = 16
-    """NER: tokens of left context repeated at the start of each continuation window of a long sentence (at most
-    half the window is used for context)."""
+    """Tokens repeated from the previous window at the start of each continuation window (at most half the window):
+    NER's left context of a long sentence; with ``long_texts=window``, the overlap of a long text's windows (the
+    tokenizer's ``stride``)."""
+    long_texts: Literal["truncate", "window"] = "truncate"
+    """Sequence classification, texts longer than ``max_length``: ``truncate`` keeps their first ``max_length``
+    tokens (a warning gives the share cut); ``window`` splits them into overlapping windows (pairs: the first text
+    only, the second repeated whole in each window). Training reads each window as an example with its text's
+    label; evaluation and prediction aggregate the windows' logits into one prediction per text
+    (``window_aggregation``). NER always windows long sentences."""
+    window_aggregation: Literal["mean", "max"] = "mean"
+    """``long_texts=window``: how a text's window logits become one: their ``mean``, or their per-label ``max``
+    (single- and multi-label; regression takes the mean)."""
+    invalid_rows: Literal["error", "skip"] = "error"
+    """Rows with no text (empty or whitespace only, null, no words) or, in labelled data, an empty or null label:
+    ``error`` stops the run at the first, naming its ``file:line``; ``skip`` leaves them out, counts them in the
+    data report (``dropped``) and logs the first few ``file:line``."""
     label_map: dict[str, str] | None = None
     """Rename labels after reading, in every split (``{fresh: positive, rotten: negative}``), so that two datasets
     share label names; labels not named keep theirs, and two may become one. NER: keys and values are entity types
@@ -156,40 +172,8 @@ class DataConfig:
         check_fields("data", self, DATA_RANGES)
         if self.validation_size + self.test_size >= 1.0:
             raise ConfigError("data.validation_size + data.test_size must be below 1")
-        self._check_labels()
-
-    def _check_labels(self) -> None:
-        if self.label_separator is not None and (
-            self.problem_type != MULTI_LABEL or not self.label_separator
-        ):
-            raise ConfigError(
-                f"data.label_separator={self.label_separator!r} splits multi-label cells; it needs a non-empty "
-                f"separator and data.problem_type={MULTI_LABEL}"
-            )
-        if self.problem_type == REGRESSION and (self.label_map or self.drop_labels):
-            which = "data.label_map" if self.label_map else "data.drop_labels"
-            raise ConfigError(
-                f"{which} names class labels; data.problem_type={REGRESSION} has a number per text"
-            )
-        # YAML reads ``{1: negative}`` with an integer key; labels are strings once read, so compare as strings.
-        if self.label_map is not None:
-            if not isinstance(self.label_map, dict):
-                raise ConfigError(
-                    f"data.label_map must be a mapping of label names, got {excerpt(self.label_map)}"
-                )
-            # An empty map (a preset's placeholder) is no map: builtins keep their default label names.
-            self.label_map = {
-                str(key).strip(): str(value).strip() for key, value in self.label_map.items()
-            } or None
-            if self.label_map and not all(key and value for key, value in self.label_map.items()):
-                raise ConfigError(
-                    f"data.label_map maps label names to non-empty names, got {excerpt(self.label_map)}"
-                )
-        if isinstance(self.drop_labels, str) or not all(str(label).strip() for label in self.drop_labels):
-            raise ConfigError(
-                f"data.drop_labels must be a list of label names, got {excerpt(self.drop_labels)}"
-            )
-        self.drop_labels = [str(label).strip() for label in self.drop_labels]
+        check_label_fields(self)
+        check_long_text_fields(self)
 
 
 @dataclass

@@ -6,7 +6,8 @@ predicted exactly once**: each window *owns* a contiguous run of words and may r
 that it does not own. The ``word_index`` column marks, per token, the word whose first subword it is (``-1``
 elsewhere, including context tokens), which lets evaluation and prediction map features back to words.
 
-Sequence classification tokenises a text or a text pair and truncates at ``max_length`` (counted in the report).
+Sequence classification (:mod:`hftransfer.data.sequence_features`) tokenises a text or a text pair and truncates
+it at ``max_length`` or splits it into overlapping windows (``data.long_texts``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from hftransfer.data.label_kinds import encode_label
+from hftransfer.data.sequence_features import tokenize_sequence_task
 from hftransfer.errors import DataError
 from hftransfer.text_excerpt import excerpt, excerpt_names
 
@@ -166,61 +167,6 @@ def tokenize_token_task(
     return features, counts
 
 
-def tokenize_sequence_task(
-    dataset: Dataset,
-    tokenizer: PreTrainedTokenizerBase,
-    label2id: dict[str, int] | None,
-    *,
-    max_length: int,
-) -> tuple[Dataset, dict[str, int]]:
-    """Tokenise ``text`` (and ``text_pair`` when present) examples; ``labels`` from ``label`` via ``label2id``: a
-    class id, a multi-hot row of floats (a list of labels) or the float itself (a regression target).
-
-    Returns:
-        The features and a report with the ``truncated`` count (inputs cut at ``max_length``).
-
-    Raises:
-        DataError: a label is not in ``label2id``.
-    """
-    has_pair = "text_pair" in dataset.column_names
-    counts = {"truncated": 0}
-
-    def encode(batch: dict[str, list], indices: list[int]) -> dict[str, Any]:
-        pairs = batch["text_pair"] if has_pair else None
-        full = tokenizer(batch["text"], pairs, truncation=False)
-        counts["truncated"] += sum(len(ids) > max_length for ids in full["input_ids"])
-        out: dict[str, Any] = dict(tokenizer(batch["text"], pairs, truncation=True, max_length=max_length))
-        out["example_id"] = list(indices)
-        if label2id is not None:
-            labels = []
-            for row, label in enumerate(batch["label"]):
-                if not isinstance(label, str):  # several labels, or a number
-                    labels.append(encode_label(label, label2id, indices[row]))
-                    continue
-                if label not in label2id:
-                    raise DataError(
-                        f"example {indices[row]}: label {excerpt(label)} is not one of the model's labels "
-                        f"{excerpt_names(sorted(label2id))}"
-                    )
-                labels.append(label2id[label])
-            out["labels"] = labels
-        return out
-
-    features = dataset.map(
-        encode,
-        batched=True,
-        with_indices=True,
-        remove_columns=dataset.column_names,
-        load_from_cache_file=False,
-        desc="Tokenising",
-    )
-    if counts["truncated"]:
-        logger.warning(
-            "%d inputs are longer than max_length=%d and were truncated", counts["truncated"], max_length
-        )
-    return features, counts
-
-
 def tokenize(
     dataset: Dataset,
     tokenizer: PreTrainedTokenizerBase,
@@ -230,8 +176,11 @@ def tokenize(
     max_length: int,
     label_all_subwords: bool = False,
     window_context: int = 16,
+    long_texts: str = "truncate",
+    split: str | None = None,
 ) -> tuple[Dataset, dict[str, int]]:
-    """Dispatch to :func:`tokenize_token_task` or :func:`tokenize_sequence_task` by ``task``."""
+    """Dispatch to :func:`tokenize_token_task` or :func:`tokenize_sequence_task` by ``task``; ``long_texts`` and
+    ``split`` (named in the truncation warning) concern sequence tasks only."""
     if task == "token-classification":
         return tokenize_token_task(
             dataset,
@@ -241,7 +190,15 @@ def tokenize(
             label_all_subwords=label_all_subwords,
             window_context=window_context,
         )
-    return tokenize_sequence_task(dataset, tokenizer, label2id, max_length=max_length)
+    return tokenize_sequence_task(
+        dataset,
+        tokenizer,
+        label2id,
+        max_length=max_length,
+        long_texts=long_texts,
+        window_context=window_context,
+        split=split,
+    )
 
 
 def tokenize_options(data: Any) -> dict[str, Any]:
@@ -250,4 +207,5 @@ def tokenize_options(data: Any) -> dict[str, Any]:
         "max_length": data.max_length,
         "label_all_subwords": data.label_all_subwords,
         "window_context": data.window_context,
+        "long_texts": data.long_texts,
     }

@@ -12,6 +12,7 @@ from datasets import ClassLabel, Dataset
 from hftransfer import assets
 from hftransfer.config import DataConfig
 from hftransfer.data.readers import TOKEN_TASK, ReadResult, sequence_row, token_row
+from hftransfer.data.rows import read_row
 from hftransfer.data.tags import normalize_tags
 from hftransfer.errors import DataError
 from hftransfer.text_excerpt import excerpt, excerpt_names
@@ -70,14 +71,17 @@ def _hub_split(
                 )
             labels = [declared[i] for i in ids]
             obj[names[1]] = labels if task == TOKEN_TASK else labels[0]
-        if task == TOKEN_TASK:
+
+        def make_row(where: str, obj: dict[str, Any] = obj) -> dict[str, Any]:
+            if task != TOKEN_TASK:
+                return sequence_row(obj, where, view, labels=True)
             row = token_row(obj, where, view, labels=True)
-            row["tags"], repairs = normalize_tags(row["tags"], where=lambda i, w=where: f"{w}: tag {i}")
+            row["tags"], repairs = normalize_tags(row["tags"], where=lambda tag, w=where: f"{w}: tag {tag}")
             result.iob_repairs += repairs
-        else:
-            row = sequence_row(obj, where, view, labels=True)
-        result.rows.append(row)
-        result.anchors.append(index)
+            return row
+
+        read_row(result, index, view, make_row)
+    result.log_skipped()
     return result, declared
 
 

@@ -145,6 +145,8 @@ def read_file(
             others = " or ".join(get_format(name).title for name in format_names(task))
             raise DataError(f"{path}: {entry.title} files hold {held}; {task} needs {others}")
         result = entry.read(path, text, task, config, require_labels)
+    result.log_skipped()
     if not result.rows:
-        raise DataError(f"{path}: no examples found")
+        left_out = " (every row was left out by data.invalid_rows=skip)" if result.skipped_at else ""
+        raise DataError(f"{path}: no examples found{left_out}")
     return result

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hftransfer.config import DataConfig
-from hftransfer.data.rows import TOKEN_TASK, ReadResult, sequence_row, token_row
+from hftransfer.data.rows import TOKEN_TASK, ReadResult, read_row, sequence_row, token_row
 from hftransfer.data.tags import normalize_tags
 from hftransfer.errors import DataError
 from hftransfer.text_excerpt import excerpt, excerpt_names
@@ -145,18 +145,19 @@ def read_record_file(
         )
     result = ReadResult(str(path), [], [], by_line=by_line, has_labels=labels)
     for anchor, obj in records:
-        result.anchors.append(anchor)
-        where = result.where(len(result.rows))
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected an object with named fields, got {type(obj).__name__}")
-        if token_task:
+
+        def make_row(where: str, obj: Any = obj) -> dict[str, Any]:
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}: expected an object with named fields, got {type(obj).__name__}")
+            if not token_task:
+                return sequence_row(obj, where, config, labels=labels)
             row = token_row(obj, where, config, labels=labels, cells=fmt in ("csv", "tsv"))
             if labels:
                 row["tags"], repairs = normalize_tags(row["tags"], where=lambda i, w=where: f"{w}: tag {i}")
                 result.iob_repairs += repairs
-        else:
-            row = sequence_row(obj, where, config, labels=labels)
-        result.rows.append(row)
+            return row
+
+        read_row(result, anchor, config, make_row)
     return result
 
 

@@ -90,7 +90,12 @@ def compare_with_teacher(run: Run, split: str = "test") -> dict[str, Any]:
             model = _TeacherInTaskOrder(model, teacher.label_order)
         metrics = compute_metrics(
             run_inference(
-                model, accelerator.prepare(loader), accelerator, config.task, desc=f"Scoring {name}"
+                model,
+                accelerator.prepare(loader),
+                accelerator,
+                config.task,
+                desc=f"Scoring {name}",
+                window_aggregation=config.data.window_aggregation,
             ),
             run.data.splits[split],
             config.task,

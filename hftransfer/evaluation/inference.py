@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from hftransfer.config.problem import MULTI_LABEL, SINGLE_LABEL
 from hftransfer.data.batching import TOKEN_EXTRAS
+from hftransfer.evaluation.windows import aggregate_windows
 
 IGNORE_INDEX = -100
 
@@ -104,12 +105,17 @@ def run_inference(
     *,
     desc: str = "Evaluating",
     problem_type: str = SINGLE_LABEL,
+    window_aggregation: str = "mean",
 ) -> InferenceOutput:
     """Predict every row of ``loader`` (prepared by ``accelerator``) and gather the results on every process;
-    ``problem_type`` (sequence tasks) says what a prediction is: a class, per-label probabilities or a number."""
+    ``problem_type`` (sequence tasks) says what a prediction is: a class, per-label probabilities or a number.
+    Sequence features that share an ``example_id`` (windows of a long text) become one prediction per text, their
+    logits combined by ``window_aggregation`` (``mean`` or ``max``: :mod:`hftransfer.evaluation.windows`); the
+    loss is then each text's, and ``rows`` still counts features."""
     was_training = model.training
     model.eval()
     output = InferenceOutput()
+    sequence_batches: list[list[np.ndarray]] = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         logits = model(**model_inputs(batch)).logits
         probs, preds = logits.float().softmax(dim=-1).max(dim=-1)  # [batch, seq] or [batch]
@@ -132,33 +138,74 @@ def run_inference(
             for row, col in zip(rows.tolist(), cols.tolist()):
                 words = output.word_predictions.setdefault(int(example_ids[row]), {})
                 words[int(word_index[row, col])] = (int(preds[row, col]), float(probs[row, col]))
-        elif problem_type != SINGLE_LABEL:
-            # [batch, num_labels] probabilities, or [batch] numbers
-            scores = logits.float().sigmoid() if problem_type == MULTI_LABEL else logits.float()[:, 0]
-            gathered = accelerator.gather_for_metrics((scores, batch["example_id"], row_loss, row_count))
-            scores, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
-            for example_id, score, loss in zip(example_ids.tolist(), scores.tolist(), row_loss.tolist()):
-                output.example_scores[int(example_id)] = score
-                output.example_losses[int(example_id)] = float(loss)
         else:
-            gathered = accelerator.gather_for_metrics(
-                (preds, probs, batch["example_id"], row_loss, row_count)
-            )
-            preds, probs, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
-            for example_id, pred, prob, loss in zip(
-                example_ids.tolist(), preds.tolist(), probs.tolist(), row_loss.tolist()
-            ):
-                output.example_predictions[int(example_id)] = (int(pred), float(prob))
-                output.example_losses[int(example_id)] = float(loss)
+            # [batch, num_labels] logits travel too: windows of one text are combined after the gather.
+            parts = (logits.float(), preds, probs, batch["example_id"], row_loss, row_count)
+            labels = (batch["labels"],) if has_labels else ()
+            sequence_batches.append([t.cpu().numpy() for t in accelerator.gather_for_metrics(parts + labels)])
+            row_loss = sequence_batches[-1][4]
         output.rows += len(row_loss)
-        output.loss_sum += float(row_loss.sum())
-        output.loss_count += int(row_count.sum())
+        if task == "token-classification":
+            output.loss_sum += float(row_loss.sum())
+            output.loss_count += int(row_count.sum())
     model.train(was_training)
+    if sequence_batches:
+        ids = np.concatenate([parts[3] for parts in sequence_batches])
+        if len(np.unique(ids)) < len(ids):  # windows of long texts (data.long_texts=window)
+            _combine_windows(output, sequence_batches, problem_type, window_aggregation)
+        else:
+            _collect_examples(output, sequence_batches, problem_type)
     expected = len(loader.dataset)
     if output.rows != expected:
         # gather_for_metrics must drop the samples repeated to even out the last batch; anything else is a bug.
         raise RuntimeError(f"gathered {output.rows} predictions for {expected} rows")
     return output
+
+
+def _collect_examples(output: InferenceOutput, batches: list[list[np.ndarray]], problem_type: str) -> None:
+    """One feature per example: each row's prediction and loss as computed on the device."""
+    for logits, preds, probs, example_ids, row_loss, row_count, *_ in batches:
+        scores = _scores(logits, problem_type) if problem_type != SINGLE_LABEL else None
+        for row, example_id in enumerate(example_ids.tolist()):
+            if scores is None:
+                output.example_predictions[example_id] = (int(preds[row]), float(probs[row]))
+            else:
+                output.example_scores[example_id] = scores[row]
+            output.example_losses[example_id] = float(row_loss[row])
+        output.loss_sum += float(row_loss.sum())
+        output.loss_count += int(row_count.sum())
+
+
+def _scores(logits: np.ndarray, problem_type: str) -> list:
+    """Multi-label: each label's sigmoid probability; regression: the number (``[rows, 1]`` logits)."""
+    if problem_type == MULTI_LABEL:
+        return torch.from_numpy(logits).float().sigmoid().tolist()
+    return logits[:, 0].astype(float).tolist()
+
+
+def _combine_windows(
+    output: InferenceOutput, batches: list[list[np.ndarray]], problem_type: str, how: str
+) -> None:
+    """Several features per example: combine each example's window logits, then predict and score the example."""
+    logits, example_ids = (np.concatenate([parts[i] for parts in batches]) for i in (0, 3))
+    ids, combined, first = aggregate_windows(logits, example_ids, how)
+    combined_logits = torch.from_numpy(combined)  # [texts, num_labels]
+    if all(len(parts) > 6 for parts in batches):  # labels were gathered: every window carries its text's
+        labels = torch.from_numpy(np.concatenate([parts[6] for parts in batches])[first])
+        losses, counts = per_row_loss(combined_logits, labels)
+        output.loss_sum += float(losses.sum())
+        output.loss_count += int(counts.sum())
+    else:
+        losses = torch.zeros(len(ids))
+    if problem_type == SINGLE_LABEL:
+        probs, preds = combined_logits.softmax(dim=-1).max(dim=-1)  # [texts]
+        for example_id, pred, prob in zip(ids.tolist(), preds.tolist(), probs.tolist()):
+            output.example_predictions[example_id] = (int(pred), float(prob))
+    else:
+        for example_id, score in zip(ids.tolist(), _scores(combined, problem_type)):
+            output.example_scores[example_id] = score
+    for example_id, loss in zip(ids.tolist(), losses.tolist()):
+        output.example_losses[example_id] = float(loss)
 
 
 def word_label_ids(output: InferenceOutput, word_counts: list[int]) -> list[list[int]]:

@@ -121,7 +121,13 @@ class OneTask:
 
         def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
             output = run_inference(
-                model, loader, accelerator, task, desc=f"Evaluating {split}", problem_type=problem_type
+                model,
+                loader,
+                accelerator,
+                task,
+                desc=f"Evaluating {split}",
+                problem_type=problem_type,
+                window_aggregation=self.config.data.window_aggregation,
             )
             # Multi-label: validation chooses the decision threshold, into the config the exports save; the
             # other splits use the one chosen last (the best model's, once evaluate_best re-scored validation).
@@ -179,6 +185,9 @@ class OneTask:
         )
 
 
+SPLIT_NAMES = {"train": "training"}  # as the truncation warning names a split
+
+
 def tokenize_task(
     data: TaskData, tokenizer: PreTrainedTokenizerBase, task: str, data_config: Any
 ) -> tuple[dict[str, Dataset], dict[str, dict[str, int]]]:
@@ -188,7 +197,12 @@ def tokenize_task(
     counts: dict[str, dict[str, int]] = {}
     for split, examples in data.splits.items():
         features[split], split_counts = tokenize(
-            examples, tokenizer, task, label2id, **tokenize_options(data_config)
+            examples,
+            tokenizer,
+            task,
+            label2id,
+            **tokenize_options(data_config),
+            split=SPLIT_NAMES.get(split, split),
         )
         counts[split] = {"examples": len(examples), "features": len(features[split]), **split_counts}
     return features, counts

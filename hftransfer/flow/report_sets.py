@@ -79,7 +79,14 @@ def evaluate_report_sets(run: Any) -> dict[str, dict[str, Any]]:
                 num_workers=config.train.num_workers,
             )
         )
-        output = run_inference(model, loader, accelerator, config.task, desc=f"Report {spec.name}")
+        output = run_inference(
+            model,
+            loader,
+            accelerator,
+            config.task,
+            desc=f"Report {spec.name}",
+            window_aggregation=(spec.data or config.data).window_aggregation,
+        )
         results[spec.name] = compute_metrics(output, examples, config.task, run.label_names)
         logger.info("Report set %s: %d examples", spec.name, len(examples))
     return results

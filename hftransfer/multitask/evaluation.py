@@ -27,7 +27,12 @@ def task_evaluator(
         for name, loader in loaders.items():
             spec = specs[name]
             output = run_inference(
-                TaskView(trained, name), loader, accelerator, spec.task, desc=f"Evaluating {name}"
+                TaskView(trained, name),
+                loader,
+                accelerator,
+                spec.task,
+                desc=f"Evaluating {name}",
+                window_aggregation=spec.data.window_aggregation,
             )
             task_metrics = compute_metrics(
                 output, data[name].splits[split], spec.task, data[name].label_names
