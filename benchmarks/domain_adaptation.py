@@ -285,7 +285,7 @@ def main() -> None:
                 cpu_before = _child_cpu_seconds()
                 wall = stage_cpu = 0.0
                 if method in TWO_STAGE:
-                    encoder, wall, stage_cpu = pretrain(pair, work / f"{pair}-{method}-mlm")
+                    encoder, wall, stage_cpu = pretrain(pair, work / f"{pair}-dapt-mlm")  # one stage per pair
                     cpu_before = _child_cpu_seconds()
                     argv.append(f"model.name_or_path={encoder}")
                 metrics, fine_tune_wall = run_recipe(
