@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from hftransfer.config import DataConfig
 from hftransfer.config.problem import MULTI_LABEL, PROBLEM_TYPES, REGRESSION, SINGLE_LABEL
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
 from hftransfer.data.features import tokenize
+from hftransfer.data.tags import entity_spans
 from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.metrics import (
@@ -65,21 +65,6 @@ def detect_task(model_dir: str) -> str:
     raise ConfigError(
         f"model={model_dir!r} is not a token- or sequence-classification model ({config.architectures})"
     )
-
-
-def entity_spans(tokens: Sequence[str], tags: Sequence[str]) -> list[dict[str, Any]]:
-    """IOB2 tags -> ``[{"type", "start", "end", "text"}]`` with word offsets (end exclusive)."""
-    spans: list[dict[str, Any]] = []
-    for index, tag in enumerate(tags):
-        if tag.startswith("B-") or (
-            tag.startswith("I-") and (not spans or spans[-1]["end"] != index or spans[-1]["type"] != tag[2:])
-        ):
-            spans.append({"type": tag[2:], "start": index, "end": index + 1})
-        elif tag.startswith("I-"):
-            spans[-1]["end"] = index + 1
-    for span in spans:
-        span["text"] = " ".join(tokens[span["start"] : span["end"]])
-    return spans
 
 
 @dataclass

@@ -89,3 +89,18 @@ def tag_label_names(types: Iterable[str]) -> list[str]:
     for name in sorted(set(types)):
         names += [f"B-{name}", f"I-{name}"]
     return names
+
+
+def entity_spans(tokens: Sequence[str], tags: Sequence[str]) -> list[dict[str, Any]]:
+    """IOB2 tags -> ``[{"type", "start", "end", "text"}]`` with word offsets (end exclusive)."""
+    spans: list[dict[str, Any]] = []
+    for index, tag in enumerate(tags):
+        if tag.startswith("B-") or (
+            tag.startswith("I-") and (not spans or spans[-1]["end"] != index or spans[-1]["type"] != tag[2:])
+        ):
+            spans.append({"type": tag[2:], "start": index, "end": index + 1})
+        elif tag.startswith("I-"):
+            spans[-1]["end"] = index + 1
+    for span in spans:
+        span["text"] = " ".join(tokens[span["start"] : span["end"]])
+    return spans

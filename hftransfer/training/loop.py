@@ -142,13 +142,16 @@ class TrainingLoop:
         """Train until ``total_steps`` or early stopping; returns the final loop state."""
         hook = [StepHook(self.on_step_start)] if self.on_step_start is not None else []
         self._active = [*hook, *self.callbacks]
-        for callback in self._active:
-            callback.on_fit_start(self)
+        self._notify("on_fit_start", self)
         try:
             return self._fit()
         except BaseException:
             self._end_callbacks()
             raise
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for callback in self._active:
+            getattr(callback, hook)(*args)
 
     def _end_callbacks(self) -> None:
         active, self._active = self._active, []
@@ -184,8 +187,7 @@ class TrainingLoop:
                 window = list(islice(batches, self.train_config.grad_accum_steps))
                 if not window:
                     break
-                for callback in self._active:
-                    callback.on_step_start(state)
+                self._notify("on_step_start", state)
                 step_started = time.perf_counter()
                 self._optimizer_step(window)
                 state.step_seconds += time.perf_counter() - step_started
@@ -243,8 +245,7 @@ class TrainingLoop:
                     loss = loss + share
                     self.meter.add_term(name, share)
                 if last:
-                    for callback in self._active:
-                        callback.before_last_backward()
+                    self._notify("before_last_backward")
                 accelerator.backward(loss)
             self.meter.add_batch(batch, loss_sum, self.state)
         self.meter.end_step(items)
@@ -261,8 +262,7 @@ class TrainingLoop:
             end_deferred_clip(self.optimizer)
         if not accelerator.optimizer_step_was_skipped:
             self.scheduler.step()
-        for callback in self._active:
-            callback.on_step_end(self.state)
+        self._notify("on_step_end", self.state)
         self.optimizer.zero_grad(set_to_none=True)
 
     def _log_train(self) -> None:
@@ -290,8 +290,7 @@ class TrainingLoop:
             return False
         self.state.last_eval_step = self.state.step
         better = self.selection.evaluate(self.model, self.eval_loader, self.state, self.epoch_progress())
-        for callback in self._active:
-            callback.on_evaluate(self.state)
+        self._notify("on_evaluate", self.state)
         self.model.train()
         return better
 
