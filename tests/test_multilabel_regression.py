@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import runpy
 import sys
 from pathlib import Path
 
@@ -387,20 +388,22 @@ def test_model_card_says_the_problem_type_and_how_pipeline_reads_it(kind):
 
 
 def test_multitask_and_distillation_refuse_with_one_error_line(capsys, tmp_path):
-    import distill
-    import multitask
+    # By path: benchmarks/ has modules of the same names, and whichever directory an earlier test put first on
+    # sys.path would decide what a plain `import multitask` finds.
+    distill = runpy.run_path(str(ROOT / "recipes" / "distill.py"))
+    multitask = runpy.run_path(str(ROOT / "recipes" / "multitask.py"))
 
     data = {"train_file": "x.jsonl", "problem_type": REGRESSION}
     task = json.dumps({"name": "score", "task": SEQ, "data": data})
     with pytest.raises(SystemExit):
-        run_main(lambda: multitask.main([f"tasks=[{task}]"]))
+        run_main(lambda: multitask["main"]([f"tasks=[{task}]"]))
     line = capsys.readouterr().err.strip()
     assert (
         line.startswith("error: tasks.score.data.problem_type=regression: a multitask run")
         and "\n" not in line
     )
     with pytest.raises(SystemExit):
-        run_main(lambda: distill.main(["distill.teacher=somewhere", f"task={SEQ}", "data.train_file=x.jsonl",
+        run_main(lambda: distill["main"](["distill.teacher=somewhere", f"task={SEQ}", "data.train_file=x.jsonl",
                                        f"data.problem_type={MULTI_LABEL}", "train.metric_for_best=micro_f1"]))  # fmt: skip
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"error: data.problem_type={MULTI_LABEL}: distillation") and "\n" not in line
