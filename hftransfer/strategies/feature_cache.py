@@ -31,6 +31,7 @@ from hftransfer.strategies.feature_encoding import (
     FeatureStore,
     base_encoder,
     encode_features,
+    encode_layer_features,
     encoder_features,
     resolve_layer,
 )
@@ -43,10 +44,13 @@ __all__ = [
     "FeatureStore",
     "base_encoder",
     "cached_features",
+    "cached_layer_features",
     "default_cache_dir",
     "encode_features",
+    "encode_layer_features",
     "encoder_features",
     "feature_cache_key",
+    "feature_cache_keys",
     "hash_features",
     "hash_state",
     "load_store",
@@ -110,25 +114,42 @@ def feature_cache_key(
     alignment). The layer is hashed as an absolute index so ``-1`` and ``L`` share an entry, and pooling only for
     sequence tasks, where it is used.
     """
+    return feature_cache_keys(
+        encoder, tokenizer, features, [(layer, num_layers)], pooling=pooling, task=task
+    )[0]
+
+
+def feature_cache_keys(
+    encoder: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    features: Dataset,
+    choices: list[tuple[int, int]],
+    *,
+    pooling: str | None,
+    task: str,
+) -> list[str]:
+    """:func:`feature_cache_key` of each ``(layer, num_layers)`` choice; the weights and data are hashed once."""
     encoder = base_encoder(encoder)
     config = {k: v for k, v in encoder.config.to_dict().items() if not k.startswith("_")}
     for volatile in ("transformers_version", "id2label", "label2id", "architectures"):
         config.pop(volatile, None)
-    index = resolve_layer(layer, encoder.config.num_hidden_layers, num_layers)
-    digest = hashlib.sha256()
-    choice = {
+    shared = {
         "version": FORMAT_VERSION,
         "task": task,
-        "layer": index,
-        "num_layers": num_layers,
         "pooling": None if task == "token-classification" else pooling,
         "tokenizer": type(tokenizer).__name__,
         "config": config,
     }
-    digest.update(json.dumps(choice, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode())
     hash_state(digest, encoder)
     hash_features(digest, features)
-    return digest.hexdigest()
+    keys = []
+    for layer, num_layers in choices:
+        index = resolve_layer(layer, encoder.config.num_hidden_layers, num_layers)
+        choice = digest.copy()
+        choice.update(json.dumps({"layer": index, "num_layers": num_layers}).encode())
+        keys.append(choice.hexdigest())
+    return keys
 
 
 def _tensors(store: FeatureStore) -> dict[str, torch.Tensor]:
@@ -198,18 +219,56 @@ def cached_features(
 ) -> tuple[FeatureStore, bool]:
     """Encoded features from ``cache_dir/<key>.safetensors``, or encode them (and cache unless ``use_cache`` is
     False). Returns ``(store, hit)``. In multi-process runs call it under ``accelerator.main_process_first()``."""
-    options = {"layer": layer, "num_layers": num_layers, "pooling": pooling, "task": task}
+    stores, hits = cached_layer_features(
+        encoder,
+        tokenizer,
+        features,
+        [(layer, num_layers)],
+        cache_dir=cache_dir,
+        pooling=pooling,
+        task=task,
+        batch_size=batch_size,
+        device=device,
+        use_cache=use_cache,
+    )
+    return stores[0], hits[0]
+
+
+def cached_layer_features(
+    encoder: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    features: Dataset,
+    choices: list[tuple[int, int]],
+    *,
+    cache_dir: str | Path | None = None,
+    pooling: str | None = "mean",
+    task: str,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    use_cache: bool = True,
+) -> tuple[list[FeatureStore], list[bool]]:
+    """The stores of several ``(layer, num_layers)`` choices: cached ones are read, the others encoded together in
+    one pass over the data. Returns ``(stores, hits)`` in the order of ``choices``."""
+    options = {"pooling": pooling, "task": task, "batch_size": batch_size, "device": device}
     if not use_cache:
-        store = encode_features(encoder, tokenizer, features, batch_size=batch_size, device=device, **options)
-        return store, False
-    key = feature_cache_key(encoder, tokenizer, features, **options)
-    path = Path(cache_dir or default_cache_dir()) / f"{key}.safetensors"
-    store = load_store(path, key)
-    if store is not None:
-        logger.info("feature cache hit: %s", path)
-        return store, True
-    logger.info("feature cache miss: %s", path)
-    store = encode_features(encoder, tokenizer, features, batch_size=batch_size, device=device, **options)
-    store.key = key
-    save_store(store, path)
-    return store, False
+        return encode_layer_features(encoder, tokenizer, features, choices=choices, **options), [False] * len(
+            choices
+        )
+    keys = feature_cache_keys(encoder, tokenizer, features, choices, pooling=pooling, task=task)
+    root = Path(cache_dir or default_cache_dir())
+    stores = [load_store(root / f"{key}.safetensors", key) for key in keys]
+    hits = [store is not None for store in stores]
+    missing = [i for i, store in enumerate(stores) if store is None]
+    if len(choices) == 1:
+        logger.info("feature cache %s: %s", "hit" if hits[0] else "miss", root / f"{keys[0]}.safetensors")
+    else:
+        logger.info("feature cache in %s: %d of %d layer choices hit", root, sum(hits), len(choices))
+    if missing:
+        encoded = encode_layer_features(
+            encoder, tokenizer, features, choices=[choices[i] for i in missing], **options
+        )
+        for i, store in zip(missing, encoded):
+            store.key = keys[i]
+            save_store(store, root / f"{keys[i]}.safetensors")
+            stores[i] = store
+    return stores, hits

@@ -39,9 +39,11 @@ class FrozenConfig(StrategyConfig):
     BERT/MPNet), so a CLS-pooled sequence head exports as the native HF head."""
     head_hidden_size: int | None = None
     """``head=mlp``: hidden width (default: the encoder's hidden size, required for a native export)."""
-    feature_layer: int = -1
+    feature_layer: int | Literal["auto"] = -1
     """Hidden-state index the features come from; 0 = embeddings, 1..L = encoder layers, negative counts from the
-    top. Probing a lower layer exports a truncated encoder."""
+    top. Probing a lower layer exports a truncated encoder. ``auto``: every layer and the layer averages are probed
+    on the validation split (a logistic regression on cached features) and the best one is used
+    (``metrics.json`` -> ``strategy.feature_layer_auto`` holds every score)."""
     feature_layers: int = 1
     """Average the hidden states of this many layers ending at ``feature_layer``."""
     pooling: Literal["cls", "mean"] | None = None
@@ -53,6 +55,10 @@ class FrozenConfig(StrategyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.feature_layer == "auto" and self.feature_layers != 1:
+            raise ConfigError(
+                "strategy.feature_layer=auto chooses feature_layers too; leave feature_layers unset"
+            )
         if self.feature_layers < 1:
             raise ConfigError(f"strategy.feature_layers must be >= 1, got {self.feature_layers}")
         if self.head_hidden_size is not None and (self.head != "mlp" or self.head_hidden_size < 1):
@@ -76,6 +82,10 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
     encoder = base_encoder(model).to(accelerator.device)
     cache_report: dict[str, Any] = {}
     stores = {}
+    auto_report = None
+    if strategy.feature_layer == "auto":
+        with accelerator.main_process_first():
+            auto_report = _choose_layer(context, encoder)
     # The main process fills the cache first; the others then read it instead of encoding again.
     with accelerator.main_process_first():
         for split, split_features in features.items():
@@ -170,6 +180,7 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         "feature_layers": strategy.feature_layers,
         "pooling": strategy.pooling,
         "feature_cache": cache_report,
+        **({"feature_layer_auto": auto_report} if auto_report else {}),
         "parameters": {"total": total, "trainable": head_count, "trainable_fraction": head_count / total},
     }
     groups = parameter_groups(head.named_parameters(), config.train.weight_decay)
@@ -189,6 +200,40 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         token_model=token_model,
     )
     return plan
+
+
+def _choose_layer(context: StrategyContext, encoder: torch.nn.Module) -> dict[str, Any]:
+    """Set ``strategy.feature_layer`` / ``feature_layers`` to the choice the validation probe scores best; returns
+    the probe's report."""
+    from hftransfer.advisor.auto_layer import choose_feature_layer
+
+    config, features, strategy = context.config, context.features, context.config.strategy
+    if "validation" not in features:
+        raise ConfigError(
+            "strategy.feature_layer=auto picks the layer on the validation split, and this data has none: give "
+            "data.validation_file or a data.validation_size above 0"
+        )
+    if config.task == "sequence-classification" and config.data.problem_type != "single_label_classification":
+        raise ConfigError(
+            f"strategy.feature_layer=auto probes class labels; data.problem_type={config.data.problem_type} "
+            "needs a fixed strategy.feature_layer"
+        )
+    choice, report = choose_feature_layer(
+        encoder,
+        context.tokenizer,
+        features["train"],
+        features["validation"],
+        task=config.task,
+        label_names=[context.model.config.id2label[i] for i in range(len(context.model.config.id2label))],
+        pooling=strategy.pooling,
+        cache_dir=strategy.cache_dir,
+        use_cache=strategy.cache_features,
+        batch_size=config.train.eval_batch_size,
+        device=context.accelerator.device,
+        seed=config.train.seed,
+    )
+    strategy.feature_layer, strategy.feature_layers = choice.layer, choice.num_layers
+    return report
 
 
 def _save_head(state: dict[str, torch.Tensor], head_dir: Path) -> None:

@@ -1,0 +1,89 @@
+"""The data-size policy behind ``strategy.name=auto``: how much of the encoder to train for how much labelled data.
+
+The classic advice is "little data: freeze everything and train a head; more: freeze most layers; a lot: train
+everything". The table below is that advice as measured on this library's own learning curves
+(``benchmarks/data_size_policy.py``, ``docs/advisor.md``): for each task type, the strategy that scored best at each
+training-set size. A rule is "below N training examples, use S"; the first rule that matches wins, and above every
+rule the whole model trains. Users can replace the rules (``strategy.rules``) without touching the settings each
+strategy runs with, which are the ones the learning curves measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TOKEN_TASK, SEQUENCE_TASK = "token-classification", "sequence-classification"
+CHOICES = ("frozen", "freeze", "lora", "full")
+# Below this many training examples -> strategy; provisional until the learning curves are complete.
+DEFAULT_RULES: dict[str, dict[str, int]] = {
+    TOKEN_TASK: {"freeze": 100},
+    SEQUENCE_TASK: {"frozen": 100},
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``auto`` trains, with which strategy options and learning rate, and why."""
+
+    strategy: str
+    options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # train.* values the choice runs with (lr, warmup)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.strategy, "options": self.options, "train": self.train, "reason": self.reason}
+
+
+def strategy_settings(name: str, task: str, *, frozen_lr: float, lora_lr: float) -> Decision:
+    """The options and learning rate that ``name`` was measured with for ``task``."""
+    if name == "frozen":
+        head = {"head": "linear"} if task == TOKEN_TASK else {"head": "mlp", "pooling": "mean"}
+        # The layer too is chosen by a probe on validation: the top layer is often not the best fixed feature.
+        return Decision(name, {**head, "feature_layer": "auto"}, {"lr": frozen_lr, "warmup_ratio": 0.0})
+    if name == "freeze":
+        return Decision(name, {"freeze_layers": -2})  # all but the top two layers fixed: "freeze most"
+    if name == "lora":
+        options = {"r": 8, "alpha": 16, "target_modules": ["all-linear"], "lora_dropout": 0.0}
+        return Decision(name, options, {"lr": lora_lr})
+    if name == "full":
+        return Decision(name)
+    raise ValueError(f"unknown strategy {name!r} for auto; choose from {', '.join(CHOICES)}")
+
+
+def decide(
+    task: str,
+    examples: int,
+    *,
+    rules: dict[str, int] | None = None,
+    frozen_lr: float = 3e-3,
+    lora_lr: float = 1e-3,
+) -> Decision:
+    """The strategy for ``examples`` labelled training examples of ``task``.
+
+    Args:
+        rules: ``{strategy: N}`` meaning "below N examples, use strategy", checked from the smallest N up; default
+            the measured table for the task type (:data:`DEFAULT_RULES`).
+    """
+    table = DEFAULT_RULES[task] if rules is None else rules
+    unknown = [name for name in table if name not in CHOICES]
+    if unknown:
+        raise ValueError(f"strategy.rules names {unknown}; choose from {', '.join(CHOICES)}")
+    for name, below in sorted(table.items(), key=lambda item: item[1]):
+        if examples < below:
+            chosen = strategy_settings(name, task, frozen_lr=frozen_lr, lora_lr=lora_lr)
+            reason = f"{examples} training examples < {below}: {name}"
+            break
+    else:
+        chosen = strategy_settings("full", task, frozen_lr=frozen_lr, lora_lr=lora_lr)
+        limits = ", ".join(
+            f"{name} below {below}" for name, below in sorted(table.items(), key=lambda i: i[1])
+        )
+        reason = f"{examples} training examples, above every rule ({limits or 'none'}): full"
+    source = "strategy.rules" if rules is not None else "the measured default table"
+    return Decision(chosen.strategy, chosen.options, chosen.train, f"{reason} ({source}, {task})")
+
+
+def decision_table(task: str, sizes: list[int], rules: dict[str, int] | None = None) -> list[tuple[int, str]]:
+    """``[(size, strategy)]``: what ``auto`` picks at each size (for docs and tests)."""
+    return [(size, decide(task, size, rules=rules).strategy) for size in sizes]

@@ -1,0 +1,431 @@
+"""Rebuild a Hugging Face ``BertModel`` checkpoint from a BERT encoder that ships only as an ONNX graph.
+
+``minilm-l3`` (paraphrase-MiniLM-L3-v2) is packaged as a single ``.onnx`` file, exported from sentence-transformers
+with TorchScript-based ``torch.onnx.export``. :func:`bert_from_onnx` reads the weights back out of the graph, infers
+the ``BertConfig`` from it, saves ``config.json``, ``model.safetensors`` and a tokenizer, and keeps the directory only
+if the rebuilt model reproduces the graph's outputs under ONNX Runtime.
+
+How the graph maps onto ``BertModel``:
+
+- Embedding tables, LayerNorm weights and every bias keep their parameter names behind the exporter's module prefix
+  (``model.0.auto_model.`` for a sentence-transformers model). The prefix is whatever precedes
+  ``embeddings.word_embeddings.weight``, the table that the ``input_ids`` input indexes.
+- Every Linear weight is folded into an anonymous initializer stored transposed, ``[in, out]``
+  (``onnx::MatMul_470``), that feeds a MatMul. The Add right after that MatMul adds the layer's named bias
+  (``...attention.self.query.bias``), which names the weight (``...attention.self.query.weight``, transposed back).
+  A MatMul fed by a Transpose of a named ``[out, in]`` weight, and a Gemm with its bias as third input, map alike.
+- Config: vocabulary, hidden size, maximum positions and token types come from the embedding tables; layers and
+  the intermediate size from the bias names and shapes; ``layer_norm_eps`` from the LayerNormalization nodes
+  (1e-12, BERT's value, when layer norm is decomposed); the activation must be the exact GELU (an Erf node).
+  The number of heads is read from the constant target shape of the Reshape that splits the query into heads,
+  ``[batch, seq, heads, head_dim]`` or ``[batch, seq, -1, head_dim]``: heads = hidden / head_dim. Assuming
+  head_dim 64 would be wrong here: MiniLM's 384-wide layers have 12 heads of 32.
+- Dropout rates are not in an inference graph; BERT's defaults are kept. A graph without the pooler (sentence
+  encoders do not use it) gives a checkpoint without one: models that read ``pooler_output`` (BERT's sequence
+  classifier) start it from scratch, as transformers' load report says.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hftransfer.errors import AssetError
+from hftransfer.utils import atomic_directory
+
+logger = logging.getLogger("hftransfer")
+
+REQUIRED_PACKAGES = ("onnx", "onnxruntime")
+INSTALL_HINT = "converting an ONNX encoder needs the onnx extra: pip install 'hftransfer[onnx]'"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "added_tokens.json",
+)
+RECORD_FILE = "onnx_import.json"  # what was converted and how closely the result matched the graph
+TOLERANCE = 1e-4  # max abs difference allowed between ONNX Runtime's and the rebuilt model's outputs
+# Different lengths, so padding and the attention mask are part of the check.
+VERIFY_SENTENCES = (
+    "Transfer learning adapts a pretrained encoder to a new task.",
+    "A man is playing a guitar.",
+    "Short one.",
+)
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+QUERY_BIAS = "encoder.layer.0.attention.self.query.bias"
+
+
+def missing_packages() -> list[str]:
+    """The packages that a conversion needs and that are not installed (found without importing them)."""
+    return [name for name in REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+def _not_bert(path: Path, why: str) -> AssetError:
+    return AssetError(f"{path} is not a BERT encoder graph that can be converted: {why}")
+
+
+class _Graph:
+    """An ONNX graph's initializers and node links, for walking from a weight to the node that uses it."""
+
+    def __init__(self, model: Any) -> None:
+        from onnx import numpy_helper
+
+        self.graph = model.graph
+        self.inputs = [value.name for value in model.graph.input]
+        self.initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+        self.producer = {name: node for node in model.graph.node for name in node.output}
+        self.consumers: dict[str, list[Any]] = defaultdict(list)
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers[name].append(node)
+
+    def nodes(self, op_type: str) -> list[Any]:
+        return [node for node in self.graph.node if node.op_type == op_type]
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` when it is an initializer or a Constant node's output, else None."""
+        from onnx import numpy_helper
+
+        if name in self.initializers:
+            return self.initializers[name]
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    return numpy_helper.to_array(attribute.t)
+        return None
+
+    def linear(self, node: Any) -> tuple[str, np.ndarray] | None:
+        """``(bias name, weight [out, in])`` when ``node`` is the matrix product of a Linear layer, else None."""
+        from onnx import helper
+
+        if node.op_type == "Gemm" and len(node.input) == 3 and node.input[1] in self.initializers:
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            weight = self.initializers[node.input[1]]
+            return node.input[2], weight if attributes.get("transB", 0) else weight.T
+        if node.op_type != "MatMul" or len(node.input) != 2:
+            return None
+        operand = node.input[1]
+        if operand in self.initializers:
+            weight = self.initializers[operand].T  # the exporter stores x @ W.T's W.T
+        else:
+            transpose = self.producer.get(operand)
+            if (
+                transpose is None
+                or transpose.op_type != "Transpose"
+                or transpose.input[0] not in self.initializers
+            ):
+                return None  # attention's products of two activations
+            weight = self.initializers[transpose.input[0]]
+        if weight.ndim != 2:
+            return None
+        for add in self.consumers[node.output[0]]:
+            if add.op_type != "Add":
+                continue
+            bias = next((name for name in add.input if name != node.output[0]), "")
+            if bias in self.initializers and self.initializers[bias].ndim == 1:
+                return bias, weight
+        return None
+
+
+def _read_weights(graph: _Graph, path: Path) -> dict[str, np.ndarray]:
+    """BertModel state-dict name -> array, from the named initializers and the MatMul/Add pairs."""
+    word_table = next(
+        (
+            node.input[0]
+            for node in graph.nodes("Gather")
+            if len(node.input) == 2 and node.input[1] in graph.inputs and node.input[0] in graph.initializers
+        ),
+        None,
+    )
+    if word_table is None or not word_table.endswith(WORD_EMBEDDINGS):
+        raise _not_bert(path, f"no initializer named *{WORD_EMBEDDINGS} is indexed by a graph input")
+    prefix = word_table[: -len(WORD_EMBEDDINGS)]
+    weights = {
+        name[len(prefix) :]: value for name, value in graph.initializers.items() if name.startswith(prefix)
+    }
+    for node in graph.graph.node:
+        found = graph.linear(node)
+        if found is None:
+            continue
+        bias, weight = found
+        if bias.startswith(prefix) and bias.endswith(".bias"):
+            weights[bias[len(prefix) : -len("bias")] + "weight"] = weight
+    return weights
+
+
+def _head_count(graph: _Graph, hidden: int, path: Path) -> int:
+    """Heads from the Reshape that splits layer 0's query into ``[..., heads or -1, head_dim]``."""
+    bias = next((name for name in graph.initializers if name.endswith(QUERY_BIAS)), None)
+    if bias is None:
+        raise _not_bert(path, f"no initializer named *{QUERY_BIAS}")
+    adds = [node for node in graph.consumers[bias] if node.op_type == "Add"]
+    for add in adds:
+        for reshape in graph.consumers[add.output[0]]:
+            if reshape.op_type != "Reshape":
+                continue
+            shape = graph.constant(reshape.input[1])
+            if shape is not None:
+                tail = [int(value) for value in shape.reshape(-1)[-2:]]
+            else:
+                concat = graph.producer.get(reshape.input[1])
+                if concat is None or concat.op_type != "Concat":
+                    continue
+                parts = [graph.constant(name) for name in concat.input[-2:]]
+                if any(part is None or part.size != 1 for part in parts):
+                    continue
+                tail = [int(part.reshape(-1)[0]) for part in parts]
+            heads, head_dim = tail
+            if head_dim > 0 and hidden % head_dim == 0 and heads in (-1, 0, hidden // head_dim):
+                return hidden // head_dim
+    raise _not_bert(path, "the number of attention heads cannot be read from the query's Reshape")
+
+
+def _infer_config(graph: _Graph, weights: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
+    try:
+        vocab_size, hidden = weights[WORD_EMBEDDINGS].shape
+        max_positions = weights["embeddings.position_embeddings.weight"].shape[0]
+        type_vocab = weights["embeddings.token_type_embeddings.weight"].shape[0]
+        intermediate = weights["encoder.layer.0.intermediate.dense.bias"].shape[0]
+    except (KeyError, ValueError) as err:
+        raise _not_bert(path, f"no weight {err} of BERT's embeddings or first layer") from None
+    layers = {
+        int(match.group(1)) for name in weights if (match := re.match(r"encoder\.layer\.(\d+)\.", name))
+    }
+    if layers != set(range(len(layers))):
+        raise _not_bert(path, f"encoder layers {sorted(layers)} are not numbered 0..n-1")
+    if not graph.nodes("Erf"):
+        raise _not_bert(path, "no Erf node: only BERT's exact GELU activation is supported")
+    epsilons = {
+        float(attribute.f)
+        for node in graph.nodes("LayerNormalization")
+        for attribute in node.attribute
+        if attribute.name == "epsilon"
+    }
+    if len(epsilons) > 1:
+        raise _not_bert(path, f"the LayerNorms use different epsilons {sorted(epsilons)}")
+    # The attribute is a float32: 1e-12 reads back as 9.99999996e-13; six significant digits restore it.
+    eps = float(f"{epsilons.pop():.6g}") if epsilons else 1e-12
+    return {
+        "vocab_size": int(vocab_size),
+        "hidden_size": int(hidden),
+        "num_hidden_layers": len(layers),
+        "num_attention_heads": _head_count(graph, int(hidden), path),
+        "intermediate_size": int(intermediate),
+        "hidden_act": "gelu",
+        "max_position_embeddings": int(max_positions),
+        "type_vocab_size": int(type_vocab),
+        "layer_norm_eps": eps,
+    }
+
+
+def _build_model(weights: dict[str, np.ndarray], options: dict[str, Any], path: Path) -> Any:
+    """A BertModel holding exactly the graph's weights (with a pooler only when the graph has one)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    with_pooler = "pooler.dense.weight" in weights and "pooler.dense.bias" in weights
+    model = BertModel(BertConfig(**options), add_pooling_layer=with_pooler)
+    expected = model.state_dict()
+    missing = [name for name in expected if name not in weights]
+    if missing:
+        raise _not_bert(path, f"{len(missing)} BertModel weights are not in the graph, e.g. {missing[:3]}")
+    wrong = [
+        f"{name} {list(weights[name].shape)}"
+        for name, t in expected.items()
+        if weights[name].shape != t.shape
+    ]
+    if wrong:
+        raise _not_bert(path, f"weights of unexpected shape: {', '.join(wrong[:3])}")
+    model.load_state_dict({name: torch.from_numpy(np.array(weights[name])) for name in expected})  # copies
+    return model.eval()
+
+
+def _copy_tokenizer(tokenizer_dir: Path, output_dir: Path) -> None:
+    files = [tokenizer_dir / name for name in TOKENIZER_FILES if (tokenizer_dir / name).is_file()]
+    if not any(file.name in ("tokenizer.json", "vocab.txt") for file in files):
+        raise AssetError(f"{tokenizer_dir} holds no tokenizer (tokenizer.json or vocab.txt)")
+    for file in files:
+        shutil.copyfile(file, output_dir / file.name)
+
+
+def verify_against_onnx(
+    onnx_path: str | Path, model_dir: str | Path, atol: float = TOLERANCE
+) -> dict[str, Any]:
+    """Run ONNX Runtime and the saved BertModel on :data:`VERIFY_SENTENCES` and compare every float output.
+
+    A ``[batch, seq, hidden]`` output is compared with ``last_hidden_state``; a ``[batch, hidden]`` one with the
+    closest of mean pooling over the attention mask, the [CLS] vector and ``pooler_output``.
+
+    Returns:
+        ``{"tolerance", "outputs": {name: {"matches", "max_abs_diff"}}}``.
+
+    Raises:
+        AssetError: a difference above ``atol``, no ``[batch, seq, hidden]`` output, or a graph input that the
+            tokenizer does not produce.
+    """
+    import onnxruntime
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    model_dir = Path(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = BertModel.from_pretrained(model_dir, add_pooling_layer=_has_pooler(model_dir)).eval()
+    batch = tokenizer(list(VERIFY_SENTENCES), padding=True, return_tensors="np")
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for graph_input in session.get_inputs():
+        if graph_input.name not in batch:
+            raise AssetError(
+                f"{onnx_path}: graph input {graph_input.name!r} is not something a tokenizer produces"
+            )
+        dtype = np.int32 if graph_input.type == "tensor(int32)" else np.int64
+        feeds[graph_input.name] = batch[graph_input.name].astype(dtype)
+    expected = session.run(None, feeds)
+    with torch.no_grad():
+        out = model(**{name: torch.from_numpy(value.astype(np.int64)) for name, value in feeds.items()})
+    hidden = out.last_hidden_state.numpy()  # [batch, seq, hidden]
+    mask = batch["attention_mask"][..., None].astype(np.float32)  # [batch, seq, 1]
+    sentence_candidates = {
+        "mean pooling": (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None),  # [batch, hidden]
+        "[CLS]": hidden[:, 0],
+    }
+    if out.pooler_output is not None:
+        sentence_candidates["pooler_output"] = out.pooler_output.numpy()
+    compared: dict[str, dict[str, Any]] = {}
+    for meta, value in zip(session.get_outputs(), expected):
+        if value.dtype.kind != "f":
+            continue  # e.g. the input ids passed through
+        if value.shape == hidden.shape:
+            compared[meta.name] = {"matches": "last_hidden_state", "max_abs_diff": _diff(value, hidden)}
+        elif value.shape == (hidden.shape[0], hidden.shape[2]):
+            label = min(sentence_candidates, key=lambda key: _diff(value, sentence_candidates[key]))
+            compared[meta.name] = {"matches": label, "max_abs_diff": _diff(value, sentence_candidates[label])}
+    if not any(entry["matches"] == "last_hidden_state" for entry in compared.values()):
+        raise AssetError(
+            f"{onnx_path}: no graph output of shape [batch, seq, hidden] to verify the conversion with"
+        )
+    for name, entry in compared.items():
+        if entry["max_abs_diff"] > atol:
+            raise AssetError(
+                f"{onnx_path}: the converted model differs from the graph's output {name!r} "
+                f"({entry['matches']}) by {entry['max_abs_diff']:.2e}, more than {atol:g}; nothing was kept"
+            )
+    return {"tolerance": atol, "outputs": compared}
+
+
+def _has_pooler(model_dir: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), "np") as weights:
+        return "pooler.dense.weight" in list(weights.keys())
+
+
+def _make_readable(directory: Path) -> None:
+    """The temporary directory and safetensors' file are private (0700 / 0600); a checkpoint is not."""
+    directory.chmod(0o755)
+    for file in directory.iterdir():
+        file.chmod(0o644)
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Transformers draws a bar for every save and load; a conversion is one step of whatever runs it."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+def bert_from_onnx(
+    onnx_path: str | Path, tokenizer_dir: str | Path, output_dir: str | Path, *, atol: float = TOLERANCE
+) -> Path:
+    """Convert a BERT encoder's ONNX graph into a ``BertModel`` checkpoint directory, verified against the graph.
+
+    ``output_dir`` receives ``config.json``, ``model.safetensors``, the tokenizer files of ``tokenizer_dir`` and
+    ``onnx_import.json`` (source, inferred config, verification result). Everything is written into a temporary
+    sibling that replaces ``output_dir`` only after the check passed: on any error nothing is left there.
+
+    Args:
+        onnx_path: the ``.onnx`` file (exported from a ``BertModel``, possibly inside a sentence-transformers model).
+        tokenizer_dir: a directory with the matching tokenizer (``tokenizer.json`` and/or ``vocab.txt``); its
+            vocabulary size must equal the graph's word-embedding rows.
+        output_dir: the checkpoint directory to write (replaced if it exists).
+        atol: the largest max-abs difference accepted between ONNX Runtime and the converted model.
+
+    Returns:
+        ``output_dir``, loadable with ``AutoModel``/``AutoTokenizer``/``AutoModelFor*.from_pretrained``.
+
+    Raises:
+        AssetError: onnx or onnxruntime is not installed, the file is missing or not an ONNX model, the graph is
+            not a BERT encoder, the tokenizer does not fit, or the converted model does not reproduce the graph.
+    """
+    missing = missing_packages()
+    if missing:
+        raise AssetError(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
+    import onnx
+
+    onnx_path, tokenizer_dir, output_dir = Path(onnx_path), Path(tokenizer_dir), Path(output_dir)
+    if not onnx_path.is_file():
+        raise AssetError(f"ONNX file {onnx_path} does not exist")
+    started = time.perf_counter()
+    try:
+        graph = _Graph(onnx.load(str(onnx_path)))
+    except Exception as err:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
+        raise AssetError(f"{onnx_path} is not a readable ONNX model ({type(err).__name__}: {err})") from None
+    weights = _read_weights(graph, onnx_path)
+    options = _infer_config(graph, weights, onnx_path)
+    model = _build_model(weights, options, onnx_path)
+    from transformers import AutoTokenizer
+
+    with _no_progress_bars(), atomic_directory(output_dir) as tmp:
+        _copy_tokenizer(tokenizer_dir, tmp)
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+        if len(tokenizer) != options["vocab_size"]:
+            raise AssetError(
+                f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens but the graph's word embeddings "
+                f"have {options['vocab_size']} rows: it is not this model's tokenizer"
+            )
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(tmp)
+        try:
+            check = verify_against_onnx(onnx_path, tmp, atol)
+        except AssetError:
+            raise
+        except Exception as err:  # ONNX Runtime refusing the graph, for one
+            raise AssetError(f"{onnx_path}: the converted model could not be verified ({err})") from None
+        record = {
+            "source": onnx_path.name,
+            "source_bytes": onnx_path.stat().st_size,
+            "tokenizer_from": str(tokenizer_dir),
+            "config": options,
+            "pooler": model.pooler is not None,
+            "verification": check,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        _make_readable(tmp)
+    worst = max(entry["max_abs_diff"] for entry in check["outputs"].values())
+    logger.info("converted %s into %s (max abs difference %.1e)", onnx_path.name, output_dir, worst)
+    return output_dir
