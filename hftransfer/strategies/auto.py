@@ -35,6 +35,8 @@ class AutoConfig(EncoderStrategyConfig):
     """Learning rate of the head when ``frozen`` is chosen (a head alone wants a much higher one)."""
     lora_lr: float = 1e-3
     """Learning rate when ``lora`` is chosen; ``freeze`` and ``full`` use ``train.lr``."""
+    cache_dir: str | None = None
+    """Where a chosen ``frozen`` strategy caches encoder features (its ``cache_dir``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,7 +82,7 @@ def build_auto(context: StrategyContext) -> StrategyPlan:
             f"strategy.name=auto chose {decision.strategy} for {examples} examples, but objective "
             f"{blocked[0][0]} does not work with it ({blocked[0][1]}); name the strategy, or set strategy.rules"
         )
-    inherited = {"head_lr": auto.head_lr, "layer_lr_decay": auto.layer_lr_decay}
+    inherited = {"head_lr": auto.head_lr, "layer_lr_decay": auto.layer_lr_decay, "cache_dir": auto.cache_dir}
     fields = {f.name for f in dataclasses.fields(entry.config)}
     options.update({key: value for key, value in inherited.items() if key in fields})
     config.strategy = entry.config(name=decision.strategy, **options)
