@@ -46,12 +46,14 @@ class LayerScores:
 
 @dataclass
 class Ranking:
-    """Every encoder x layer choice scored; ``seconds`` per encoder (encoding + scoring)."""
+    """Every encoder x layer choice scored; ``seconds`` per encoder (encoding + scoring), ``timings`` per encoder
+    split into ``encode`` (loading, tokenising and encoding every hidden state) and each estimator's share."""
 
     task: str
     estimators: tuple[str, ...]
     rows: list[LayerScores] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
 
     def encoders(self) -> list[str]:
@@ -102,6 +104,7 @@ class Ranking:
             },
             "order": {estimator: self.ordered(estimator) for estimator in self.estimators},
             "seconds": self.seconds,
+            "timings": self.timings,
             "data": self.data,
         }
 
@@ -121,9 +124,11 @@ def score_choices(
     *,
     ignore_label: int | None = None,
     seed: int = 0,
+    timings: dict[str, float] | None = None,
 ) -> dict[LayerChoice, dict[str, float]]:
     """Each estimator's score of each layer choice. The label-only estimators read the training vectors; the linear
-    probe trains on them and is scored on the validation vectors (NaN when there is no validation split)."""
+    probe trains on them and is scored on the validation vectors (NaN when there is no validation split).
+    ``timings`` (when given) receives each estimator's seconds over all choices."""
     scorers: dict[str, Callable[[np.ndarray, LayerChoice], float]] = {
         "logme": lambda x, c: est.logme(x, train.labels),
         "h_score": lambda x, c: est.h_score(x, train.labels),
@@ -139,10 +144,15 @@ def score_choices(
     unknown = [name for name in estimators if name not in scorers]
     if unknown:
         raise ValueError(f"unknown estimator(s) {unknown}; known: {', '.join(scorers)}")
-    results = {}
+    results: dict[LayerChoice, dict[str, float]] = {}
+    timings = {} if timings is None else timings
     for choice in choices:
         vectors = train.of(choice)
-        results[choice] = {name: float(scorers[name](vectors, choice)) for name in estimators}
+        results[choice] = {}
+        for name in estimators:
+            started = time.perf_counter()
+            results[choice][name] = float(scorers[name](vectors, choice))
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
     return results
 
 
@@ -264,10 +274,18 @@ def rank(
             max_items=max_items,
             seed=seed,
         )
+        timings = {"encode": time.perf_counter() - started}
         choices = layer_choices(total, averages=averages)
         scores = score_choices(
-            vectors["train"], vectors.get("validation"), choices, estimators, ignore_label=ignore, seed=seed
+            vectors["train"],
+            vectors.get("validation"),
+            choices,
+            estimators,
+            ignore_label=ignore,
+            seed=seed,
+            timings=timings,
         )
+        ranking.timings[name] = {key: round(value, 2) for key, value in timings.items()}
         ranking.rows += [LayerScores(name, choice, scores[choice]) for choice in choices]
         ranking.seconds[name] = round(time.perf_counter() - started, 2)
         logger.info("rank: %s scored in %.1f s", name, ranking.seconds[name])
