@@ -115,9 +115,14 @@ def write(results: dict, settings: dict) -> None:
         entry["tau"] = {
             key: kendall(scores, fine) for key, scores in entry["ranking"]["encoder_scores"].items()
         }
-        entry["cost_ratio"] = entry["ranking"]["wall_s"] / sum(
-            r["wall_s"] for r in entry["finetuned"].values()
-        )
+        finetuning = sum(r["wall_s"] for r in entry["finetuned"].values())
+        entry["cost_ratio"] = entry["ranking"]["wall_s"] / finetuning
+        timings = entry["ranking"].get("timings") or {}
+        if timings:  # one estimator's own cost: every encoder's encoding plus that estimator's scoring
+            entry["cost_ratio_by_estimator"] = {
+                estimator: sum(t["encode"] + t.get(estimator, 0.0) for t in timings.values()) / finetuning
+                for estimator in entry["ranking"]["estimators"]
+            }
     complete = [entry for entry in results.values() if "tau" in entry]
     if complete:
         for key in complete[0]["tau"]:
@@ -157,9 +162,12 @@ def write(results: dict, settings: dict) -> None:
     lines += ["", "Advisor cost (encoding + scoring every encoder x layer) / fine-tuning every encoder:", ""]
     for task, entry in results.items():
         if "cost_ratio" in entry:
+            by_estimator = entry.get("cost_ratio_by_estimator") or {}
+            alone = "; ".join(f"{name} alone {ratio:.1%}" for name, ratio in by_estimator.items())
             lines.append(
                 f"- {task}: {entry['ranking']['wall_s']:.0f} s / "
                 f"{sum(r['wall_s'] for r in entry['finetuned'].values()):.0f} s = {entry['cost_ratio']:.1%}"
+                + (f" (encoding + {alone})" if alone else "")
             )
     atomic_write_text(RESULTS / "advisor_ranking.md", "\n".join(lines) + "\n")
 
