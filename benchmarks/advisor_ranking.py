@@ -59,7 +59,7 @@ def rank_task(task: str, encoders: list[str], out: Path, resume: bool) -> dict:
     spec = TASKS[task]
     config = parse_config(spec["data"], default_config=CONFIGS / spec["preset"])
     started = time.perf_counter()
-    ranking = rank(config, encoders, max_examples=None)
+    ranking = rank(config, encoders)  # the defaults users get: 1,000 examples per split
     payload = ranking.to_dict()
     payload["encoder_scores"] = {
         f"{estimator}/{aggregate}": ranking.encoder_scores(estimator, aggregate)

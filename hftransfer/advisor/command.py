@@ -126,16 +126,16 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--max-examples",
         type=int,
-        default=4000,
+        default=1000,
         metavar="N",
-        help="examples encoded per split, a seeded sample (default 4000)",
+        help="examples encoded per split, a seeded sample (default 1000)",
     )
     parser.add_argument(
         "--max-items",
         type=int,
-        default=20000,
+        default=10000,
         metavar="N",
-        help="labelled words (NER) or texts scored per split (default 20000)",
+        help="labelled words (NER) or texts scored per split (default 10000)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="encoding batch size (default 64)"

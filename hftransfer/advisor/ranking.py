@@ -179,7 +179,7 @@ def encode_splits(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     cache_dir: str | None = None,
-    max_items: int | None = 20000,
+    max_items: int | None = 10000,
     seed: int = 0,
 ) -> tuple[dict[str, LabelledVectors], int]:
     """``{split: LabelledVectors}`` of ``encoder_name`` at every hidden state, and its number of layers."""
@@ -227,8 +227,8 @@ def rank(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     cache_dir: str | None = None,
-    max_items: int | None = 20000,
-    max_examples: int | None = 4000,
+    max_items: int | None = 10000,
+    max_examples: int | None = 1000,
     seed: int = 0,
 ) -> Ranking:
     """Score every encoder x layer choice on ``config``'s task and data (a :class:`~hftransfer.config.RunConfig`).
