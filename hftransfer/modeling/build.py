@@ -26,6 +26,7 @@ from hftransfer.assets import ENCODERS, resolve_model_name
 from hftransfer.config import ModelConfig
 from hftransfer.config.problem import MULTI_LABEL, SINGLE_LABEL
 from hftransfer.errors import ConfigError
+from hftransfer.modeling.source_model import model_directory, replace_foreign_head
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     Raises:
         ConfigError: the tokenizer cannot be found locally or on the Hub.
     """
-    name = resolve_model_name(config.name_or_path)
+    name = resolve_model_name(model_directory(config.name_or_path))
     try:
         return AutoTokenizer.from_pretrained(
             name, revision=config.revision, trust_remote_code=config.trust_remote_code
@@ -77,7 +78,7 @@ def build_model(
     Raises:
         ConfigError: the checkpoint cannot be found or loaded.
     """
-    name = resolve_model_name(config.name_or_path)
+    name = resolve_model_name(model_directory(config.name_or_path))
     id2label = dict(enumerate(label_names))
     kwargs = {}
     if config.attn_implementation:
@@ -113,6 +114,8 @@ def build_model(
     except OSError as err:
         raise _not_found(config.name_or_path, err) from None
     log_new_weights(model, config.name_or_path, info)
+    # A head fine-tuned for other classes is not kept just because its size fits (two binary tasks).
+    replace_foreign_head(model, name, label_names)
     if problem_type == MULTI_LABEL:
         from hftransfer.evaluation.multilabel import DEFAULT_THRESHOLD, THRESHOLD_KEY
 
