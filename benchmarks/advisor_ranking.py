@@ -109,8 +109,9 @@ def write(results: dict, settings: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict] = {}
     for entry in results.values():
-        if "finetuned" not in entry or len(entry["finetuned"]) < 2:
-            continue
+        ranked = set(entry["ranking"]["order"][entry["ranking"]["estimators"][0]])
+        if not ranked <= set(entry.get("finetuned", {})):
+            continue  # tau over a subset of the ranked encoders would be another question
         fine = {encoder: r["score"] for encoder, r in entry["finetuned"].items()}
         entry["tau"] = {
             key: kendall(scores, fine) for key, scores in entry["ranking"]["encoder_scores"].items()

@@ -263,11 +263,14 @@ def rank(
     for name in encoders:
         started = time.perf_counter()
         logger.info("rank: encoding %s", name)
+        # Only the linear probe reads the validation split: the label-only estimators need no second encoding.
+        splits = ("train", "validation") if "linear_probe" in estimators else ("train",)
         vectors, total = encode_splits(
             name,
             data,
             config.task,
             config.data,
+            splits=splits,
             batch_size=batch_size,
             device=device,
             cache_dir=cache_dir,
