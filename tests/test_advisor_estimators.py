@@ -13,12 +13,11 @@ from sklearn.metrics import f1_score
 from hftransfer.advisor.estimators import (
     ESTIMATORS,
     h_score,
-    knn_score,
-    linear_probe_score,
     log_evidence,
     logme,
     logme_fit,
 )
+from hftransfer.advisor.probes import knn_score, linear_probe_score
 
 
 def _regression(n: int, d: int, seed: int = 0, noise: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -17,8 +17,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from hftransfer.advisor.estimators import linear_probe_score
 from hftransfer.advisor.layers import LayerChoice, labelled_vectors, layer_choices
+from hftransfer.advisor.probes import linear_probe_score
 from hftransfer.advisor.ranking import outside_label
 from hftransfer.strategies.feature_cache import (
     FeatureStore,

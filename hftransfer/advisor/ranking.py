@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hftransfer.advisor import estimators as est
+from hftransfer.advisor import probes
 from hftransfer.advisor.layers import LabelledVectors, LayerChoice, labelled_vectors, layer_choices
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
@@ -25,7 +26,7 @@ from hftransfer.strategies.feature_cache import cached_layer_features
 
 logger = logging.getLogger("hftransfer")
 
-DEFAULT_ESTIMATORS = ("logme", "h_score", "knn", "linear_probe")
+DEFAULT_ESTIMATORS = tuple(est.ESTIMATORS)
 TOKEN_TASK = "token-classification"
 OUTSIDE = "O"  # the non-entity tag: left out of the probe's averaged classes, as entity F1 leaves it out
 
@@ -132,11 +133,11 @@ def score_choices(
     scorers: dict[str, Callable[[np.ndarray, LayerChoice], float]] = {
         "logme": lambda x, c: est.logme(x, train.labels),
         "h_score": lambda x, c: est.h_score(x, train.labels),
-        "knn": lambda x, c: est.knn_score(x, train.labels, seed=seed),
+        "knn": lambda x, c: probes.knn_score(x, train.labels, seed=seed),
         "linear_probe": lambda x, c: (
             float("nan")
             if validation is None
-            else est.linear_probe_score(
+            else probes.linear_probe_score(
                 x, train.labels, validation.of(c), validation.labels, seed=seed, ignore_label=ignore_label
             )
         ),
@@ -264,7 +265,8 @@ def rank(
         started = time.perf_counter()
         logger.info("rank: encoding %s", name)
         # Only the linear probe reads the validation split: the label-only estimators need no second encoding.
-        splits = ("train", "validation") if "linear_probe" in estimators else ("train",)
+        needs_eval = any(est.ESTIMATORS[name].needs_eval for name in estimators)
+        splits = ("train", "validation") if needs_eval else ("train",)
         vectors, total = encode_splits(
             name,
             data,
