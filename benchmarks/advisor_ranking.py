@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from runner import RESULTS, ROOT, run_recipe
+from runner import RESULTS, ROOT, run_or_resume
 
 from hftransfer.utils import atomic_write_text
 
@@ -74,25 +74,17 @@ def rank_task(task: str, encoders: list[str], out: Path, resume: bool) -> dict:
 
 def finetune(task: str, encoder: str, seed: int, work: Path, resume: bool) -> dict:
     spec = TASKS[task]
-    run_dir = work / task / f"{encoder}-seed{seed}"
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.json"
-    if resume and metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-    else:
-        lr = LR.get(encoder, {}).get(task)
-        argv = [
-            "--config",
-            str(CONFIGS / spec["preset"]),
-            f"model.name_or_path={encoder}",
-            *spec["data"],
-            *spec.get("train", []),
-            *([f"train.lr={lr}"] if lr else []),
-            f"train.seed={seed}",
-        ]
-        metrics, wall = run_recipe(spec["recipe"], argv, run_dir)
-        metrics["benchmark_wall_s"] = round(wall, 1)
-        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    lr = LR.get(encoder, {}).get(task)
+    argv = [
+        "--config",
+        str(CONFIGS / spec["preset"]),
+        f"model.name_or_path={encoder}",
+        *spec["data"],
+        *spec.get("train", []),
+        *([f"train.lr={lr}"] if lr else []),
+        f"train.seed={seed}",
+    ]
+    metrics = run_or_resume(spec["recipe"], argv, work / task / f"{encoder}-seed{seed}", resume)
     split = "test" if "test" in metrics else "report"
     scores = metrics["test"] if "test" in metrics else metrics["validation"]
     return {"score": scores[spec["metric"]], "split": split, "wall_s": metrics["benchmark_wall_s"]}

@@ -25,7 +25,7 @@ import math
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, ROOT, run_recipe
+from runner import RESULTS, ROOT, run_or_resume
 
 from hftransfer.utils import atomic_write_text
 
@@ -120,27 +120,19 @@ def run_one(
     task_name: str, strategy: str, size: str, seed: int, work: Path, resume: bool, extra: list[str]
 ) -> dict:
     task = TASKS[task_name]
-    run_dir = work / task_name / f"{strategy}-n{size}-seed{seed}"
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.json"
-    if resume and metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        wall = metrics.get("benchmark_wall_s")
-    else:
-        examples = task["all"] if size == "all" else int(size)
-        argv = [
-            "--config",
-            str(CONFIGS / task["preset"]),
-            *([] if size == "all" else [f"data.max_train_samples={size}"]),
-            *schedule(task, examples),
-            *task["strategies"][strategy],
-            *task["extra"],
-            f"train.seed={seed}",
-            *extra,
-        ]
-        metrics, wall = run_recipe(task["recipe"], argv, run_dir)
-        metrics["benchmark_wall_s"] = round(wall, 1)
-        atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    examples = task["all"] if size == "all" else int(size)
+    argv = [
+        "--config",
+        str(CONFIGS / task["preset"]),
+        *([] if size == "all" else [f"data.max_train_samples={size}"]),
+        *schedule(task, examples),
+        *task["strategies"][strategy],
+        *task["extra"],
+        f"train.seed={seed}",
+        *extra,
+    ]
+    metrics = run_or_resume(task["recipe"], argv, work / task_name / f"{strategy}-n{size}-seed{seed}", resume)
+    wall = metrics.get("benchmark_wall_s")
     chosen = ((metrics.get("strategy") or {}).get("auto") or {}).get("chosen")
     return {
         "task": task_name,

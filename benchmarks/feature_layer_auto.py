@@ -14,7 +14,7 @@ import json
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, ROOT, run_recipe
+from runner import RESULTS, ROOT, run_or_resume
 
 from hftransfer.utils import atomic_write_text
 
@@ -32,16 +32,8 @@ VARIANTS = {"last": ["strategy.feature_layer=-1"], "auto": ["strategy.feature_la
 
 def run_one(task: str, variant: str, seed: int, work: Path, resume: bool) -> dict:
     spec = TASKS[task]
-    run_dir = work / task / f"{variant}-seed{seed}"
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "metrics.json"
-    if resume and path.is_file():
-        metrics = json.loads(path.read_text())
-    else:
-        argv = ["--config", str(CONFIGS / spec["preset"]), *VARIANTS[variant], f"train.seed={seed}"]
-        metrics, wall = run_recipe(spec["recipe"], argv, run_dir)
-        metrics["benchmark_wall_s"] = round(wall, 1)
-        atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+    argv = ["--config", str(CONFIGS / spec["preset"]), *VARIANTS[variant], f"train.seed={seed}"]
+    metrics = run_or_resume(spec["recipe"], argv, work / task / f"{variant}-seed{seed}", resume)
     strategy = metrics["strategy"]
     return {
         "task": task,

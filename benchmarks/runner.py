@@ -50,3 +50,18 @@ def run_recipe(recipe: str, argv: list[str], run_dir: Path, log: Path | None = N
     ]
     _, wall = run_logged(command, log or run_dir.parent / f"{run_dir.name}.log")
     return json.loads((run_dir / "metrics.json").read_text()), wall
+
+
+def run_or_resume(recipe: str, argv: list[str], run_dir: Path, resume: bool) -> dict:
+    """``metrics.json`` of ``run_dir`` when ``resume`` and the run finished, else :func:`run_recipe` into it; the
+    wall time is kept in the file as ``benchmark_wall_s`` (written atomically), so a resumed run reports it too."""
+    path = run_dir / "metrics.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    metrics, wall = run_recipe(recipe, argv, run_dir)
+    metrics["benchmark_wall_s"] = round(wall, 1)
+    from hftransfer.utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+    return metrics
