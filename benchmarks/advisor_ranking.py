@@ -8,7 +8,9 @@ Protocol: for each task, ``rank`` scores every encoder x layer choice on the sam
 fine-tuning runs see (Rotten Tomatoes: its first 2,000 carved training snippets, to keep 109M-parameter runs
 affordable on CPU), then each encoder is fully fine-tuned with the task's preset (``recipes/configs/minilm``) at the
 encoder's learning rate (MiniLM presets' for the MiniLMs; 5e-5 for MPNet-base, as base-size BERTs are tuned;
-MiniLM's 2e-4 is far too high for it). Per estimator and per way of turning layer scores into one encoder score
+MiniLM's 2e-4 is far too high for it). MPNet-base's NER head trains at 1e-3: at the encoder's 5e-5 a freshly
+initialised 21-way head barely moves in WNUT's 600 steps and the run never leaves the all-``O`` plateau (test F1
+0.079). Per estimator and per way of turning layer scores into one encoder score
 (``best`` layer choice, ``last`` layer, ``mean`` of all layers), tau between estimator and fine-tuned test score.
 Results: ``benchmarks/results/advisor_ranking.{json,md}``, saved after every step (``--resume`` keeps finished runs).
 """
@@ -27,7 +29,14 @@ from hftransfer.utils import atomic_write_text
 
 CONFIGS = ROOT / "recipes" / "configs" / "minilm"
 ENCODERS = ["minilm-l6", "mpnet-base", "minilm-l3"]
-LR = {"mpnet-base": {"ner": 5e-5, "sentiment": 5e-5, "drugs": 5e-5}}
+# Per-encoder settings on top of the task's MiniLM preset.
+ENCODER_SETTINGS = {
+    "mpnet-base": {
+        "ner": ["train.lr=5e-5", "strategy.head_lr=1e-3"],
+        "sentiment": ["train.lr=5e-5"],
+        "drugs": ["train.lr=5e-5"],
+    }
+}
 TASKS = {
     "ner": {"recipe": "finetune_ner.py", "preset": "ner_full.yaml", "metric": "f1", "data": []},
     "sentiment": {
@@ -74,14 +83,13 @@ def rank_task(task: str, encoders: list[str], out: Path, resume: bool) -> dict:
 
 def finetune(task: str, encoder: str, seed: int, work: Path, resume: bool) -> dict:
     spec = TASKS[task]
-    lr = LR.get(encoder, {}).get(task)
     argv = [
         "--config",
         str(CONFIGS / spec["preset"]),
         f"model.name_or_path={encoder}",
         *spec["data"],
         *spec.get("train", []),
-        *([f"train.lr={lr}"] if lr else []),
+        *ENCODER_SETTINGS.get(encoder, {}).get(task, []),
         f"train.seed={seed}",
     ]
     metrics = run_or_resume(spec["recipe"], argv, work / task / f"{encoder}-seed{seed}", resume)
@@ -181,7 +189,7 @@ def main() -> None:
     parser.add_argument("--rank-only", action="store_true", help="score the encoders, fine-tune none")
     args = parser.parse_args()
     work = Path(args.work_dir)
-    settings = {"encoders": args.encoders, "seed": args.seed, "lr": LR}
+    settings = {"encoders": args.encoders, "seed": args.seed, "encoder_settings": ENCODER_SETTINGS}
     results: dict[str, dict] = {}
     for task in args.tasks:  # all rankings first: they are minutes, the fine-tuning runs hours
         results[task] = {"ranking": rank_task(task, args.encoders, work / task / "rank", args.resume)}

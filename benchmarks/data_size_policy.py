@@ -118,8 +118,14 @@ def train_size(task: dict) -> int:
 
 def run_one(
     task_name: str, strategy: str, size: str, seed: int, work: Path, resume: bool, extra: list[str]
-) -> dict:
+) -> dict | None:
+    """One run's record; None under ``--report-only`` (``resume`` None) when the run has not finished."""
     task = TASKS[task_name]
+    run_dir = work / task_name / f"{strategy}-n{size}-seed{seed}"
+    if resume is None:
+        if not (run_dir / "metrics.json").is_file():
+            return None
+        resume = True
     examples = task["all"] if size == "all" else int(size)
     argv = [
         "--config",
@@ -131,7 +137,7 @@ def run_one(
         f"train.seed={seed}",
         *extra,
     ]
-    metrics = run_or_resume(task["recipe"], argv, work / task_name / f"{strategy}-n{size}-seed{seed}", resume)
+    metrics = run_or_resume(task["recipe"], argv, run_dir, resume)
     wall = metrics.get("benchmark_wall_s")
     chosen = ((metrics.get("strategy") or {}).get("auto") or {}).get("chosen")
     return {
@@ -260,6 +266,12 @@ def main() -> None:
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-data-size"))
     parser.add_argument("--resume", action="store_true", help="keep runs that finished (their metrics.json)")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rebuild the results from the runs that finished (several benchmark processes can fill "
+        "one work dir, e.g. one per task, and this merges them)",
+    )
+    parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra overrides for every run"
     )
     args = parser.parse_args()
@@ -272,7 +284,10 @@ def main() -> None:
         for task in args.tasks:
             for size in args.sizes:
                 for strategy in args.strategies:
-                    record = run_one(task, strategy, size, seed, work, args.resume, args.set)
+                    resume = None if args.report_only else args.resume
+                    record = run_one(task, strategy, size, seed, work, resume, args.set)
+                    if record is None:
+                        continue
                     records.append(record)
                     print(json.dumps(record), flush=True)
                     write(records, settings)
