@@ -41,6 +41,7 @@ from hftransfer.evaluation.metrics import (
 from hftransfer.evaluation.multilabel import model_threshold, multi_hot
 from hftransfer.export.onnx_layout import BACKENDS, default_backend
 from hftransfer.export.peft_adapter import ADAPTER_META, load_adapter
+from hftransfer.progressive.export import load_column, network_directory
 from hftransfer.strategies.frozen import HEAD_CONFIG_FILE
 from hftransfer.strategies.frozen_export import load_probe
 from hftransfer.training.threads import configure_cpu_threads, local_process_count
@@ -67,6 +68,15 @@ def detect_task(model_dir: str) -> str:
     )
 
 
+def run_model_directory(path: str) -> str:
+    """A run directory's ``model/``, where its export is; any other path or name unchanged."""
+    directory = Path(path)
+    exported = directory / "model"
+    if directory.is_dir() and not (directory / "config.json").is_file() and exported.is_dir():
+        return str(exported)
+    return path
+
+
 @dataclass
 class Predictions:
     rows: list[dict[str, Any]]
@@ -78,9 +88,12 @@ def load_for_prediction(model_dir: str) -> tuple[torch.nn.Module, str]:
 
     Besides ordinary transformers models (full fine-tuning, freeze-N, merged adapters, native frozen heads) this
     loads an adapter directory of any peft method (``hftransfer_adapter.json``) and a frozen encoder + head export
-    (``head_config.json``) whose head has no transformers equivalent.
+    (``head_config.json``) whose head has no transformers equivalent, and a progressive network (the last column's
+    task, or the task of the ``column_<k>/`` named).
     """
     directory = Path(model_dir)
+    if network_directory(directory) is not None:  # a progressive export or one of its columns
+        return load_column(directory)
     if (directory / HEAD_CONFIG_FILE).is_file():
         probe = load_probe(directory)
         return probe, probe.options["task"]
@@ -100,8 +113,9 @@ class Predictor:
     """Batched prediction with a saved model.
 
     Args:
-        model: a model directory, an offline alias or a Hub id; for the ONNX backends also a run directory or a
-            run's ``model/`` (whose ``onnx/`` is used).
+        model: a model directory, a run directory (its ``model/``), an offline alias or a Hub id; for the ONNX
+            backends a run directory or a run's ``model/`` (whose ``onnx/`` is used). A progressive network's
+            export predicts with its last column, its ``column_<k>/`` with column k (earlier columns included).
         batch_size: examples per forward pass.
         max_length: tokens per window (default: the model's limit, at most 512).
         cpu: force CPU even when a GPU is present.
@@ -141,6 +155,7 @@ class Predictor:
             device_type=self.accelerator.device.type,
         )
         if self.backend == "torch":
+            self.model_dir = run_model_directory(self.model_dir)
             loaded, self.task = load_for_prediction(self.model_dir)
             self.model = self.accelerator.prepare_model(loaded, evaluation_mode=True)
         else:

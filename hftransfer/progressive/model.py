@@ -115,6 +115,7 @@ class ProgressiveModel(nn.Module):
     def __init__(self, columns: Iterable[nn.Module] = (), rank: int = 16) -> None:
         super().__init__()
         self.rank = rank
+        self.column_ranks: list[int | None] = []  # each column's lateral rank (None: column 0 reads none)
         self.columns = nn.ModuleList()
         self.laterals = nn.ModuleList()
         for column in columns:
@@ -124,9 +125,10 @@ class ProgressiveModel(nn.Module):
     def num_columns(self) -> int:
         return len(self.columns)
 
-    def add_column(self, task_model: nn.Module) -> None:
+    def add_column(self, task_model: nn.Module, rank: int | None = None) -> None:
         """Freeze every existing column (and its laterals), then append ``task_model`` as the column that trains,
-        with one :class:`LateralAdapter` per encoder layer and earlier column.
+        with one :class:`LateralAdapter` per encoder layer and earlier column, of rank ``rank`` (default
+        ``self.rank``).
 
         ``task_model`` should be a fresh copy of the pretrained encoder with a new head (its own ``num_labels``,
         ``id2label``, task type); it is used as it is, not copied.
@@ -152,13 +154,15 @@ class ProgressiveModel(nn.Module):
                 module.requires_grad_(False)
                 module.eval()
         parameter = next(task_model.parameters())
+        rank = self.rank if rank is None else rank
         adapters = nn.ModuleList(
             nn.ModuleList(
-                LateralAdapter(_config(earlier).hidden_size, config.hidden_size, self.rank)
+                LateralAdapter(_config(earlier).hidden_size, config.hidden_size, rank)
                 for earlier in self.columns
             )
             for _ in layers
         ).to(device=parameter.device, dtype=parameter.dtype)
+        self.column_ranks.append(rank if self.columns else None)
         self.columns.append(task_model)
         self.laterals.append(adapters)
 

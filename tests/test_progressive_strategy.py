@@ -1,0 +1,146 @@
+"""Progressive networks through the real recipes: a chain NER -> sentiment -> NER on a tiny model, where every
+earlier task predicts exactly as before, every column loads through ``Predictor``, and bad sources are refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForTokenClassification, pipeline
+
+from hftransfer.errors import ConfigError
+from hftransfer.predict import Predictor, predict_file
+from hftransfer.progressive.export import load_progressive
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import finetune_classifier  # noqa: E402
+import finetune_ner  # noqa: E402
+
+
+def _argv(model_dir: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"model.name_or_path={model_dir}",
+        f"output_dir={run_dir}",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['validation']}",
+        f"data.test_file={files['test']}",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "train.lr=1e-3",
+        "train.trackers=[]",
+        "train.warmup_ratio=0",
+        *extra,
+    ]
+
+
+def _rows(model: str | Path, data: Path, out: Path) -> list[dict]:
+    predict_file(str(model), str(data), str(out), cpu=True)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.fixture()
+def chain(tiny_model_dir, ner_files, classification_files, tmp_path) -> dict[str, Path]:
+    """Three runs: NER (plain), then sentiment as column 1 reading it, then NER again as column 2."""
+    runs = {name: tmp_path / name for name in ("ner", "sentiment", "ner2")}
+    finetune_ner.main(_argv(tiny_model_dir, ner_files, runs["ner"]))
+    progressive = ["strategy.name=progressive", "strategy.rank=4"]
+    finetune_classifier.main(
+        _argv(
+            tiny_model_dir,
+            classification_files,
+            runs["sentiment"],
+            *progressive,
+            f"strategy.columns={runs['ner']}",
+        )
+    )
+    finetune_ner.main(
+        _argv(tiny_model_dir, ner_files, runs["ner2"], *progressive, f"strategy.columns={runs['sentiment']}")
+    )
+    return runs
+
+
+def test_a_chain_of_three_tasks_keeps_every_earlier_task_exactly(
+    chain, ner_files, classification_files, tmp_path
+):
+    sentiment = json.loads((chain["sentiment"] / "metrics.json").read_text())
+    assert sentiment["strategy"]["name"] == "progressive" and sentiment["strategy"]["columns"] == 2
+    assert sentiment["export"] == {
+        "kind": "progressive",
+        "directory": str(chain["sentiment"] / "model"),
+        "columns": 2,
+        "pipeline": False,
+    }
+    assert {"laterals/decay", "laterals/no_decay"} <= set(sentiment["strategy"]["lr_groups"])
+    trainable = sentiment["strategy"]["parameters"]["trainable"]
+    column, laterals = sentiment["strategy"]["column_parameters"], sentiment["strategy"]["lateral_parameters"]
+    assert trainable == column + laterals  # column 0 trains nothing
+    ner2 = json.loads((chain["ner2"] / "metrics.json").read_text())
+    assert ner2["strategy"]["columns"] == 3 and 0.0 <= ner2["test"]["f1"] <= 1.0
+
+    # Column 0 of both later exports is the first run's model, weight for weight, and a plain pipeline model.
+    first = load_file(str(chain["ner"] / "model" / "model.safetensors"))
+    for run in ("sentiment", "ner2"):
+        copied = load_file(str(chain[run] / "model" / "column_0" / "model.safetensors"))
+        assert first.keys() == copied.keys() and all(torch.equal(first[k], copied[k]) for k in first)
+    tagger = pipeline(
+        "token-classification", model=str(chain["ner2"] / "model" / "column_0"), device="cpu"
+    )
+    assert isinstance(tagger("alice lives in paris"), list)
+
+    # Each earlier task predicts exactly as its own run did, through the later runs' exports.
+    ner_test, sentiment_test = ner_files["test"], classification_files["test"]
+    before = _rows(chain["ner"] / "model", ner_test, tmp_path / "a.jsonl")
+    assert _rows(chain["ner2"] / "model" / "column_0", ner_test, tmp_path / "b.jsonl") == before
+    before = _rows(chain["sentiment"] / "model", sentiment_test, tmp_path / "c.jsonl")
+    assert _rows(chain["ner2"] / "model" / "column_1", sentiment_test, tmp_path / "d.jsonl") == before
+    # The run directory and the model directory predict with the last column, which the run scored.
+    rows = _rows(chain["ner2"], ner_test, tmp_path / "e.jsonl")
+    assert rows == _rows(chain["ner2"] / "model" / "column_2", ner_test, tmp_path / "f.jsonl")
+    assert Predictor(str(chain["ner2"] / "model"), cpu=True).task == "token-classification"
+    assert Predictor(str(chain["ner2"] / "model" / "column_1"), cpu=True).label_names == sentiment[
+        "label_names"
+    ]
+
+
+def test_the_export_reloads_with_every_column_frozen(chain):
+    network = load_progressive(chain["ner2"] / "model")
+    assert network.num_columns == 3 and network.column_ranks == [None, 4, 4]
+    assert not any(p.requires_grad for p in network.parameters())
+    # Without its laterals column 1 is another function: transformers alone does not reproduce it.
+    assert any(p.abs().sum() > 0 for p in network.laterals[1].parameters())
+    plain = AutoModelForTokenClassification.from_pretrained(chain["ner2"] / "model" / "column_0")
+    assert plain.config.id2label == network.columns[0].config.id2label
+
+
+def test_bad_sources_are_refused_with_the_field_named(tiny_model_dir, classification_files, tmp_path):
+    with pytest.raises(ConfigError, match="strategy.columns"):
+        finetune_classifier.main(
+            _argv(tiny_model_dir, classification_files, tmp_path / "a", "strategy.name=progressive")
+        )
+    with pytest.raises(ConfigError, match="strategy.columns=.*no such run"):
+        finetune_classifier.main(
+            _argv(
+                tiny_model_dir,
+                classification_files,
+                tmp_path / "b",
+                "strategy.name=progressive",
+                f"strategy.columns={tmp_path / 'missing'}",
+            )
+        )
+    # The pretrained encoder itself has no task head: it is not an earlier task's column.
+    with pytest.raises(ConfigError, match="fine-tuned token- or sequence-classification model"):
+        finetune_classifier.main(
+            _argv(
+                tiny_model_dir,
+                classification_files,
+                tmp_path / "c",
+                "strategy.name=progressive",
+                f"strategy.columns={tiny_model_dir}",
+            )
+        )
