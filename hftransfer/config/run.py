@@ -19,6 +19,7 @@ from hftransfer.config.problem import LOWER_IS_BETTER, check_problem_type, defau
 from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
 from hftransfer.config.selection import SelectionConfig
 from hftransfer.config.sources import ReportSetConfig, SourceConfig, check_sources
+from hftransfer.config.transfer import TransferConfig
 from hftransfer.errors import ConfigError
 
 
@@ -44,6 +45,8 @@ class RunConfig:
     report: list[ReportSetConfig] = field(default_factory=list)
     """Labelled sets scored only in the final report (``[{name: target, data: {dataset: drug_reviews}}]``): read
     after training, so neither training nor model selection sees their labels; scores under ``report.<name>``."""
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    """Sequential transfer: the source task's data, re-scored after training to report forgetting."""
     plugins: list[str] = field(default_factory=list)
     """Modules (or ``.py`` files) imported before the strategy and objectives are resolved: where strategies and
     objectives registered outside hftransfer live."""

@@ -152,8 +152,10 @@ def load_adapter(directory: str | Path) -> PeftModel:
     """
     directory = Path(directory)
     meta = _read_meta(directory)
+    # The adapter carries the trained head; a base fine-tuned for another label set (an earlier run's model, in
+    # sequential transfer) has a head of another size, which is replaced anyway.
     base = AUTO_CLASSES[meta["task"]].from_pretrained(
-        meta["base_model_name_or_path"], **base_model_kwargs(directory)
+        meta["base_model_name_or_path"], **base_model_kwargs(directory), ignore_mismatched_sizes=True
     )
     if meta.get(THRESHOLD_KEY) is not None:
         setattr(base.config, THRESHOLD_KEY, meta[THRESHOLD_KEY])

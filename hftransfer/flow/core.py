@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from hftransfer.config import save_config
 from hftransfer.data.sources import TaskData
 from hftransfer.export.onnx_export import export_after_run
+from hftransfer.flow.forgetting import forgetting_report
 from hftransfer.flow.report_sets import evaluate_report_sets
 from hftransfer.flow.sources import check_source_readers
 from hftransfer.objectives.base import ObjectiveSet, build_objectives
@@ -184,6 +185,8 @@ def evaluate_best(run: Run) -> dict[str, Any]:
             )
     if run.plan.export is not None:
         run.report["export"] = run.plan.export(accelerator, run.loop.model)
+    if run.extras.get("source_eval") is not None:  # the forgetting report, from what was just exported
+        run.report["transfer"] = forgetting_report(run, run.extras["source_eval"])
     state = run.loop.state
     train_summary = run.loop.summary()
     if "train_summary" in run.extras:  # what a flow adds (a multitask run: the steps each task got)

@@ -27,6 +27,7 @@ from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.multilabel import THRESHOLD_KEY, model_threshold
 from hftransfer.modeling.build import build_model, load_tokenizer
+from hftransfer.modeling.source_model import model_directory
 from hftransfer.multitask.config import TaskSpec
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search
 
@@ -71,7 +72,8 @@ class OneTask:
         problem_type = self.config.data.problem_type
         model = build_model(self.config.model, self.config.task, data[self.name].label_names, problem_type)
         self.model_config = model.config
-        return model, tokenizer, resolve_model_name(self.config.model.name_or_path)
+        # A run directory stands for its model/: what an adapter's base_model_name_or_path must name.
+        return model, tokenizer, resolve_model_name(model_directory(self.config.model.name_or_path))
 
     def task_model(self, model: torch.nn.Module, task: str) -> torch.nn.Module:
         return model

@@ -21,6 +21,7 @@ from typing import Any
 from hftransfer.adaptation.encode import PooledFeatures
 from hftransfer.errors import ConfigError
 from hftransfer.flow.core import Run, plan_training, start_loop
+from hftransfer.flow.forgetting import prepare_source_eval
 from hftransfer.flow.layout import task_layout
 from hftransfer.flow.selection import label_free_selection
 from hftransfer.flow.sources import tokenize_sources, with_sources
@@ -64,6 +65,8 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
             )
 
     features, report = layout.tokenize(data, tokenizer)
+    # The source task's score before training (transfer.source_eval): a bad source fails here, not after training.
+    source_eval = prepare_source_eval(config)
     if config.model.head_bias_init == "prior":
         priors = {
             name: init_head_bias_to_prior(layout.task_model(model, name), task_features["train"]["labels"])
@@ -148,5 +151,7 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
     )
     if teacher is not None:
         run.extras["teacher"] = teacher.teacher  # for compare_with_teacher
+    if source_eval is not None:
+        run.extras["source_eval"] = source_eval
     layout.log_summary(run)
     return run

@@ -1,0 +1,140 @@
+"""The forgetting report (``transfer.source_eval``): the source task's score before and after target training equals
+a separate evaluation, a progressive network and a frozen encoder forget nothing, and a source that is no fine-tuned
+task model fails before training."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from hftransfer.errors import ConfigError
+from hftransfer.predict import predict_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import finetune_classifier  # noqa: E402
+import finetune_ner  # noqa: E402
+
+
+def _argv(model: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"model.name_or_path={model}",
+        f"output_dir={run_dir}",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['validation']}",
+        f"data.test_file={files['test']}",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "train.lr=2e-3",
+        "train.trackers=[]",
+        "train.warmup_ratio=0",
+        *extra,
+    ]
+
+
+@pytest.fixture()
+def ner_run(tiny_model_dir, ner_files, tmp_path) -> Path:
+    run = tmp_path / "ner"
+    finetune_ner.main(_argv(tiny_model_dir, ner_files, run, "train.epochs=4"))
+    return run
+
+
+def test_full_fine_tuning_reports_what_a_separate_evaluation_finds(
+    ner_run, ner_files, classification_files, tmp_path
+):
+    target = tmp_path / "sentiment"
+    metrics = finetune_classifier.main(
+        _argv(ner_run, classification_files, target, f"transfer.source_eval={ner_run}")
+    )
+    report = metrics["transfer"]
+    assert report["metric"] == "f1" and report["examples"] == 16  # the source run's test split
+    # Before: the source run's own test score, and hftransfer predict's score of the source model.
+    source = json.loads((ner_run / "metrics.json").read_text())
+    assert report["before"]["f1"] == pytest.approx(source["test"]["f1"])
+    separate = predict_file(
+        str(ner_run / "model"), str(ner_files["test"]), str(tmp_path / "a.jsonl"), cpu=True
+    )
+    assert report["before"]["f1"] == pytest.approx(separate.metrics["f1"])
+    # After: the source head, kept aside, on the sentiment run's encoder, assembled here by hand.
+    model = AutoModelForTokenClassification.from_pretrained(ner_run / "model")
+    trained = load_file(str(target / "model" / "model.safetensors"))
+    encoder = {
+        k[len("bert.") :]: v for k, v in trained.items() if k.startswith("bert.") and ".pooler." not in k
+    }
+    missing, unexpected = model.bert.load_state_dict(encoder, strict=False)
+    assert not unexpected and all(key.startswith("pooler.") for key in missing)
+    model.save_pretrained(tmp_path / "assembled")
+    AutoTokenizer.from_pretrained(ner_run / "model").save_pretrained(tmp_path / "assembled")
+    after = predict_file(
+        str(tmp_path / "assembled"), str(ner_files["test"]), str(tmp_path / "b.jsonl"), cpu=True
+    )
+    assert report["after"]["f1"] == pytest.approx(after.metrics["f1"])
+    assert report["change"] == pytest.approx(report["after"]["f1"] - report["before"]["f1"])
+    assert not (target / ".source-after").exists()  # the assembled model is scratch
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["strategy.name=frozen", "train.lr=5e-2"],
+        [
+            "strategy.name=progressive",
+            "strategy.rank=4",
+            "model.name_or_path={pretrained}",
+            "strategy.columns={source}",
+        ],
+    ],
+    ids=["frozen", "progressive"],
+)
+def test_strategies_that_keep_the_source_encoder_forget_nothing(
+    strategy, ner_run, tiny_model_dir, classification_files, tmp_path
+):
+    extra = [item.format(pretrained=tiny_model_dir, source=ner_run) for item in strategy]
+    metrics = finetune_classifier.main(
+        _argv(ner_run, classification_files, tmp_path / "target", *extra, f"transfer.source_eval={ner_run}")
+    )
+    report = metrics["transfer"]
+    assert report["after"] == report["before"] and report["change"] == 0.0
+    assert report["before"]["f1"] == pytest.approx(
+        json.loads((ner_run / "metrics.json").read_text())["test"]["f1"]
+    )
+
+
+def test_lora_is_scored_with_its_adapter_merged(ner_run, classification_files, tmp_path):
+    metrics = finetune_classifier.main(
+        _argv(
+            ner_run,
+            classification_files,
+            tmp_path / "lora",
+            "strategy.name=lora",
+            "strategy.r=2",
+            "strategy.lora_export=adapter",
+            f"transfer.source_eval={ner_run}",
+        )
+    )
+    report = metrics["transfer"]
+    assert report["after_from"] == "the source head on the exported encoder"
+    assert 0.0 <= report["after"]["f1"] <= 1.0
+
+
+def test_a_source_without_a_task_head_fails_before_training(
+    tiny_model_dir, classification_files, tmp_path, ner_files
+):
+    with pytest.raises(
+        ConfigError, match="transfer.source_eval .*model.name_or_path=.* not a local fine-tuned"
+    ):
+        finetune_classifier.main(
+            _argv(
+                tiny_model_dir,
+                classification_files,
+                tmp_path / "run",
+                f"transfer.source_eval={ner_files['test']}",
+            )
+        )
+    assert not (tmp_path / "run" / "metrics.json").exists()
