@@ -88,9 +88,7 @@ def test_a_chain_of_three_tasks_keeps_every_earlier_task_exactly(
     for run in ("sentiment", "ner2"):
         copied = load_file(str(chain[run] / "model" / "column_0" / "model.safetensors"))
         assert first.keys() == copied.keys() and all(torch.equal(first[k], copied[k]) for k in first)
-    tagger = pipeline(
-        "token-classification", model=str(chain["ner2"] / "model" / "column_0"), device="cpu"
-    )
+    tagger = pipeline("token-classification", model=str(chain["ner2"] / "model" / "column_0"), device="cpu")
     assert isinstance(tagger("alice lives in paris"), list)
 
     # Each earlier task predicts exactly as its own run did, through the later runs' exports.
@@ -103,9 +101,9 @@ def test_a_chain_of_three_tasks_keeps_every_earlier_task_exactly(
     rows = _rows(chain["ner2"], ner_test, tmp_path / "e.jsonl")
     assert rows == _rows(chain["ner2"] / "model" / "column_2", ner_test, tmp_path / "f.jsonl")
     assert Predictor(str(chain["ner2"] / "model"), cpu=True).task == "token-classification"
-    assert Predictor(str(chain["ner2"] / "model" / "column_1"), cpu=True).label_names == sentiment[
-        "label_names"
-    ]
+    assert (
+        Predictor(str(chain["ner2"] / "model" / "column_1"), cpu=True).label_names == sentiment["label_names"]
+    )
 
 
 def test_the_export_reloads_with_every_column_frozen(chain):
