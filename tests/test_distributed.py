@@ -269,3 +269,40 @@ def test_two_process_distillation_run(tiny_model_dir, tmp_path, gloo_works):
     assert metrics["distill_report"]["student"]["metrics"]["num_examples"] == 9  # no test split: validation
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     assert AutoTokenizer.from_pretrained(run_dir / "model") is not None
+
+
+def test_two_process_progressive_run_with_forgetting_report(tiny_model_dir, tmp_path, gloo_works):
+    # Frozen earlier columns have no gradient (DDP must not wait for one); the export is written once, and the
+    # forgetting report's prediction is shared by both processes.
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import finetune_ner
+
+    train = write_conll(tmp_path / "train.conll", make_ner_examples(32, seed=1))
+    dev = write_conll(tmp_path / "dev.conll", make_ner_examples(9, seed=2))
+    data = [f"data.train_file={train}", f"data.validation_file={dev}", f"data.test_file={dev}"]
+    common = [
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.eval_batch_size=4",
+        "train.trackers=[]",
+        "train.lr=3e-3",
+    ]
+    source = tmp_path / "source"
+    finetune_ner.main([f"model.name_or_path={tiny_model_dir}", f"output_dir={source}", *data, *common])
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--main_process_ip", "127.0.0.1",
+        "--main_process_port", "0", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "recipes" / "finetune_ner.py"), f"model.name_or_path={tiny_model_dir}", f"output_dir={run_dir}",
+        *data, *common, "strategy.name=progressive", f"strategy.columns={source}", "strategy.rank=4",
+        f"transfer.source_eval={source}",
+    ]  # fmt: skip
+    launch_or_fail(command, tmp_path, run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["num_processes"] == 2 and metrics["strategy"]["columns"] == 2
+    assert metrics["distributed"]["wrapper"] == "DistributedDataParallel"
+    report = metrics["transfer"]
+    assert report["examples"] == 9 and report["after"] == report["before"]
+    assert report["before"]["f1"] == json.loads((source / "metrics.json").read_text())["test"]["f1"]
+    assert sorted(p.name for p in (run_dir / "model").iterdir() if p.is_dir()) == ["column_0", "column_1"]

@@ -14,6 +14,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from hftransfer.errors import ConfigError
 from hftransfer.predict import predict_file
+from hftransfer.toy import make_ner_examples, write_conll
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -38,9 +39,19 @@ def _argv(model: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> li
     ]
 
 
-@pytest.fixture()
-def ner_run(tiny_model_dir, ner_files, tmp_path) -> Path:
-    run = tmp_path / "ner"
+@pytest.fixture(scope="module")
+def ner_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ner-data")
+    return {
+        split: write_conll(root / f"{split}.conll", make_ner_examples(size, seed=seed))
+        for split, size, seed in (("train", 48, 1), ("validation", 16, 2), ("test", 16, 3))
+    }
+
+
+@pytest.fixture(scope="module")
+def ner_run(tiny_model_dir, ner_files, tmp_path_factory) -> Path:
+    """The source run every test here starts from (read only)."""
+    run = tmp_path_factory.mktemp("source") / "ner"
     finetune_ner.main(_argv(tiny_model_dir, ner_files, run, "train.epochs=4"))
     return run
 

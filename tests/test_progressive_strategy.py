@@ -15,6 +15,7 @@ from transformers import AutoModelForTokenClassification, pipeline
 from hftransfer.errors import ConfigError
 from hftransfer.predict import Predictor, predict_file
 from hftransfer.progressive.export import load_progressive
+from hftransfer.toy import make_classification_examples, make_ner_examples, write_conll, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -44,10 +45,29 @@ def _rows(model: str | Path, data: Path, out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-@pytest.fixture()
-def chain(tiny_model_dir, ner_files, classification_files, tmp_path) -> dict[str, Path]:
-    """Three runs: NER (plain), then sentiment as column 1 reading it, then NER again as column 2."""
-    runs = {name: tmp_path / name for name in ("ner", "sentiment", "ner2")}
+@pytest.fixture(scope="module")
+def ner_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ner-data")
+    return {
+        split: write_conll(root / f"{split}.conll", make_ner_examples(size, seed=seed))
+        for split, size, seed in (("train", 48, 1), ("validation", 16, 2), ("test", 16, 3))
+    }
+
+
+@pytest.fixture(scope="module")
+def classification_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("classification-data")
+    return {
+        split: write_jsonl(root / f"{split}.jsonl", make_classification_examples(size, seed=seed))
+        for split, size, seed in (("train", 64, 1), ("validation", 24, 2), ("test", 24, 3))
+    }
+
+
+@pytest.fixture(scope="module")
+def chain(tiny_model_dir, ner_files, classification_files, tmp_path_factory) -> dict[str, Path]:
+    """Three runs: NER (plain), then sentiment as column 1 reading it, then NER again as column 2 (read only)."""
+    root = tmp_path_factory.mktemp("chain")
+    runs = {name: root / name for name in ("ner", "sentiment", "ner2")}
     finetune_ner.main(_argv(tiny_model_dir, ner_files, runs["ner"]))
     progressive = ["strategy.name=progressive", "strategy.rank=4"]
     finetune_classifier.main(
