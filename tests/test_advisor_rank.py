@@ -28,6 +28,7 @@ from hftransfer.advisor.ranking import (
     limit_examples,
     outside_label,
     rank,
+    sample_size,
     score_choices,
 )
 from hftransfer.advisor.report import PLOT_HINT, plot_ranking, save_ranking, table_lines
@@ -334,6 +335,24 @@ def test_limit_examples_samples_each_split_and_drops_the_test_split():
     assert limit_examples(data, 20, seed=0).splits["train"]["x"] == limited.splits["train"]["x"]
     assert limit_examples(data, 20, seed=1).splits["train"]["x"] != limited.splits["train"]["x"]
     assert len(limit_examples(data, None, seed=0).splits["train"]) == 50
+
+
+def test_the_default_sample_is_500_or_half_the_training_set_but_at_least_250():
+    assert sample_size(10_000, "auto") == 500
+    assert sample_size(800, "auto") == 400  # half
+    assert sample_size(490, "auto") == 250  # half would be under the floor
+    assert sample_size(100, "auto") == 250  # then everything there is (limit_examples keeps all 100)
+    assert sample_size(800, 600) == 600 and sample_size(800, None) is None  # as given
+    splits = DatasetDict(
+        {
+            "train": Dataset.from_dict({"x": list(range(800))}),
+            "validation": Dataset.from_dict({"x": list(range(900))}),
+        }
+    )
+    limited = limit_examples(TaskData(splits, ["a"], {}), "auto", seed=0)
+    assert (
+        len(limited.splits["train"]) == 400 and len(limited.splits["validation"]) == 400
+    )  # the train split sets it
 
 
 def test_outside_label_is_the_o_tag_of_token_tasks_only():

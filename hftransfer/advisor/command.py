@@ -46,6 +46,16 @@ def preset_path(name: str) -> Path:
     return path
 
 
+def max_examples_value(text: str) -> int | str:
+    """``--max-examples``: a number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
 def run_rank(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("rank runs in one process; start it without accelerate launch")
@@ -55,7 +65,7 @@ def run_rank(args: argparse.Namespace) -> int:
     if args.sort_by is not None and args.sort_by not in args.estimators:
         raise ConfigError(f"--sort-by {args.sort_by}: not among --estimators ({', '.join(args.estimators)})")
     for flag, value in (("--max-examples", args.max_examples), ("--max-items", args.max_items)):
-        if value is not None and value < 10:
+        if isinstance(value, int) and value < 10:
             raise ConfigError(f"{flag} {value}: expected at least 10")
     preset = preset_path(args.config)
 
@@ -125,10 +135,11 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--max-examples",
-        type=int,
-        default=1000,
+        type=max_examples_value,
+        default="auto",
         metavar="N",
-        help="examples encoded per split, a seeded sample (default 1000)",
+        help="examples encoded per split, a seeded sample (default auto: 500, and at most half the training set "
+        "unless that is under 250)",
     )
     parser.add_argument(
         "--max-items",

@@ -20,6 +20,7 @@ import torch
 from hftransfer.advisor import estimators as est
 from hftransfer.advisor import probes
 from hftransfer.advisor.layers import LabelledVectors, LayerChoice, labelled_vectors, layer_choices
+from hftransfer.advisor.sampling import limit_examples, sample_size  # noqa: F401 - importable here
 from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.errors import ConfigError
 from hftransfer.strategies.feature_cache import cached_layer_features
@@ -157,19 +158,6 @@ def score_choices(
     return results
 
 
-def limit_examples(data: TaskData, max_examples: int | None, seed: int) -> TaskData:
-    """``data`` with at most ``max_examples`` examples in each split (a seeded sample; the test split is dropped:
-    ranking never reads it)."""
-    splits = {}
-    for split, rows in data.splits.items():
-        if split == "test":
-            continue
-        if max_examples is not None and len(rows) > max_examples:
-            rows = rows.shuffle(seed=seed).select(range(max_examples))
-        splits[split] = rows
-    return TaskData(data.splits.__class__(splits), data.label_names, data.report)
-
-
 def encode_splits(
     encoder_name: str,
     data: TaskData,
@@ -229,7 +217,7 @@ def rank(
     device: str | torch.device | None = None,
     cache_dir: str | None = None,
     max_items: int | None = 10000,
-    max_examples: int | None = 1000,
+    max_examples: int | str | None = "auto",
     seed: int = 0,
 ) -> Ranking:
     """Score every encoder x layer choice on ``config``'s task and data (a :class:`~hftransfer.config.RunConfig`).
@@ -239,8 +227,10 @@ def rank(
         estimators: any of ``logme``, ``h_score``, ``knn``, ``linear_probe``.
         averages: also score the mean of all layers and of the top four.
         max_items: at most this many labelled items (words or texts) per split are scored.
-        max_examples: at most this many examples (sentences or texts) per split are encoded, drawn with ``seed``:
-            estimates settle long before a large training set is exhausted, and encoding is the cost.
+        max_examples: at most this many examples (sentences or texts) per split are encoded, drawn with ``seed``
+            (None: all); ``"auto"``: 500, and at most half the training set unless that is under 250 (see
+            :func:`sample_size`). Estimates settle long before a large training set is exhausted, and encoding
+            is the cost.
 
     Raises:
         ConfigError / DataError: an encoder or the data cannot be loaded.

@@ -1,0 +1,236 @@
+"""Sequential transfer without forgetting: chains of tasks on the packaged data, and for each method the target
+score against what the source task lost (MiniLM-L6).
+
+    python benchmarks/sequential_chains.py                                       # every chain and method, 3 seeds
+    python benchmarks/sequential_chains.py --chains ner-rt --methods sequential progressive --seeds 1 --resume
+
+Chains: WNUT-16 NER -> Rotten Tomatoes (``ner-rt``), Rotten Tomatoes -> drug reviews (``rt-drugs``), and
+NER -> Rotten Tomatoes -> drug reviews (``ner-rt-drugs``: its last step starts from the ``ner-rt`` step's run of
+the same method, and the report scores the task just before it). Rotten Tomatoes trains on its first 2,000 carved
+training snippets, as in the advisor's ranking benchmark, to keep the chains affordable on CPU.
+
+Methods, each at its task's MiniLM preset:
+- ``independent``: the target fine-tuned from the pretrained encoder (no transfer; the source model is untouched);
+- ``sequential``: the target fine-tuned from the source run's model (new head);
+- ``l2sp`` / ``drift``: sequential with L2-SP towards the source weights / output drift from the source encoder;
+- ``adapters``: one LoRA adapter per task on the shared pretrained base (the source is a LoRA run too);
+- ``progressive``: a new column reading the frozen source column(s).
+Every transfer run reports the source task before and after (``transfer.source_eval``). Results:
+``benchmarks/results/sequential_chains.{json,md,png}`` (saved after every run; ``--resume`` keeps finished runs,
+``--report-only`` rebuilds them from finished runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from runner import RESULTS, ROOT, run_or_resume
+
+from hftransfer.utils import atomic_write_text
+
+CONFIGS = ROOT / "recipes" / "configs" / "minilm"
+TASKS = {
+    "ner": {"recipe": "finetune_ner.py", "preset": "ner_full.yaml", "metric": "f1", "data": []},
+    "rt": {
+        "recipe": "finetune_classifier.py",
+        "preset": "classifier_full.yaml",
+        "metric": "accuracy",
+        "data": ["data.max_train_samples=2000"],
+    },
+    "drugs": {
+        "recipe": "finetune_classifier.py",
+        "preset": "classifier_full.yaml",
+        "metric": "macro_f1",
+        "data": [
+            "data.dataset=drug_reviews",
+            "data.drop_labels=[neutral]",
+            "data.test_size=0",
+            "train.epochs=5",
+            "train.batch_size=16",
+            "train.metric_for_best=macro_f1",
+        ],
+    },
+}
+CHAINS = {"ner-rt": ["ner", "rt"], "rt-drugs": ["rt", "drugs"], "ner-rt-drugs": ["ner", "rt", "drugs"]}
+LORA = [
+    "strategy.name=lora",
+    "strategy.r=8",
+    "strategy.alpha=16",
+    "strategy.lora_export=merged",
+    "train.lr=1e-3",
+]
+METHODS = {
+    "independent": [],
+    "sequential": [],
+    "l2sp": ["objectives+=[{name: l2sp, weight: 0.01}]"],
+    "drift": ["objectives+=[{name: drift, weight: 1.0}]"],
+    "adapters": LORA,
+    "progressive": ["strategy.name=progressive", "strategy.rank=16"],
+}
+
+
+def task_argv(task: str, seed: int, *extra: str) -> list[str]:
+    spec = TASKS[task]
+    return ["--config", str(CONFIGS / spec["preset"]), *spec["data"], f"train.seed={seed}", *extra]
+
+
+def source_run(task: str, method: str, seed: int, work: Path, resume: bool) -> Path:
+    """The first task's own run: full fine-tuning, or a LoRA adapter for the per-task-adapter method."""
+    kind = "lora" if method == "adapters" else "full"
+    run_dir = work / "sources" / f"{task}-{kind}-seed{seed}"
+    run_or_resume(
+        TASKS[task]["recipe"], task_argv(task, seed, *(LORA if kind == "lora" else [])), run_dir, resume
+    )
+    return run_dir
+
+
+def step_run(chain: str, method: str, seed: int, work: Path, resume: bool | None) -> dict | None:
+    """Train the chain's last task by ``method``; its record (None under ``--report-only`` if not finished)."""
+    tasks = CHAINS[chain]
+    target, source_task = tasks[-1], tasks[-2]
+    run_dir = work / chain / f"{method}-seed{seed}"
+    if resume is None:
+        if not (run_dir / "metrics.json").is_file():
+            return None
+        resume = True
+    if len(tasks) == 3:  # the step before is the two-task chain's run of the same method
+        start = work / "-".join(tasks[:2]) / f"{method}-seed{seed}"
+        step_run("-".join(tasks[:2]), method, seed, work, resume)
+    else:
+        start = source_run(source_task, method, seed, work, resume)
+    extra = list(METHODS[method])
+    if method in ("sequential", "l2sp", "drift"):
+        extra.append(f"model.name_or_path={start}")
+    if method == "progressive":
+        extra.append(f"strategy.columns={start}")
+    if method in ("independent", "adapters"):
+        # Another model (or adapter) for the target: the source's own model is untouched by construction.
+        source_metrics = json.loads((start / "metrics.json").read_text())
+        source_score = source_metrics["test"][TASKS[source_task]["metric"]]
+    else:
+        extra.append(f"transfer.source_eval={start}")
+    metrics = run_or_resume(TASKS[target]["recipe"], task_argv(target, seed, *extra), run_dir, resume)
+    record = {
+        "chain": chain,
+        "method": method,
+        "seed": seed,
+        "target": metrics["test"][TASKS[target]["metric"]],
+        "wall_s": metrics.get("benchmark_wall_s"),
+        "trainable": metrics["strategy"]["parameters"]["trainable"],
+        "parameters": metrics["strategy"]["parameters"]["total"],
+    }
+    transfer = metrics.get("transfer")
+    if transfer:
+        record.update(
+            source_before=transfer["before"][transfer["metric"]],
+            source_after=transfer["after"][transfer["metric"]],
+        )
+    else:
+        record.update(source_before=source_score, source_after=source_score)
+    record["forgetting"] = record["source_before"] - record["source_after"]
+    return record
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    rows = []
+    for chain in CHAINS:
+        for method in METHODS:
+            found = [r for r in records if (r["chain"], r["method"]) == (chain, method)]
+            if not found:
+                continue
+            row = {"chain": chain, "method": method, "seeds": len(found)}
+            for key in ("target", "source_after", "forgetting", "wall_s", "trainable", "parameters"):
+                values = [r[key] or 0.0 for r in found]
+                row[key] = statistics.mean(values)
+                row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            rows.append(row)
+    return rows
+
+
+def write(records: list[dict], seeds: int) -> None:
+    rows = summarise(records)
+    atomic_write_text(
+        RESULTS / "sequential_chains.json", json.dumps({"records": records, "summary": rows}, indent=2) + "\n"
+    )
+    lines = [
+        "# Sequential transfer: target score and source forgetting per method",
+        "",
+        f"`python benchmarks/sequential_chains.py` (MiniLM-L6; up to {seeds} seeds, mean ± std; forgetting = source "
+        "score before - after, in the source task's metric; CPU).",
+        "",
+        "| chain | method | target test | source after | forgetting | trainable / total params | wall s | seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['chain']} | {r['method']} | {r['target']:.4f} ± {r['target_std']:.4f} | {r['source_after']:.4f} | "
+            f"{r['forgetting']:+.4f} ± {r['forgetting_std']:.4f} | {r['trainable'] / 1e6:.1f}M / "
+            f"{r['parameters'] / 1e6:.1f}M | {r['wall_s']:.0f} | {r['seeds']} |"
+        )
+    atomic_write_text(RESULTS / "sequential_chains.md", "\n".join(lines) + "\n")
+    plot(rows)
+
+
+def plot(rows: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    chains = [c for c in CHAINS if any(r["chain"] == c for r in rows)]
+    fig, axes = plt.subplots(1, len(chains), figsize=(5 * len(chains), 4), squeeze=False)
+    for ax, chain in zip(axes[0], chains):
+        for r in (r for r in rows if r["chain"] == chain):
+            ax.errorbar(
+                r["forgetting"],
+                r["target"],
+                xerr=r["forgetting_std"],
+                yerr=r["target_std"],
+                marker="o",
+                capsize=3,
+            )
+            ax.annotate(
+                r["method"],
+                (r["forgetting"], r["target"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set(xlabel="source forgetting (points, lower is better)", ylabel="target test score", title=chain)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "sequential_chains.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chains", nargs="+", default=list(CHAINS), choices=list(CHAINS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-sequential"))
+    parser.add_argument("--resume", action="store_true", help="keep runs that finished (their metrics.json)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing: rebuild results from finished runs"
+    )
+    args = parser.parse_args()
+    work = Path(args.work_dir)
+    records = []
+    for seed in args.seeds:
+        for chain in args.chains:
+            for method in args.methods:
+                record = step_run(chain, method, seed, work, None if args.report_only else args.resume)
+                if record is None:
+                    continue
+                records.append(record)
+                print(json.dumps(record), flush=True)
+                write(records, len(args.seeds))
+
+
+if __name__ == "__main__":
+    main()
