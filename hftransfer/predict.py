@@ -125,6 +125,8 @@ class Predictor:
             windows whose logits are combined into one row per text), as ``data.long_texts`` in training.
         window_context: tokens shared by consecutive windows (``data.window_context``).
         window_aggregation: ``mean`` or ``max`` of a text's window logits (``data.window_aggregation``).
+        loaded: ``(model, task)`` already in memory, whose ``config`` gives the labels; ``model`` then names the
+            directory its tokenizer is read from.
 
     Raises:
         ConfigError: an unknown backend, or an ONNX backend without ONNX Runtime or without an export.
@@ -141,6 +143,7 @@ class Predictor:
         long_texts: str = "truncate",
         window_context: int = 16,
         window_aggregation: str = "mean",
+        loaded: tuple[torch.nn.Module, str] | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
@@ -154,7 +157,11 @@ class Predictor:
             num_local_processes=local_process_count(self.accelerator.num_processes),
             device_type=self.accelerator.device.type,
         )
-        if self.backend == "torch":
+        if loaded is not None:  # a model already in memory (hftransfer.adapter_set): PyTorch, nothing to load
+            self.backend = "torch"
+            loaded, self.task = loaded
+            self.model = self.accelerator.prepare_model(loaded, evaluation_mode=True)
+        elif self.backend == "torch":
             self.model_dir = run_model_directory(self.model_dir)
             loaded, self.task = load_for_prediction(self.model_dir)
             self.model = self.accelerator.prepare_model(loaded, evaluation_mode=True)
