@@ -59,7 +59,7 @@ LORA = [
     "strategy.name=lora",
     "strategy.r=8",
     "strategy.alpha=16",
-    "strategy.lora_export=merged",
+    "strategy.lora_export=both",
     "train.lr=1e-3",
 ]
 METHODS = {
