@@ -126,6 +126,54 @@ class AdapterSet:
             )
         return self._predictors[name]
 
+    def merge(
+        self,
+        names: list[str],
+        weights: list[float],
+        new_name: str,
+        *,
+        head_from: str,
+        combination_type: str = "cat",
+    ) -> None:
+        """Add task ``new_name``: the weighted combination of the adapters ``names`` (peft's
+        ``add_weighted_adapter``) with the head, labels and problem type of ``head_from``.
+
+        Heads are not merged (a head belongs to one label set); only the encoder adapters are. ``combination_type``
+        is peft's: ``cat`` (exact: the ranks are concatenated), ``svd``, ``linear`` (same rank only), ``ties``, ...
+
+        Raises:
+            ConfigError: unknown or mixed-type names, a taken ``new_name``, or a non-LoRA adapter.
+        """
+        unknown = [name for name in [*names, head_from] if name not in self.directories]
+        if unknown or new_name in self.directories or len(names) != len(weights) or not names:
+            raise ConfigError(
+                f"merge: names {names} with weights {weights} into {new_name!r} (head from {head_from!r}): "
+                + (f"unknown {unknown}" if unknown else "one weight per adapter, and a new name")
+            )
+        tasks = {self.meta[name]["task"] for name in [*names, head_from]}
+        if len(tasks) > 1:
+            raise ConfigError(
+                f"merge: {names} and {head_from!r} are of different task types ({sorted(tasks)})"
+            )
+        shared = self.shared[tasks.pop()]
+        if not hasattr(shared.base_model, "add_weighted_adapter"):
+            raise ConfigError("merge: weighted merging is for LoRA adapters (peft's add_weighted_adapter)")
+        wrappers = [m for m in shared.modules() if isinstance(m, ModulesToSaveWrapper)]
+        # peft refuses to merge adapters that each keep a copy of the same module (the heads): all but the first
+        # adapter's copies are set aside while it merges, with the first adapter active (peft re-activates it).
+        shared.set_adapter(names[0])
+        aside = [{n: w.modules_to_save.pop(n) for n in names[1:] if n in w.modules_to_save} for w in wrappers]
+        try:
+            shared.add_weighted_adapter(names, weights, new_name, combination_type=combination_type)
+        finally:
+            for wrapper, kept in zip(wrappers, aside):
+                wrapper.modules_to_save.update(kept)
+        for wrapper in wrappers:
+            if head_from in wrapper.modules_to_save:
+                wrapper.modules_to_save[new_name] = copy.deepcopy(wrapper.modules_to_save[head_from])
+        self.directories[new_name] = self.directories[head_from]
+        self.meta[new_name] = self.meta[head_from]
+
     def predict(self, name: str, examples: Dataset) -> Predictions:
         """Predict ``examples`` for task ``name`` (rows as :meth:`Predictor.predict` takes and returns them)."""
         return self.predictor(name).predict(examples)

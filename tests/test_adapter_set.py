@@ -72,6 +72,26 @@ def test_every_task_predicts_as_its_adapter_alone_in_any_switching_order(adapter
         shared.predictor("four")
 
 
+def test_a_weighted_merge_is_a_new_task_with_the_head_it_names(adapters):
+    shared = AdapterSet(adapters, cpu=True)
+    texts = Dataset.from_list(
+        [{"text": t} for t in ("a film was very good", "this plot was very bad", "a movie")]
+    )
+    alone = shared.predict("two", texts).rows
+    # One adapter at weight 1, concatenated: the same adapter again, with its own head.
+    shared.merge(["two"], [1.0], "two-again", head_from="two")
+    assert shared.predict("two-again", texts).rows == alone
+    shared.merge(["two", "three"], [0.5, 0.5], "blend", head_from="three")
+    rows = shared.predict("blend", texts).rows
+    assert shared.predictor("blend").label_names == shared.predictor("three").label_names
+    assert {row["label"] for row in rows} <= {"negative", "neutral", "positive"}
+    assert shared.predict("two", texts).rows == alone  # the merged-from adapters are unchanged
+    with pytest.raises(ConfigError, match="different task types"):
+        shared.merge(["two", "ner"], [0.5, 0.5], "mixed", head_from="two")
+    with pytest.raises(ConfigError, match="unknown"):
+        shared.merge(["two", "four"], [0.5, 0.5], "x", head_from="two")
+
+
 def test_adapters_must_share_their_base_and_exist(adapters, tmp_path):
     with pytest.raises(ConfigError, match="holds no adapter written by hftransfer"):
         AdapterSet({"x": tmp_path})
