@@ -13,6 +13,10 @@ Protocol (the same for every strategy, so only what trains differs):
   best kept;
 - each strategy at its own preset's learning rate (``recipes/configs/minilm/*``); freeze-bottom-N keeps the
   embeddings and the bottom 4 of 6 layers fixed (the seeds' "freeze most layers").
+- ``auto`` runs the real ``strategy.name=auto``, except where its choice trains exactly as a strategy's own row
+  (full, freeze: same options, the preset's learning rate, the same seed): there its record is that row's, marked
+  ``derived_from``. A real auto run in the work dir always takes precedence; ``--no-derive`` runs them all (to
+  check, for a cell or two, that the two agree).
 Each run is the real recipe in its own process. Results: ``benchmarks/results/data_size_policy.{json,md}`` (saved
 after every run; ``--resume`` keeps finished runs) and ``data_size_policy.png``.
 """
@@ -116,11 +120,36 @@ def train_size(task: dict) -> int:
     return len(load_task_data(config.data, config.task).splits["train"])
 
 
+# When auto chooses one of these, it trains exactly as that strategy's own row does (same options, the preset's
+# learning rate, the same seed): its record is that row's. LoRA and frozen rows use other options than auto's
+# choice (target modules; the last layer instead of feature_layer=auto), so those auto runs are run.
+SAME_AS_ROW = ("full", "freeze")
+DERIVE = {"auto": True}  # --no-derive
+
+
+def auto_choice(task_name: str, size: str, extra: list[str]) -> str | None:
+    """The strategy ``auto`` picks at ``size`` under the default rules (None when ``--set`` may change them)."""
+    if any(item.startswith("strategy.") for item in extra):
+        return None
+    from hftransfer.advisor.policy import SEQUENCE_TASK, TOKEN_TASK, decide
+
+    task = TASKS[task_name]
+    examples = task["all"] if size == "all" else int(size)
+    return decide(TOKEN_TASK if task["recipe"] == "finetune_ner.py" else SEQUENCE_TASK, examples).strategy
+
+
 def run_one(
     task_name: str, strategy: str, size: str, seed: int, work: Path, resume: bool, extra: list[str]
 ) -> dict | None:
-    """One run's record; None under ``--report-only`` (``resume`` None) when the run has not finished."""
+    """One run's record; None under ``--report-only`` (``resume`` None) when the run has not finished. An ``auto``
+    run whose choice trains exactly as a strategy's own row is that row's record (``derived_from``)."""
     task = TASKS[task_name]
+    real_auto = (work / task_name / f"auto-n{size}-seed{seed}" / "metrics.json").is_file()
+    if strategy == "auto" and DERIVE["auto"] and not real_auto:
+        chosen = auto_choice(task_name, size, extra)
+        if chosen in SAME_AS_ROW:
+            record = run_one(task_name, chosen, size, seed, work, resume, extra)
+            return record and {**record, "strategy": "auto", "auto_chose": chosen, "derived_from": chosen}
     run_dir = work / task_name / f"{strategy}-n{size}-seed{seed}"
     if resume is None:
         if not (run_dir / "metrics.json").is_file():
@@ -171,6 +200,7 @@ def summarise(records: list[dict]) -> list[dict]:
                 "validation_mean": statistics.mean(r["validation"] for r in found),
                 "wall_mean": statistics.mean(r["wall_s"] or 0 for r in found),
                 "auto_chose": sorted({r["auto_chose"] for r in found if "auto_chose" in r}),
+                "derived": any("derived_from" in r for r in found),
             }
         )
     return rows
@@ -216,7 +246,8 @@ def write(records: list[dict], settings: dict) -> None:
                     if r
                     else ""
                 )
-            row += [best, ", ".join(auto["auto_chose"]) if auto else "", gap]
+            chose = ", ".join(auto["auto_chose"]) + (" (its row)" if auto["derived"] else "") if auto else ""
+            row += [best, chose, gap]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     atomic_write_text(RESULTS / "data_size_policy.md", "\n".join(lines) + "\n")
@@ -266,6 +297,11 @@ def main() -> None:
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-data-size"))
     parser.add_argument("--resume", action="store_true", help="keep runs that finished (their metrics.json)")
     parser.add_argument(
+        "--no-derive",
+        action="store_true",
+        help="run every auto cell, also where it trains as a strategy's row",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: rebuild the results from the runs that finished (several benchmark processes can fill "
@@ -276,6 +312,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = Path(args.work_dir)
+    DERIVE["auto"] = not args.no_derive
     for name in args.tasks:
         TASKS[name]["all"] = train_size(TASKS[name])
     settings = {"seeds": len(args.seeds), "min_steps": MIN_STEPS, "extra": args.set}
