@@ -101,3 +101,35 @@ def test_an_adapter_only_run_says_what_to_start_from(tmp_path):
     (tmp_path / "run" / "model" / "adapter_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="peft adapter only"):
         model_directory(str(tmp_path / "run"))
+
+
+def test_a_lora_run_starts_the_next_task_from_its_merged_encoder(
+    tiny_model_dir, classification_files, tmp_path
+):
+    # LoRA's default export (both): model/ is the merged model, adapter/ the adapter; the merged encoder is kept.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import finetune_classifier
+
+    finetune_classifier.main(
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"output_dir={tmp_path / 'lora'}",
+            f"data.train_file={classification_files['train']}",
+            f"data.validation_file={classification_files['validation']}",
+            "data.test_size=0",
+            "strategy.name=lora",
+            "strategy.r=2",
+            "train.epochs=1",
+            "train.lr=5e-3",
+            "train.trackers=[]",
+        ]
+    )
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "lora" / "model")
+    model = build_model(
+        ModelConfig(name_or_path=str(tmp_path / "lora")), "token-classification", ["O", "B-PER", "I-PER"]
+    )
+    assert _encoder_equal(model, merged)
+    pretrained = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    assert not _encoder_equal(model, pretrained)  # the adapter was folded in: this is not the base encoder
