@@ -127,6 +127,8 @@ class Predictor:
         window_aggregation: ``mean`` or ``max`` of a text's window logits (``data.window_aggregation``).
         loaded: ``(model, task)`` already in memory, whose ``config`` gives the labels; ``model`` then names the
             directory its tokenizer is read from.
+        decoding: token models: ``argmax`` per word or ``iob2`` (the best valid IOB2 sequence); default what the
+            run that trained the model used (``model.decoding``, saved in its config), else ``argmax``.
 
     Raises:
         ConfigError: an unknown backend, or an ONNX backend without ONNX Runtime or without an export.
@@ -144,6 +146,7 @@ class Predictor:
         window_context: int = 16,
         window_aggregation: str = "mean",
         loaded: tuple[torch.nn.Module, str] | None = None,
+        decoding: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"backend={backend!r}: use one of {', '.join(BACKENDS)}")
@@ -185,6 +188,9 @@ class Predictor:
         self.batch_size = batch_size
         self.long_texts, self.window_context = long_texts, window_context
         self.window_aggregation = window_aggregation
+        self.decoding = decoding or getattr(loaded.config, "hftransfer_decoding", None) or "argmax"
+        if self.decoding not in ("argmax", "iob2"):
+            raise ConfigError(f"decoding={self.decoding!r}: use argmax or iob2")
 
     def predict(self, examples: Dataset) -> Predictions:
         """Predict ``tokens`` rows (token task) or ``text`` [+ ``text_pair``] rows; scores them if labels are present.
@@ -214,6 +220,8 @@ class Predictor:
                 desc="Predicting",
                 problem_type=self.problem_type,
                 window_aggregation=self.window_aggregation,
+                decoding=self.decoding,
+                label_names=self.label_names,
             )
         rows = []
         if self.task == "token-classification":

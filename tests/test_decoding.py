@@ -78,3 +78,39 @@ def test_valid_argmax_is_kept_and_edge_cases():
     assert constrained_tags(np.zeros((0, len(LABELS))), LABELS) == []
     # A word whose only probable tag is forbidden still gets a valid one (zero probabilities are -inf, not NaN).
     assert constrained_tags(np.array([[0.0, 0.0, 1.0, 0.0, 0.0]]), LABELS) != [2]
+
+
+def test_a_run_with_iob2_decoding_exports_it_and_predicts_valid_spans(tiny_model_dir, tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from hftransfer.config import parse_config
+    from hftransfer.errors import ConfigError
+    from hftransfer.predict import predict_file
+    from hftransfer.toy import make_ner_examples, write_conll
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import finetune_ner
+
+    files = {
+        s: write_conll(tmp_path / f"{s}.conll", make_ner_examples(n, seed=i))
+        for i, (s, n) in enumerate([("train", 32), ("dev", 12), ("test", 24)])
+    }
+    run = tmp_path / "run"
+    metrics = finetune_ner.main(
+        [f"model.name_or_path={tiny_model_dir}", f"output_dir={run}", f"data.train_file={files['train']}",
+         f"data.validation_file={files['dev']}", f"data.test_file={files['test']}", "train.epochs=1",
+         "train.batch_size=8", "train.lr=1e-3", "train.trackers=[]", "model.decoding=iob2"]
+    )  # fmt: skip
+    assert 0.0 <= metrics["test"]["f1"] <= 1.0
+    assert json.loads((run / "model" / "config.json").read_text())["hftransfer_decoding"] == "iob2"
+    # A barely trained model: its argmax tags are far from valid IOB2, the decoded ones always are.
+    decoded = predict_file(str(run), str(files["test"]), str(tmp_path / "a.jsonl"), cpu=True)
+    assert all(_valid(row["tags"]) for row in decoded.rows)
+    argmax = predict_file(
+        str(run), str(files["test"]), str(tmp_path / "b.jsonl"), cpu=True, decoding="argmax"
+    )
+    assert not all(_valid(row["tags"]) for row in argmax.rows)  # so the decoding did change something
+    with pytest.raises(ConfigError, match="model.decoding=iob2 is for token classification"):
+        parse_config(["task=sequence-classification", "model.decoding=iob2", "data.dataset=rotten_tomatoes"])

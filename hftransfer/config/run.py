@@ -86,6 +86,10 @@ class RunConfig:
                     f"selection.method={self.selection.method} weighs validation examples against the unlabelled "
                     f"source {self.selection.source!r}; list it: sources=[{{name: {self.selection.source}, data: ...}}]"
                 )
+        if self.task != "token-classification" and self.model.decoding != "argmax":
+            raise ConfigError(
+                f"model.decoding={self.model.decoding} is for token classification (IOB2 tag sequences)"
+            )
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"

@@ -82,6 +82,11 @@ class ModelConfig:
     of the training labels, so the head predicts the label prior from the first step and the encoder is not pushed
     to learn it. Use it when a fine-tuned NER model predicts ``O`` for every token: sentence-embedding encoders such
     as ``mpnet-base`` (all-mpnet-base-v2) collapse that way on WNUT-16 at the default start."""
+    decoding: Literal["argmax", "iob2"] = "argmax"
+    """How a token model's word tags are chosen in evaluation and prediction: ``argmax`` per word (what transformers'
+    ``pipeline`` does), or ``iob2``: the most probable valid IOB2 sequence (Viterbi over the word probabilities; no
+    ``I-X`` after ``O`` or ``B-Y``). Saved in the exported config (``hftransfer_decoding``), so ``Predictor`` and
+    ``hftransfer predict`` decode the same way; ``pipeline`` still takes the argmax."""
 
 
 @dataclass

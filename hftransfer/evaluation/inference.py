@@ -8,6 +8,7 @@ Accelerate repeated to even out the last batch, so results cover exactly the loa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from hftransfer.config.problem import MULTI_LABEL, SINGLE_LABEL
 from hftransfer.data.batching import TOKEN_EXTRAS
+from hftransfer.evaluation.decoding import constrained_tags
 from hftransfer.evaluation.windows import aggregate_windows
 
 IGNORE_INDEX = -100
@@ -106,12 +108,19 @@ def run_inference(
     desc: str = "Evaluating",
     problem_type: str = SINGLE_LABEL,
     window_aggregation: str = "mean",
+    decoding: str = "argmax",
+    label_names: Sequence[str] | None = None,
 ) -> InferenceOutput:
     """Predict every row of ``loader`` (prepared by ``accelerator``) and gather the results on every process;
     ``problem_type`` (sequence tasks) says what a prediction is: a class, per-label probabilities or a number.
     Sequence features that share an ``example_id`` (windows of a long text) become one prediction per text, their
     logits combined by ``window_aggregation`` (``mean`` or ``max``: :mod:`hftransfer.evaluation.windows`); the
-    loss is then each text's, and ``rows`` still counts features."""
+    loss is then each text's, and ``rows`` still counts features. Token tasks: ``decoding="iob2"`` chooses each
+    sentence's tags as the most probable valid IOB2 sequence over ``label_names`` (:mod:`.decoding`)."""
+    constrained = task == "token-classification" and decoding == "iob2"
+    if constrained and label_names is None:
+        raise ValueError("decoding='iob2' needs the label names")
+    word_probabilities: dict[int, dict[int, np.ndarray]] = {}
     was_training = model.training
     model.eval()
     output = InferenceOutput()
@@ -130,14 +139,26 @@ def run_inference(
             preds = accelerator.pad_across_processes(preds, dim=1, pad_index=0)
             probs = accelerator.pad_across_processes(probs, dim=1, pad_index=0.0)
             word_index = accelerator.pad_across_processes(batch["word_index"], dim=1, pad_index=-1)
-            gathered = accelerator.gather_for_metrics(
-                (preds, probs, word_index, batch["example_id"], row_loss, row_count)
+            # Constrained decoding needs every tag's probability, not only the best one's: [batch, seq, labels].
+            extra = (
+                (accelerator.pad_across_processes(logits.float().softmax(dim=-1), dim=1, pad_index=0.0),)
+                if constrained
+                else ()
             )
-            preds, probs, word_index, example_ids, row_loss, row_count = (t.cpu().numpy() for t in gathered)
+            gathered = accelerator.gather_for_metrics(
+                (preds, probs, word_index, batch["example_id"], row_loss, row_count, *extra)
+            )
+            preds, probs, word_index, example_ids, row_loss, row_count, *full = (
+                t.cpu().numpy() for t in gathered
+            )
             rows, cols = np.nonzero(word_index >= 0)
             for row, col in zip(rows.tolist(), cols.tolist()):
                 words = output.word_predictions.setdefault(int(example_ids[row]), {})
                 words[int(word_index[row, col])] = (int(preds[row, col]), float(probs[row, col]))
+                if constrained:
+                    word_probabilities.setdefault(int(example_ids[row]), {})[int(word_index[row, col])] = (
+                        full[0][row, col]
+                    )
         else:
             # [batch, num_labels] logits travel too: windows of one text are combined after the gather.
             parts = (logits.float(), preds, probs, batch["example_id"], row_loss, row_count)
@@ -149,6 +170,8 @@ def run_inference(
             output.loss_sum += float(row_loss.sum())
             output.loss_count += int(row_count.sum())
     model.train(was_training)
+    if constrained:
+        decode_sentences(output, word_probabilities, label_names)
     if sequence_batches:
         ids = np.concatenate([parts[3] for parts in sequence_batches])
         if len(np.unique(ids)) < len(ids):  # windows of long texts (data.long_texts=window)
@@ -160,6 +183,19 @@ def run_inference(
         # gather_for_metrics must drop the samples repeated to even out the last batch; anything else is a bug.
         raise RuntimeError(f"gathered {output.rows} predictions for {expected} rows")
     return output
+
+
+def decode_sentences(
+    output: InferenceOutput, word_probabilities: dict[int, dict[int, np.ndarray]], label_names: Sequence[str]
+) -> None:
+    """Replace each sentence's per-word argmax tags by the most probable valid IOB2 sequence (and its words'
+    probabilities of the chosen tags)."""
+    for example_id, words in word_probabilities.items():
+        order = sorted(words)
+        tags = constrained_tags(np.stack([words[w] for w in order]), label_names)
+        output.word_predictions[example_id] = {
+            word: (tag, float(words[word][tag])) for word, tag in zip(order, tags)
+        }
 
 
 def _collect_examples(output: InferenceOutput, batches: list[list[np.ndarray]], problem_type: str) -> None:

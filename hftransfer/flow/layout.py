@@ -71,6 +71,8 @@ class OneTask:
         tokenizer = load_tokenizer(self.config.model)
         problem_type = self.config.data.problem_type
         model = build_model(self.config.model, self.config.task, data[self.name].label_names, problem_type)
+        if self.config.model.decoding != "argmax":  # exported with the model: Predictor decodes the same way
+            model.config.hftransfer_decoding = self.config.model.decoding
         self.model_config = model.config
         # A run directory stands for its model/: what an adapter's base_model_name_or_path must name.
         return model, tokenizer, resolve_model_name(model_directory(self.config.model.name_or_path))
@@ -130,6 +132,8 @@ class OneTask:
                 desc=f"Evaluating {split}",
                 problem_type=problem_type,
                 window_aggregation=self.config.data.window_aggregation,
+                decoding=self.config.model.decoding,
+                label_names=task_data.label_names,
             )
             # Multi-label: validation chooses the decision threshold, into the config the exports save; the
             # other splits use the one chosen last (the best model's, once evaluate_best re-scored validation).
