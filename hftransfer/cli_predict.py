@@ -63,6 +63,7 @@ def predict(args: argparse.Namespace, input_path: str, output_path: str) -> Any:
         max_length=args.max_length,
         cpu=args.cpu,
         backend=args.backend,
+        decoding=args.decoding,
     )
 
 
@@ -101,6 +102,12 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="torch, or ONNX Runtime with an `hftransfer export` (onnx: fp32, onnx-int8); auto (default): ONNX "
         "for an export directory, else torch",
+    )
+    parser.add_argument(
+        "--decoding",
+        choices=["argmax", "iob2"],
+        help="NER tags: argmax per word, or iob2 (the best valid IOB2 sequence); default: what the run used "
+        "(model.decoding)",
     )
     parser.add_argument(
         "overrides",

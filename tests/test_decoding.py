@@ -112,5 +112,24 @@ def test_a_run_with_iob2_decoding_exports_it_and_predicts_valid_spans(tiny_model
         str(run), str(files["test"]), str(tmp_path / "b.jsonl"), cpu=True, decoding="argmax"
     )
     assert not all(_valid(row["tags"]) for row in argmax.rows)  # so the decoding did change something
+    from hftransfer.cli import main
+
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                str(files["test"]),
+                str(tmp_path / "c.jsonl"),
+                "--cpu",
+                "--decoding",
+                "argmax",
+            ]
+        )
+        == 0
+    )
+    assert [json.loads(line)["tags"] for line in (tmp_path / "c.jsonl").read_text().splitlines()] == [
+        row["tags"] for row in argmax.rows
+    ]
     with pytest.raises(ConfigError, match="model.decoding=iob2 is for token classification"):
         parse_config(["task=sequence-classification", "model.decoding=iob2", "data.dataset=rotten_tomatoes"])
