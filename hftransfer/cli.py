@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import hftransfer
-from hftransfer import cli_assets, cli_predict
+from hftransfer import cli_assets, cli_predict, cli_zeroshot
 from hftransfer.advisor import command as rank_command
 from hftransfer.errors import ConfigError, HFTransferError
 from hftransfer.export import onnx_command
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_command.add_parser(commands)
     rank_command.add_parser(commands)
     cli_assets.add_parser(commands)
+    cli_zeroshot.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,138 @@
+"""Zero-shot text classification with a sentence encoder: no training, any label set per call.
+
+Texts and label descriptions are embedded by the same encoder (mean of the last layer over real tokens, L2
+normalised: how all-MiniLM-L6-v2 and all-mpnet-base-v2 were trained to be compared), and each text gets the label
+whose description is most similar (cosine). A label is described by its name in a template (``"This review is
+{label}."``), by a description of its own, or by several descriptions, whose embeddings are averaged into one
+prototype. All labels' descriptions are embedded in one batch per call, and each text is encoded once however many
+labels there are (an NLI zero-shot pipeline runs the model once per text and label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from hftransfer.errors import ConfigError
+
+DEFAULT_TEMPLATE = "This text is about {label}."
+Labels = Sequence[str] | Mapping[str, str | Sequence[str]]
+
+
+class ZeroShotClassifier:
+    """Classify texts among labels named per call, by similarity to the labels' descriptions.
+
+    Args:
+        model: an offline alias (``minilm-l6``, ``mpnet-base``), a local directory or a Hub id of a sentence encoder.
+        template: how a label name becomes a description (must contain ``{label}``), for labels given by name.
+        batch_size: texts per forward pass.
+        max_length: tokens per text (longer texts are truncated).
+        cpu: run on CPU even when a GPU is present.
+    """
+
+    def __init__(
+        self,
+        model: str = "minilm-l6",
+        *,
+        template: str = DEFAULT_TEMPLATE,
+        batch_size: int = 64,
+        max_length: int = 256,
+        cpu: bool = False,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        from hftransfer.assets import resolve_model_name
+
+        check_template(template)
+        self.template, self.batch_size, self.max_length = template, batch_size, max_length
+        path = resolve_model_name(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.encoder = AutoModel.from_pretrained(path).eval()
+        self.device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+        self.encoder.to(self.device)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """``[texts, hidden]`` unit vectors (mean-pooled last layer), longest texts batched together."""
+        from hftransfer.adaptation.encode import pooled_example_features
+
+        if not texts:
+            return np.zeros((0, self.encoder.config.hidden_size), dtype=np.float32)
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        features = Dataset.from_dict({**encoded, "example_id": list(range(len(texts)))})
+        vectors, _ = pooled_example_features(
+            self.encoder, self.tokenizer, features, device=self.device, batch_size=self.batch_size
+        )
+        return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+    def label_prototypes(self, labels: Labels, template: str | None = None) -> tuple[list[str], np.ndarray]:
+        """The label names and one unit vector per label: its description(s) embedded (and averaged)."""
+        described = describe(labels, template or self.template)
+        names = list(described)
+        flat = [text for name in names for text in described[name]]
+        vectors = self.embed(flat)
+        prototypes, start = [], 0
+        for name in names:
+            count = len(described[name])
+            mean = vectors[start : start + count].mean(axis=0)
+            prototypes.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+            start += count
+        return names, np.stack(prototypes)
+
+    def predict(
+        self, texts: Sequence[str], labels: Labels, *, template: str | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per text: ``label`` (the most similar), ``score`` (its cosine similarity) and ``scores`` (every
+        label's).
+
+        Args:
+            labels: label names (put into the template), or ``{name: description or [descriptions]}``.
+            template: this call's template (default: the classifier's).
+        """
+        names, prototypes = self.label_prototypes(labels, template)
+        similarities = self.embed(texts) @ prototypes.T  # [texts, labels]
+        rows = []
+        for text, row in zip(texts, similarities):
+            best = int(row.argmax())
+            rows.append(
+                {
+                    "text": text,
+                    "label": names[best],
+                    "score": round(float(row[best]), 4),
+                    "scores": {name: round(float(value), 4) for name, value in zip(names, row)},
+                }
+            )
+        return rows
+
+
+def check_template(template: str) -> None:
+    if "{label}" not in template:
+        raise ConfigError(f"template {template!r} has no {{label}} to put the label name into")
+
+
+def describe(labels: Labels, template: str) -> dict[str, list[str]]:
+    """``{name: [descriptions]}`` from label names (through ``template``) or a mapping of descriptions.
+
+    Raises:
+        ConfigError: fewer than two labels, a repeated name, or a label without a description.
+    """
+    check_template(template)
+    if isinstance(labels, Mapping):
+        described = {
+            str(name): [text] if isinstance(text, str) else [str(t) for t in text]
+            for name, text in labels.items()
+        }
+    else:
+        names = [str(name) for name in labels]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"labels {names}: each label once")
+        described = {name: [template.format(label=name)] for name in names}
+    if len(described) < 2:
+        raise ConfigError(f"zero-shot classification needs at least two labels, got {list(described)}")
+    empty = [name for name, texts in described.items() if not texts or not all(t.strip() for t in texts)]
+    if empty:
+        raise ConfigError(f"labels {empty} have no description")
+    return described
