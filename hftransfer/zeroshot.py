@@ -20,6 +20,7 @@ from datasets import Dataset
 from hftransfer.errors import ConfigError
 
 DEFAULT_TEMPLATE = "This text is about {label}."
+NONE_LABEL = "none"  # what a text of no named class is labelled, with a calibrated threshold
 Labels = Sequence[str] | Mapping[str, str | Sequence[str]]
 
 
@@ -83,7 +84,13 @@ class ZeroShotClassifier:
         return names, np.stack(prototypes)
 
     def predict(
-        self, texts: Sequence[str], labels: Labels, *, template: str | None = None
+        self,
+        texts: Sequence[str],
+        labels: Labels,
+        *,
+        template: str | None = None,
+        none_below: float | None = None,
+        none_label: str = NONE_LABEL,
     ) -> list[dict[str, Any]]:
         """One row per text: ``label`` (the most similar), ``score`` (its cosine similarity) and ``scores`` (every
         label's).
@@ -91,21 +98,39 @@ class ZeroShotClassifier:
         Args:
             labels: label names (put into the template), or ``{name: description or [descriptions]}``.
             template: this call's template (default: the classifier's).
+            none_below: a text whose best similarity is below this gets ``none_label`` instead ("none of these":
+                a class the labels do not name); choose it with :meth:`calibrate` on examples of known classes.
         """
         names, prototypes = self.label_prototypes(labels, template)
         similarities = self.embed(texts) @ prototypes.T  # [texts, labels]
         rows = []
         for text, row in zip(texts, similarities):
             best = int(row.argmax())
+            unseen = none_below is not None and float(row[best]) < none_below
             rows.append(
                 {
                     "text": text,
-                    "label": names[best],
+                    "label": none_label if unseen else names[best],
                     "score": round(float(row[best]), 4),
                     "scores": {name: round(float(value), 4) for name, value in zip(names, row)},
                 }
             )
         return rows
+
+    def calibrate(
+        self, texts: Sequence[str], labels: Labels, *, keep: float = 0.95, template: str | None = None
+    ) -> float:
+        """The ``none_below`` threshold that keeps ``keep`` of these texts, all of classes among ``labels``: the
+        ``1 - keep`` quantile of their best similarity. Chosen on known classes only, so no example of an unseen
+        class is needed; a text of an unseen class is then "none" when it is less similar to every label than all
+        but ``1 - keep`` of the known ones."""
+        if not 0.0 < keep <= 1.0:
+            raise ConfigError(f"keep={keep}: the share of known-class texts to keep, in (0, 1]")
+        if not texts:
+            raise ConfigError("calibrate needs texts of the known classes")
+        _, prototypes = self.label_prototypes(labels, template)
+        best = (self.embed(texts) @ prototypes.T).max(axis=1)
+        return float(np.quantile(best, 1.0 - keep))
 
 
 def check_template(template: str) -> None:

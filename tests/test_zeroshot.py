@@ -51,6 +51,22 @@ def test_scores_are_cosines_to_normalised_prototypes(classifier):
     assert rows[0]["scores"]["pos"] == pytest.approx(float(vectors[0] @ expected), abs=1e-4)
 
 
+def test_a_threshold_calibrated_on_known_classes_labels_the_rest_none(classifier):
+    labels = ["good", "bad"]
+    threshold = classifier.calibrate(TEXTS, labels, keep=0.75)
+    best = np.array([max(row["scores"].values()) for row in classifier.predict(TEXTS, labels)])
+    assert threshold == pytest.approx(np.quantile(best, 0.25), abs=1e-4)
+    rows = classifier.predict(TEXTS, labels, none_below=threshold, none_label="other")
+    # The rows' scores are rounded: compare against the threshold with the unrounded similarities.
+    names, prototypes = classifier.label_prototypes(labels)
+    exact = (classifier.embed(TEXTS) @ prototypes.T).max(axis=1)
+    assert [row["label"] == "other" for row in rows] == [value < threshold for value in exact]
+    assert sum(row["label"] == "other" for row in rows) == 1  # one of four below the 25% quantile
+    assert classifier.calibrate(TEXTS, labels, keep=1.0) == pytest.approx(exact.min(), abs=1e-6)
+    with pytest.raises(ConfigError, match="keep=0"):
+        classifier.calibrate(TEXTS, labels, keep=0)
+
+
 def test_batching_does_not_change_the_embeddings(tiny_model_dir, classifier):
     whole = ZeroShotClassifier(str(tiny_model_dir), cpu=True, batch_size=64).embed(TEXTS)
     assert np.allclose(classifier.embed(TEXTS), whole, atol=1e-5)
