@@ -45,7 +45,7 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     classifier = ZeroShotClassifier(
         args.model, template=args.template, batch_size=args.batch_size, cpu=args.cpu
     )
-    rows = classifier.predict(examples["text"], labels)
+    rows = classifier.predict(examples["text"], labels, none_below=args.none_below)
     gold = examples["label"] if "label" in examples.column_names else None
     for row, label in zip(rows, gold or []):
         row["gold_label"] = label
@@ -56,6 +56,8 @@ def run_zero_shot(args: argparse.Namespace) -> int:
         if unknown:
             say(f"gold labels {unknown} are not among the labels: predictions not scored")
             return 0
+        # "none" predictions count as wrong: a class of its own that no gold label has.
+        names += sorted({row["label"] for row in rows} - set(names))
         index = {name: i for i, name in enumerate(names)}
         metrics = sequence_classification_metrics(
             [index[str(g)] for g in gold], [index[r["label"]] for r in rows], names
@@ -84,6 +86,12 @@ def add_parser(commands: Any) -> None:
         "--template",
         default=DEFAULT_TEMPLATE,
         help=f"description of a named label (default {DEFAULT_TEMPLATE!r})",
+    )
+    parser.add_argument(
+        "--none-below",
+        type=float,
+        metavar="SIMILARITY",
+        help='label a text "none" when no label is this similar (ZeroShotClassifier.calibrate chooses it)',
     )
     parser.add_argument("--model", default="minilm-l6", help="sentence encoder: alias, directory or Hub id")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")

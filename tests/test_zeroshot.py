@@ -95,6 +95,8 @@ def test_the_command_labels_and_scores_a_file(tiny_model_dir, tmp_path, capsys):
     metrics = json.loads((tmp_path / "pred.jsonl.metrics.json").read_text())
     accuracy = np.mean([row["label"] == row["gold_label"] for row in rows])
     assert metrics["accuracy"] == pytest.approx(accuracy)
+    assert main([*argv, "--labels", "positive", "negative", "--none-below", "1.01"]) == 0  # above any cosine
+    assert {json.loads(line)["label"] for line in out.read_text().splitlines()} == {"none"}
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"positive": ["good", "great"], "negative": "bad"}))
     assert main([*argv, "--label-file", str(labels)]) == 0
