@@ -127,7 +127,8 @@ def run_inference(
     sequence_batches: list[list[np.ndarray]] = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         logits = model(**model_inputs(batch)).logits
-        probs, preds = logits.float().softmax(dim=-1).max(dim=-1)  # [batch, seq] or [batch]
+        probabilities = logits.float().softmax(dim=-1)  # [batch, (seq,) labels]
+        probs, preds = probabilities.max(dim=-1)  # [batch, seq] or [batch]
         has_labels = "labels" in batch and bool((batch["labels"] != IGNORE_INDEX).any())
         if has_labels:
             row_loss, row_count = per_row_loss(logits, batch["labels"])
@@ -141,7 +142,7 @@ def run_inference(
             word_index = accelerator.pad_across_processes(batch["word_index"], dim=1, pad_index=-1)
             # Constrained decoding needs every tag's probability, not only the best one's: [batch, seq, labels].
             extra = (
-                (accelerator.pad_across_processes(logits.float().softmax(dim=-1), dim=1, pad_index=0.0),)
+                (accelerator.pad_across_processes(probabilities, dim=1, pad_index=0.0),)
                 if constrained
                 else ()
             )
