@@ -12,7 +12,6 @@ so a bad ``source_eval`` fails before any training.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -46,25 +45,21 @@ def source_model_dir(config: Any) -> Path:
         ConfigError: it is not a local fine-tuned token- or sequence-classification model.
     """
     from hftransfer.modeling.source_model import model_directory
-    from hftransfer.progressive.export import NETWORK_META, network_directory
+    from hftransfer.progressive.export import column_directory, column_task, network_directory
 
     named = getattr(config.strategy, "columns", None) or config.model.name_or_path
     network = network_directory(named)
     if network is not None:
-        columns = json.loads((network / NETWORK_META).read_text(encoding="utf-8"))["columns"]
-        return network / f"column_{columns - 1}"
+        return column_directory(network)
     directory = Path(model_directory(named))
-    field = "strategy.columns" if getattr(config.strategy, "columns", None) else "model.name_or_path"
-    labels_file = directory / "config.json"
-    config_json = json.loads(labels_file.read_text(encoding="utf-8")) if labels_file.is_file() else {}
-    if not any(
-        a.endswith(("ForTokenClassification", "ForSequenceClassification"))
-        for a in config_json.get("architectures") or []
-    ):
+    try:
+        column_task(directory)
+    except ConfigError:
+        field = "strategy.columns" if getattr(config.strategy, "columns", None) else "model.name_or_path"
         raise ConfigError(
             f"transfer.source_eval re-scores the source task with the source model's own head, but {field}="
             f"{named} is not a local fine-tuned task model (name the source run's directory)"
-        )
+        ) from None
     return directory
 
 
@@ -159,14 +154,15 @@ def forgetting_report(run: Any, source: SourceEval) -> dict[str, Any]:
 
 def source_model_after(run: Any, source: SourceEval, scratch: Path) -> tuple[Path, str]:
     """The source model after this run, as a directory to score (assembled into ``scratch`` when needed)."""
-    from hftransfer.progressive.export import NETWORK_META, network_directory
+    from hftransfer.progressive.export import column_directory, network_directory
     from hftransfer.registry import get_strategy
 
     export = run.run_dir / "model"
     network = network_directory(export)
     if network is not None:  # the source task is the last of the columns the run started from
-        columns = json.loads((network / NETWORK_META).read_text(encoding="utf-8"))["columns"]
-        return network / f"column_{columns - 2}", "the progressive export's own column for the source task"
+        return column_directory(
+            network, from_last=1
+        ), "the progressive export's own column for the source task"
     if not get_strategy(run.config.strategy.name).trains_encoder:
         return source.model_dir, "the source model itself: this strategy never changes the encoder"
     if run.accelerator.is_main_process:
@@ -182,7 +178,7 @@ def assemble_source_model(export: Path, source: SourceEval, directory: Path) -> 
 
     from hftransfer.export.peft_adapter import merge_adapter
     from hftransfer.export.save import save_pretrained_atomic
-    from hftransfer.predict import load_for_prediction
+    from hftransfer.loading import load_for_prediction
     from hftransfer.progressive.export import column_task
 
     trained, _ = load_for_prediction(str(export))

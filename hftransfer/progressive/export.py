@@ -78,6 +78,12 @@ def network_directory(path: str | Path) -> Path | None:
     return None
 
 
+def column_directory(network_dir: Path, from_last: int = 0) -> Path:
+    """``column_<k>/`` of a progressive export: the last column, or the one ``from_last`` before it."""
+    meta = json.loads((network_dir / NETWORK_META).read_text(encoding="utf-8"))
+    return network_dir / f"column_{meta['columns'] - 1 - from_last}"
+
+
 def save_progressive(network: ProgressiveModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
     """Write ``network`` to ``directory`` (format above), replacing it only once complete. Call from one process."""
     tasks = [column_task_name(column) for column in network.columns]

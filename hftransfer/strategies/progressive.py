@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
+from hftransfer.export.save import load_saved_weights
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan
 from hftransfer.strategies.layers import count_parameters
@@ -77,7 +78,7 @@ def build_progressive(context: StrategyContext) -> StrategyPlan:
         )
 
     def restore_best(accelerator: Accelerator, trained: torch.nn.Module) -> None:
-        restore_last_column(accelerator.unwrap_model(trained), model_dir)
+        restore_last_column(accelerator, accelerator.unwrap_model(trained), model_dir)
 
     def export(accelerator: Accelerator, trained: torch.nn.Module) -> dict[str, Any]:
         return {
@@ -126,23 +127,13 @@ def progressive_groups(network: ProgressiveModel, context: StrategyContext) -> l
     return groups
 
 
-def restore_last_column(network: ProgressiveModel, directory: Path) -> None:
+def restore_last_column(accelerator: Accelerator, network: ProgressiveModel, directory: Path) -> None:
     """Load the saved last column and its laterals into ``network`` (the earlier columns never changed)."""
     from hftransfer.progressive.export import LATERALS_FILE
 
     recover_directory(directory)
     last = network.num_columns - 1
-    column_dir = directory / f"column_{last}"
-    state: dict[str, torch.Tensor] = {}
-    for shard in sorted(column_dir.glob("model*.safetensors")):
-        state.update(load_file(shard))
-    column = network.columns[last]
-    missing, unexpected = column.load_state_dict(state, strict=False)
-    tied = set(getattr(column, "_tied_weights_keys", None) or [])
-    if [key for key in missing if key not in tied] or unexpected:
-        raise RuntimeError(
-            f"{column_dir} does not match column {last}: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+    load_saved_weights(accelerator, network.columns[last], directory / f"column_{last}")
     prefix = f"{last}."
     laterals = {
         key[len(prefix) :]: value
