@@ -82,7 +82,7 @@ def remeasure(
     from hftransfer.distill.config import DistillRunConfig
     from hftransfer.distill.report import inference_throughput
     from hftransfer.distill.teacher import resolve_teacher
-    from hftransfer.predict import load_for_prediction
+    from hftransfer.loading import load_for_prediction
 
     for task in tasks:
         task_rows = [r for r in rows if r["task"] == task]

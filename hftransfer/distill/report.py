@@ -63,7 +63,7 @@ def compare_with_teacher(run: Run, split: str = "test") -> dict[str, Any]:
     """Teacher vs exported student on ``split`` (validation when there is no test split): score, parameters and
     inference samples/s (same texts, same batch size, same process, each with its own tokenizer). Adds
     ``distill_report`` to ``metrics.json``."""
-    from hftransfer.predict import load_for_prediction
+    from hftransfer.loading import load_for_prediction
 
     config, accelerator, teacher = run.config, run.accelerator, run.extras["teacher"]
     split = split if split in run.data.splits else "validation"

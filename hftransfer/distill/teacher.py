@@ -83,7 +83,7 @@ def load_teacher(spec: str, task: str, label_names: Sequence[str], revision: str
         ConfigError: nothing loadable there, a teacher for another task, or labels other than the task's.
     """
     from hftransfer.export.peft_adapter import can_merge, merge_adapter
-    from hftransfer.predict import load_for_prediction
+    from hftransfer.loading import load_for_prediction
 
     source = resolve_teacher(spec)
     if Path(source).exists():

@@ -68,7 +68,7 @@ def load_exportable(model_dir: Path) -> tuple[torch.nn.Module, str, bool]:
         ConfigError: an adapter that cannot be merged (prompt learning has no weights to fold into).
     """
     from hftransfer.export.peft_adapter import can_merge, merge_adapter
-    from hftransfer.predict import load_for_prediction
+    from hftransfer.loading import load_for_prediction
 
     model, task = load_for_prediction(str(model_dir))
     merged = can_merge(model)
