@@ -68,12 +68,16 @@ def predict(args: argparse.Namespace, input_path: str, output_path: str) -> Any:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    predictions = predict(args, args.input, args.output)
-    say(f"wrote {len(predictions.rows)} predictions to {args.output}")
+    say_written(predict(args, args.input, args.output), args.output)
+    return 0
+
+
+def say_written(predictions: Any, output: str) -> None:
+    """Where the predictions went, and their headline metrics when they were scored."""
+    say(f"wrote {len(predictions.rows)} predictions to {output}")
     if predictions.metrics is not None:
         headline = {k: v for k, v in predictions.metrics.items() if "/" not in k}  # no per-label entries
         say(json.dumps(headline, indent=2))
-    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -32,10 +32,9 @@ def labels_from(args: argparse.Namespace) -> Any:
 
 
 def run_zero_shot(args: argparse.Namespace) -> int:
-    from hftransfer.cli_predict import data_config
+    from hftransfer.cli_predict import data_config, say_written
     from hftransfer.data.sources import read_unlabelled
-    from hftransfer.evaluation.metrics import sequence_classification_metrics
-    from hftransfer.utils import atomic_write_text
+    from hftransfer.predict import Predictions, write_predictions
     from hftransfer.zeroshot import ZeroShotClassifier, describe
 
     labels = labels_from(args)
@@ -49,22 +48,26 @@ def run_zero_shot(args: argparse.Namespace) -> int:
     gold = examples["label"] if "label" in examples.column_names else None
     for row, label in zip(rows, gold or []):
         row["gold_label"] = label
-    atomic_write_text(args.output, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    say(f"wrote {len(rows)} predictions to {args.output}")
-    if gold is not None:
-        unknown = sorted(set(map(str, gold)) - set(names))
-        if unknown:
-            say(f"gold labels {unknown} are not among the labels: predictions not scored")
-            return 0
-        # "none" predictions count as wrong: a class of its own that no gold label has.
-        names += sorted({row["label"] for row in rows} - set(names))
-        index = {name: i for i, name in enumerate(names)}
-        metrics = sequence_classification_metrics(
-            [index[str(g)] for g in gold], [index[r["label"]] for r in rows], names
-        )
-        atomic_write_text(f"{args.output}.metrics.json", json.dumps(metrics, indent=2) + "\n")
-        say(json.dumps({k: v for k, v in metrics.items() if "/" not in k}, indent=2))
+    predictions = Predictions(rows, score(rows, gold, names) if gold is not None else None)
+    write_predictions(predictions, args.output)
+    say_written(predictions, args.output)
     return 0
+
+
+def score(rows: list[dict], gold: list, names: list[str]) -> dict | None:
+    """Accuracy and F1 of the rows against ``gold`` (None, with a note, when a gold label is not among ``names``)."""
+    from hftransfer.evaluation.metrics import sequence_classification_metrics
+
+    unknown = sorted(set(map(str, gold)) - set(names))
+    if unknown:
+        say(f"gold labels {unknown} are not among the labels: predictions not scored")
+        return None
+    # "none" predictions count as wrong: a class of its own that no gold label has.
+    names = names + sorted({row["label"] for row in rows} - set(names))
+    index = {name: i for i, name in enumerate(names)}
+    return sequence_classification_metrics(
+        [index[str(g)] for g in gold], [index[r["label"]] for r in rows], names
+    )
 
 
 def add_parser(commands: Any) -> None:
