@@ -29,7 +29,7 @@ import math
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, ROOT, run_or_resume
+from runner import RESULTS, ROOT, pyplot, run_or_resume
 
 from hftransfer.utils import atomic_write_text
 
@@ -255,12 +255,8 @@ def write(records: list[dict], settings: dict) -> None:
 
 
 def plot(rows: list[dict]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -65,3 +66,15 @@ def run_or_resume(recipe: str, argv: list[str], run_dir: Path, resume: bool) -> 
 
     atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def pyplot() -> Any | None:
+    """matplotlib's pyplot on the file-only backend, or None without matplotlib (the plots are optional)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt

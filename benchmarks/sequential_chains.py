@@ -27,33 +27,14 @@ import json
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, ROOT, run_or_resume
+from advisor_ranking import CONFIGS
+from advisor_ranking import TASKS as RANKING_TASKS
+from runner import RESULTS, ROOT, pyplot, run_or_resume
 
 from hftransfer.utils import atomic_write_text
 
-CONFIGS = ROOT / "recipes" / "configs" / "minilm"
-TASKS = {
-    "ner": {"recipe": "finetune_ner.py", "preset": "ner_full.yaml", "metric": "f1", "data": []},
-    "rt": {
-        "recipe": "finetune_classifier.py",
-        "preset": "classifier_full.yaml",
-        "metric": "accuracy",
-        "data": ["data.max_train_samples=2000"],
-    },
-    "drugs": {
-        "recipe": "finetune_classifier.py",
-        "preset": "classifier_full.yaml",
-        "metric": "macro_f1",
-        "data": [
-            "data.dataset=drug_reviews",
-            "data.drop_labels=[neutral]",
-            "data.test_size=0",
-            "train.epochs=5",
-            "train.batch_size=16",
-            "train.metric_for_best=macro_f1",
-        ],
-    },
-}
+# The tasks as the advisor's ranking benchmark fine-tunes them (Rotten Tomatoes: its first 2,000 snippets).
+TASKS = {"ner": RANKING_TASKS["ner"], "rt": RANKING_TASKS["sentiment"], "drugs": RANKING_TASKS["drugs"]}
 CHAINS = {"ner-rt": ["ner", "rt"], "rt-drugs": ["rt", "drugs"], "ner-rt-drugs": ["ner", "rt", "drugs"]}
 LORA = [
     "strategy.name=lora",
@@ -74,7 +55,14 @@ METHODS = {
 
 def task_argv(task: str, seed: int, *extra: str) -> list[str]:
     spec = TASKS[task]
-    return ["--config", str(CONFIGS / spec["preset"]), *spec["data"], f"train.seed={seed}", *extra]
+    return [
+        "--config",
+        str(CONFIGS / spec["preset"]),
+        *spec["data"],
+        *spec.get("train", []),
+        f"train.seed={seed}",
+        *extra,
+    ]
 
 
 def source_run(task: str, method: str, seed: int, work: Path, resume: bool) -> Path:
@@ -175,12 +163,8 @@ def write(records: list[dict], seeds: int) -> None:
 
 
 def plot(rows: list[dict]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     chains = [c for c in CHAINS if any(r["chain"] == c for r in rows)]
     fig, axes = plt.subplots(1, len(chains), figsize=(5 * len(chains), 4), squeeze=False)
