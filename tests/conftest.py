@@ -38,6 +38,9 @@ __all__ = [
     "VOCAB",
     "make_classification_examples",
     "make_ner_examples",
+    "recipe_argv",
+    "toy_classification_files",
+    "toy_ner_files",
     "write_conll",
     "write_jsonl",
     "write_tiny_bert",
@@ -50,19 +53,44 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), seed=0)
 
 
+def toy_ner_files(root: Path) -> dict[str, Path]:
+    """Toy NER train / validation / test CoNLL files (48 / 16 / 16 sentences) under ``root``."""
+    return {
+        "train": write_conll(root / "train.conll", make_ner_examples(48, seed=1)),
+        "validation": write_conll(root / "dev.conll", make_ner_examples(16, seed=2)),
+        "test": write_conll(root / "test.conll", make_ner_examples(16, seed=3)),
+    }
+
+
+def toy_classification_files(root: Path) -> dict[str, Path]:
+    """Toy sentiment train / validation / test JSONL files (64 / 24 / 24 texts) under ``root``."""
+    return {
+        "train": write_jsonl(root / "train.jsonl", make_classification_examples(64, seed=1)),
+        "validation": write_jsonl(root / "dev.jsonl", make_classification_examples(24, seed=2)),
+        "test": write_jsonl(root / "test.jsonl", make_classification_examples(24, seed=3)),
+    }
+
+
+def recipe_argv(model_dir: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
+    """A recipe's arguments for a quick run of ``model_dir`` on ``files`` into ``run_dir`` (``extra`` last)."""
+    return [
+        f"model.name_or_path={model_dir}",
+        f"output_dir={run_dir}",
+        f"data.train_file={files['train']}",
+        f"data.validation_file={files['validation']}",
+        f"data.test_file={files['test']}",
+        "train.batch_size=8",
+        "train.trackers=[]",
+        "train.warmup_ratio=0",
+        *extra,
+    ]
+
+
 @pytest.fixture()
 def ner_files(tmp_path) -> dict[str, Path]:
-    return {
-        "train": write_conll(tmp_path / "train.conll", make_ner_examples(48, seed=1)),
-        "validation": write_conll(tmp_path / "dev.conll", make_ner_examples(16, seed=2)),
-        "test": write_conll(tmp_path / "test.conll", make_ner_examples(16, seed=3)),
-    }
+    return toy_ner_files(tmp_path)
 
 
 @pytest.fixture()
 def classification_files(tmp_path) -> dict[str, Path]:
-    return {
-        "train": write_jsonl(tmp_path / "train.jsonl", make_classification_examples(64, seed=1)),
-        "validation": write_jsonl(tmp_path / "dev.jsonl", make_classification_examples(24, seed=2)),
-        "test": write_jsonl(tmp_path / "test.jsonl", make_classification_examples(24, seed=3)),
-    }
+    return toy_classification_files(tmp_path)

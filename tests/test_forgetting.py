@@ -14,7 +14,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from hftransfer.errors import ConfigError
 from hftransfer.predict import predict_file
-from hftransfer.toy import make_ner_examples, write_conll
+from tests.conftest import recipe_argv, toy_ner_files
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -23,29 +23,13 @@ import finetune_classifier  # noqa: E402
 import finetune_ner  # noqa: E402
 
 
-def _argv(model: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
-    return [
-        f"model.name_or_path={model}",
-        f"output_dir={run_dir}",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['validation']}",
-        f"data.test_file={files['test']}",
-        "train.batch_size=8",
-        "train.epochs=2",
-        "train.lr=2e-3",
-        "train.trackers=[]",
-        "train.warmup_ratio=0",
-        *extra,
-    ]
+def _argv(model_dir: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
+    return recipe_argv(model_dir, files, run_dir, "train.epochs=2", "train.lr=2e-3", *extra)
 
 
 @pytest.fixture(scope="module")
 def ner_files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ner-data")
-    return {
-        split: write_conll(root / f"{split}.conll", make_ner_examples(size, seed=seed))
-        for split, size, seed in (("train", 48, 1), ("validation", 16, 2), ("test", 16, 3))
-    }
+    return toy_ner_files(tmp_path_factory.mktemp("ner-data"))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from transformers import AutoModelForTokenClassification, pipeline
 from hftransfer.errors import ConfigError
 from hftransfer.predict import Predictor, predict_file
 from hftransfer.progressive.export import load_progressive
-from hftransfer.toy import make_classification_examples, make_ner_examples, write_conll, write_jsonl
+from tests.conftest import recipe_argv, toy_classification_files, toy_ner_files
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -25,19 +25,7 @@ import finetune_ner  # noqa: E402
 
 
 def _argv(model_dir: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
-    return [
-        f"model.name_or_path={model_dir}",
-        f"output_dir={run_dir}",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['validation']}",
-        f"data.test_file={files['test']}",
-        "train.batch_size=8",
-        "train.epochs=2",
-        "train.lr=1e-3",
-        "train.trackers=[]",
-        "train.warmup_ratio=0",
-        *extra,
-    ]
+    return recipe_argv(model_dir, files, run_dir, "train.epochs=2", "train.lr=1e-3", *extra)
 
 
 def _rows(model: str | Path, data: Path, out: Path) -> list[dict]:
@@ -47,20 +35,12 @@ def _rows(model: str | Path, data: Path, out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ner_files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ner-data")
-    return {
-        split: write_conll(root / f"{split}.conll", make_ner_examples(size, seed=seed))
-        for split, size, seed in (("train", 48, 1), ("validation", 16, 2), ("test", 16, 3))
-    }
+    return toy_ner_files(tmp_path_factory.mktemp("ner-data"))
 
 
 @pytest.fixture(scope="module")
 def classification_files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("classification-data")
-    return {
-        split: write_jsonl(root / f"{split}.jsonl", make_classification_examples(size, seed=seed))
-        for split, size, seed in (("train", 64, 1), ("validation", 24, 2), ("test", 24, 3))
-    }
+    return toy_classification_files(tmp_path_factory.mktemp("classification-data"))
 
 
 @pytest.fixture(scope="module")

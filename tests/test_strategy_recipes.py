@@ -13,6 +13,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, pipelin
 
 from hftransfer.predict import predict_file
 from hftransfer.strategies.lora import base_model_kwargs
+from tests.conftest import recipe_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -20,19 +21,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 import finetune_classifier  # noqa: E402
 import finetune_ner  # noqa: E402
 
-
-def _argv(model_dir: Path, files: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
-    return [
-        f"model.name_or_path={model_dir}",
-        f"output_dir={run_dir}",
-        f"data.train_file={files['train']}",
-        f"data.validation_file={files['validation']}",
-        f"data.test_file={files['test']}",
-        "train.batch_size=8",
-        "train.trackers=[]",
-        "train.warmup_ratio=0",
-        *extra,
-    ]
+_argv = recipe_argv
 
 
 def test_frozen_ner_trains_from_the_cache_and_exports_a_plain_model(tiny_model_dir, ner_files, tmp_path):
