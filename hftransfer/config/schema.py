@@ -22,6 +22,7 @@ from hftransfer.config.checks import (
 )
 from hftransfer.config.data_checks import check_label_fields, check_long_text_fields
 from hftransfer.config.problem import SINGLE_LABEL, ProblemType
+from hftransfer.data.label_descriptions import check_description_fields
 from hftransfer.errors import ConfigError
 from hftransfer.text_excerpt import excerpt
 
@@ -32,6 +33,8 @@ DATA_RANGES = {
     "split_seed": SEED,
     "max_train_samples": OPTIONAL_COUNT,
     "max_eval_samples": OPTIONAL_COUNT,
+    "train_per_class": OPTIONAL_COUNT,
+    "sample_seed": SEED,
     # Room for the special tokens and a few words per window; the model's own limit is checked once it is loaded.
     "max_length": Range(low=8, integer=True),
     "window_context": Range(low=0, integer=True),
@@ -140,6 +143,17 @@ class DataConfig:
     """Keep only the first N training examples (after carving); for quick experiments."""
     max_eval_samples: int | None = None
     """Keep only the first N validation and test examples."""
+    train_per_class: int | None = None
+    """Few-shot: keep K training examples of each class, drawn with ``sample_seed`` (NER: sentences until every
+    entity type occurs in K of them). Applied after carving and before ``max_train_samples``."""
+    sample_seed: int = 0
+    """Seed of the ``train_per_class`` draw: another seed, another sampling of the same size."""
+    label_descriptions: dict[str, str | list[str]] | None = None
+    """Few-shot: texts describing each label (``{positive: "This review is positive.", negative: [...]}``), added to
+    the training data as examples of their label, together weighing as much as the label's own examples."""
+    label_template: str | None = None
+    """Few-shot: describe each label by its name in this template (``"This review is {label}."``): for every label,
+    or for those ``label_descriptions`` leaves out."""
     max_length: int = 128
     """Maximum tokens per model input. Longer NER sentences are split into windows; longer texts are truncated or
     split into windows, as ``long_texts`` says."""
@@ -179,6 +193,12 @@ class DataConfig:
             raise ConfigError("data.validation_size + data.test_size must be below 1")
         check_label_fields(self)
         check_long_text_fields(self)
+        check_description_fields(self)
+        if self.train_per_class is not None and self.problem_type != SINGLE_LABEL:
+            raise ConfigError(
+                f"data.train_per_class draws K examples of each class; data.problem_type={self.problem_type} has "
+                "no one class per text (use max_train_samples)"
+            )
 
 
 @dataclass

@@ -193,6 +193,19 @@ def load_task_data(config: DataConfig, task: str) -> TaskData:
         entry: dict[str, Any] = {"source": results[split].source if split in results else train.source}
         if split in carved:
             entry["carved"] = True
+        if split == "train" and config.train_per_class is not None:
+            from hftransfer.data.per_class import sample_per_class
+
+            entry["sampled_from"] = len(splits[split])
+            splits[split], report["per_class"] = sample_per_class(
+                splits[split], task, config.train_per_class, config.sample_seed, train.source
+            )
+        if split == "train" and (config.label_descriptions or config.label_template):
+            from hftransfer.data.label_descriptions import add_label_descriptions
+
+            splits[split], report["label_descriptions"] = add_label_descriptions(
+                splits[split], label_names, config.label_descriptions, config.label_template, train.source
+            )
         limit = config.max_train_samples if split == "train" else config.max_eval_samples
         if limit is not None and len(splits[split]) > limit:
             entry["limited_from"] = len(splits[split])

@@ -149,7 +149,8 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
                 id2label=dict(model.config.id2label),
                 sample=sample.select(range(min(16, len(sample)))),
             )
-            if not produced.get("pipeline"):
+            # setfit's and protonet's mean pooling is their design, not an option to change
+            if not produced.get("pipeline") and strategy.name == "frozen":
                 logger.warning(
                     "Frozen head exported as encoder + head (%s): load it with hftransfer's predict, not pipeline. "
                     "For a plain transformers model use head=linear for NER, or head=mlp pooling=cls for "

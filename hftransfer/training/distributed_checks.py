@@ -37,7 +37,7 @@ def check_processes_joined(accelerator: Any) -> None:
 # Found with a harness that forces Accelerate's FSDP2 on CPU: these save, reload or compare live parameters as
 # whole tensors, which FSDP has split across processes (peft's adapter save/merge, the frozen head's reload, L2-SP's
 # reference difference). Until they gather first, a clear error beats a failure at the first best-model save.
-FSDP_UNSUPPORTED_STRATEGIES = {"lora", "ia3", "frozen"}
+FSDP_UNSUPPORTED_STRATEGIES = {"lora", "ia3", "frozen", "setfit"}
 FSDP_UNSUPPORTED_OBJECTIVES = {"l2sp"}
 
 
