@@ -12,14 +12,17 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 STARTED = time.perf_counter()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True, help="an hftransfer run config: its data section is used")
-    parser.add_argument("--set", nargs="*", default=[], help="dotted overrides, as for the recipes")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="the classifier recipe's overrides (its data is used)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
@@ -31,7 +34,10 @@ def main() -> None:
     from hftransfer.data.sources import load_task_data
 
     scratch = tempfile.mkdtemp(prefix="setfit-")
-    config = parse_config(["--config", args.config, *args.set])
+    # The classifier recipe's default preset and these overrides: the same data as hftransfer's runs of the cell.
+    config = parse_config(
+        args.set, default_config=ROOT / "recipes" / "configs" / "minilm" / "classifier_full.yaml"
+    )
     data = load_task_data(config.data, config.task)
     names = data.label_names
     train = data.splits["train"]

@@ -1,0 +1,287 @@
+"""Few-shot learning curves: zero-shot, hftransfer's few-shot strategies and the ``setfit`` library on the same K
+examples per class.
+
+    python benchmarks/fewshot.py                                   # every dataset, K, method; 5 samplings
+    python benchmarks/fewshot.py --datasets rt --ks 8 16 --methods setfit setfit_lib --resume
+
+Protocol:
+- each dataset's test split as hftransfer's config carves it (Rotten Tomatoes: 10%, stratified, seed 0; drug
+  reviews: its own test file, neutral left out); no validation split (a few-shot user has none to select on), so
+  every method trains a fixed budget and keeps its last model;
+- K examples per class drawn from the rest with ``data.train_per_class=K data.sample_seed=s``, s = 1..5: every
+  method of a (K, s) cell trains on exactly the same texts (the setfit library reads them through hftransfer's
+  loader);
+- ``+desc`` methods also train on the label descriptions (``data.label_template``, each label's description
+  weighing as much as its K examples); ``setfit_lib+desc`` gives the library the identical augmented set;
+- methods of a cell run one after the other, so that they share the machine's load; the wall time is the whole
+  process (start-up, data, training, scoring the test split), and ``train_s`` excludes scoring the test split.
+Results: ``benchmarks/results/fewshot.{json,md,png}`` (saved after every run; ``--resume`` keeps finished runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from runner import RESULTS, ROOT, pyplot, run_logged, run_or_resume
+
+from hftransfer.utils import atomic_write_text
+
+TEMPLATE = "This review is {label}."
+DATASETS = {
+    "rt": ["data.dataset=rotten_tomatoes", "data.test_size=0.1", "data.split_seed=0"],
+    "drugs": ["data.dataset=drug_reviews", "data.drop_labels=[neutral]"],
+}
+HEAD = ["train.batch_size=16", "train.epochs=50", "train.warmup_ratio=0.0", "strategy.head=linear"]
+DESC = [f"data.label_template={TEMPLATE!r}"]
+METHODS = {
+    "zeroshot": None,  # no training: hftransfer's ZeroShotClassifier with the template
+    "frozen": ["strategy.name=frozen", "train.lr=1e-2", *HEAD],
+    "frozen+desc": ["strategy.name=frozen", "train.lr=1e-2", *HEAD, *DESC],
+    "setfit": ["strategy.name=setfit", "strategy.head_lr=1e-2", *HEAD],
+    "setfit+desc": ["strategy.name=setfit", "strategy.head_lr=1e-2", *HEAD, *DESC],
+    "protonet": ["strategy.name=protonet", "strategy.head_lr=1e-2", *HEAD],
+    "full": ["strategy.name=full", "train.lr=5e-5", "strategy.head_lr=1e-3", "train.batch_size=16"],
+    "setfit_lib": [],
+    "setfit_lib+desc": DESC,
+}
+KS = [4, 8, 16, 32, 64]
+SETFIT_PYTHON = "/tmp/setfit-env/bin/python"
+
+
+def cell_argv(dataset: str, encoder: str, k: int, sampling: int) -> list[str]:
+    return [
+        "task=sequence-classification",
+        f"model.name_or_path={encoder}",
+        *DATASETS[dataset],
+        "data.validation_size=0",
+        *([f"data.train_per_class={k}", f"data.sample_seed={sampling}"] if k else []),
+        "train.eval_every_epoch=false",
+    ]
+
+
+def method_argv(method: str, k: int) -> list[str]:
+    argv = list(METHODS[method])
+    if method == "protonet":  # episodes of both classes, half the K as support and half as queries
+        argv += [f"strategy.k_shot={max(1, k // 2)}", f"strategy.queries={max(1, k - k // 2)}"]
+    if method == "full":  # at least 50 optimizer steps, whatever K
+        argv += [f"train.max_steps={max(50, 10 * -(-2 * k // 16))}"]
+    return argv
+
+
+def run_one(method: str, dataset: str, encoder: str, k: int, sampling: int, work: Path, resume: bool) -> dict:
+    run_dir = work / dataset / encoder / f"{method}-k{k}-s{sampling}"
+    if method.startswith("setfit_lib") or method == "zeroshot":
+        return worker_record(method, dataset, encoder, k, sampling, run_dir, resume)
+    metrics = run_or_resume(
+        "finetune_classifier.py",
+        [*cell_argv(dataset, encoder, k, sampling), *method_argv(method, k)],
+        run_dir,
+        resume,
+    )
+    test_encoding = metrics.get("strategy", {}).get("feature_cache", {}).get("test", {}).get("seconds", 0.0)
+    wall = metrics["benchmark_wall_s"]
+    return {
+        "test": metrics["test"]["accuracy"],
+        "wall_s": wall,
+        "train_s": round(wall - test_encoding - metrics["test"]["seconds"], 1),
+    }
+
+
+def worker_record(
+    method: str, dataset: str, encoder: str, k: int, sampling: int, run_dir: Path, resume: bool
+) -> dict:
+    """The setfit library's run (in its own environment) or zero-shot, in a process of its own."""
+    path = run_dir / "record.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = [*cell_argv(dataset, encoder, k, sampling), *METHODS.get(method, [])]
+    if method == "zeroshot":
+        command = [sys.executable, str(Path(__file__)), "--zero-shot-worker", *overrides]
+    else:
+        command = [SETFIT_PYTHON, str(ROOT / "benchmarks" / "setfit_lib_run.py"), "--set", *overrides]
+    stdout, wall = run_logged(command, run_dir / "run.log", capture_stdout=True)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    record = {
+        "test": result["test"],
+        "wall_s": round(wall, 1),
+        "train_s": round(wall - result["predict_seconds"], 1),
+    }
+    atomic_write_text(path, json.dumps(record) + "\n")
+    return record
+
+
+def zero_shot_worker(overrides: list[str]) -> None:
+    """Score the test split zero-shot (the template, no training); prints the JSON line ``worker_record`` reads."""
+    import time
+
+    from hftransfer.config import parse_config
+    from hftransfer.data.sources import load_task_data
+    from hftransfer.zeroshot import ZeroShotClassifier
+
+    config = parse_config(overrides)
+    test = load_task_data(config.data, config.task).splits["test"]
+    classifier = ZeroShotClassifier(config.model.name_or_path, template=TEMPLATE)
+    started = time.perf_counter()
+    labels = sorted(set(test["label"]))
+    rows = classifier.predict(test["text"], labels)
+    accuracy = sum(row["label"] == gold for row, gold in zip(rows, test["label"])) / len(rows)
+    print(json.dumps({"test": accuracy, "predict_seconds": time.perf_counter() - started}))
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    keys = sorted({(r["dataset"], r["encoder"], r["k"], r["method"]) for r in records})
+    rows = []
+    for dataset, encoder, k, method in keys:
+        found = [
+            r
+            for r in records
+            if (r["dataset"], r["encoder"], r["k"], r["method"]) == (dataset, encoder, k, method)
+        ]
+        tests = [r["test"] for r in found]
+        rows.append(
+            {
+                "dataset": dataset,
+                "encoder": encoder,
+                "k": k,
+                "method": method,
+                "samplings": len(found),
+                "test_mean": statistics.mean(tests),
+                "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                "wall_mean": statistics.mean(r["wall_s"] for r in found),
+                "train_mean": statistics.mean(r["train_s"] for r in found),
+            }
+        )
+    return rows
+
+
+def write_report(records: list[dict], settings: dict) -> None:
+    rows = summarise(records)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        RESULTS / "fewshot.json",
+        json.dumps({"settings": settings, "records": records, "rows": rows}, indent=1) + "\n",
+    )
+    lines = [
+        "# Few-shot learning curves",
+        "",
+        f"`python benchmarks/fewshot.py` ({settings['samplings']} samplings of the K examples per class; one thread "
+        "per process). Test accuracy mean ± std over samplings; wall = whole process, train = wall without "
+        "scoring the test split; ratio = train time / setfit library's at the same cell.",
+        "",
+        "| dataset | encoder | K | method | samplings | test accuracy | wall s | train s | train / setfit_lib |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        reference = next(
+            (
+                r
+                for r in rows
+                if (r["dataset"], r["encoder"], r["k"], r["method"])
+                == (row["dataset"], row["encoder"], row["k"], "setfit_lib")
+            ),
+            None,
+        )
+        ratio = (
+            f"{row['train_mean'] / reference['train_mean']:.2f}"
+            if reference and row["method"] != "zeroshot"
+            else ""
+        )
+        lines.append(
+            f"| {row['dataset']} | {row['encoder']} | {row['k']} | {row['method']} | {row['samplings']} | "
+            f"{row['test_mean']:.4f} ± {row['test_std']:.4f} | {row['wall_mean']:.1f} | {row['train_mean']:.1f} | {ratio} |"
+        )
+    atomic_write_text(RESULTS / "fewshot.md", "\n".join(lines) + "\n")
+    plot(rows)
+
+
+def plot(rows: list[dict]) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    panels = sorted({(r["dataset"], r["encoder"]) for r in rows})
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (dataset, encoder) in zip(axes[0], panels):
+        for method in METHODS:
+            points = sorted(
+                (r for r in rows if (r["dataset"], r["encoder"], r["method"]) == (dataset, encoder, method)),
+                key=lambda r: r["k"],
+            )
+            if points:
+                ax.errorbar(
+                    [r["k"] for r in points],
+                    [r["test_mean"] for r in points],
+                    yerr=[r["test_std"] for r in points],
+                    marker="o",
+                    capsize=3,
+                    label=method,
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{dataset} ({encoder})")
+        ax.set_xlabel("examples per class (K)")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(RESULTS / "fewshot.png", dpi=110)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--zero-shot-worker":
+        zero_shot_worker(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--encoders", nargs="+", default=["minilm-l6"])
+    parser.add_argument("--ks", nargs="+", type=int, default=KS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--samplings", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-fewshot"))
+    parser.add_argument("--resume", action="store_true", help="keep runs that finished")
+    args = parser.parse_args()
+    work = Path(args.work_dir)
+    records_path = work / "records.jsonl"
+    records = (
+        [json.loads(line) for line in records_path.read_text().splitlines()]
+        if args.resume and records_path.is_file()
+        else []
+    )
+    done = {(r["dataset"], r["encoder"], r["k"], r["sampling"], r["method"]) for r in records}
+    settings = {"samplings": len(args.samplings), "template": TEMPLATE}
+    cells = [
+        (dataset, encoder, k, sampling, method)
+        for dataset in args.datasets
+        for encoder in args.encoders
+        # zero-shot needs no examples: one run per dataset and encoder, recorded as K = 0
+        for k, sampling, method in (
+            ([(0, 0, "zeroshot")] if "zeroshot" in args.methods else [])
+            + [(k, s, m) for k in args.ks for s in args.samplings for m in args.methods if m != "zeroshot"]
+        )
+    ]
+    for dataset, encoder, k, sampling, method in cells:
+        key = (dataset, encoder, k, sampling, method)
+        if key in done:
+            continue
+        record = {
+            "dataset": dataset,
+            "encoder": encoder,
+            "k": k,
+            "sampling": sampling,
+            "method": method,
+        }
+        record.update(run_one(method, dataset, encoder, k, sampling, work, args.resume))
+        records.append(record)
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(records_path, "".join(json.dumps(r) + "\n" for r in records))
+        print(json.dumps(record), flush=True)
+        write_report(records, settings)
+    write_report(records, settings)
+
+
+if __name__ == "__main__":
+    main()
