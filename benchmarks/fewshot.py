@@ -99,7 +99,7 @@ def worker_record(
     if resume and path.is_file():
         return json.loads(path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    overrides = [*cell_argv(dataset, encoder, k, sampling), *METHODS.get(method, [])]
+    overrides = [*cell_argv(dataset, encoder, k, sampling), *(METHODS[method] or [])]
     if method == "zeroshot":
         command = [sys.executable, str(Path(__file__)), "--zero-shot-worker", *overrides]
     else:
