@@ -206,9 +206,15 @@ def plot(rows: list[dict]) -> None:
     panels = sorted({(r["dataset"], r["encoder"]) for r in rows})
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (dataset, encoder) in zip(axes[0], panels):
+        for zero in (r for r in rows if (r["dataset"], r["encoder"], r["k"]) == (dataset, encoder, 0)):
+            ax.axhline(zero["test_mean"], color="grey", linestyle="--", label=f"{zero['method']} (K = 0)")
         for method in METHODS:
             points = sorted(
-                (r for r in rows if (r["dataset"], r["encoder"], r["method"]) == (dataset, encoder, method)),
+                (
+                    r
+                    for r in rows
+                    if (r["dataset"], r["encoder"], r["method"]) == (dataset, encoder, method) and r["k"]
+                ),
                 key=lambda r: r["k"],
             )
             if points:
@@ -243,16 +249,22 @@ def main() -> None:
     parser.add_argument("--samplings", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-fewshot"))
     parser.add_argument("--resume", action="store_true", help="keep runs that finished")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the results from the work dir's records"
+    )
     args = parser.parse_args()
     work = Path(args.work_dir)
     records_path = work / "records.jsonl"
+    settings = {"samplings": len(args.samplings), "template": TEMPLATE}
+    if args.report_only:
+        write_report([json.loads(line) for line in records_path.read_text().splitlines()], settings)
+        return
     records = (
         [json.loads(line) for line in records_path.read_text().splitlines()]
         if args.resume and records_path.is_file()
         else []
     )
     done = {(r["dataset"], r["encoder"], r["k"], r["sampling"], r["method"]) for r in records}
-    settings = {"samplings": len(args.samplings), "template": TEMPLATE}
     cells = [
         (dataset, encoder, k, sampling, method)
         for dataset in args.datasets
