@@ -162,3 +162,27 @@ class ProbeModel(nn.Module):
         with torch.no_grad():  # the encoder is never part of the autograd graph
             features = encoder_features(self.encoder, inputs, **self.options)
         return self.head(features, inputs["attention_mask"])
+
+
+def imprint_prototypes(head: FeatureHead, vectors: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Set a linear head to the nearest-prototype classifier of ``vectors`` (``[rows, hidden]``) and their class
+    ids (``labels``, -100 = none): class c's prototype is the mean of its vectors, and
+    ``-||x - mu_c||^2 = 2 mu_c . x - ||mu_c||^2 - ||x||^2`` is linear in ``x`` once the last term, the same for
+    every class, is dropped; so ``W_c = 2 mu_c``, ``b_c = -||mu_c||^2`` classify exactly as the prototypes do
+    (weight imprinting, Qi et al., 2018). Classes without a vector keep their random initialisation.
+
+    Returns:
+        The report: vectors per class (by class id).
+    """
+    if head.kind != "linear":
+        raise ValueError("prototypes initialise a linear head")
+    counts = {}
+    with torch.no_grad():
+        for label in range(head.num_labels):
+            members = vectors[labels == label]
+            counts[label] = len(members)
+            if len(members):
+                prototype = members.float().mean(dim=0)
+                head.classifier.weight[label] = 2.0 * prototype
+                head.classifier.bias[label] = -prototype.pow(2).sum()
+    return {"vectors_per_class": counts}

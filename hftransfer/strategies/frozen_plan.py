@@ -19,7 +19,7 @@ from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
 from hftransfer.strategies.feature_data import build_feature_loaders
-from hftransfer.strategies.frozen import ProbeModel, build_feature_head
+from hftransfer.strategies.frozen import ProbeModel, build_feature_head, imprint_prototypes
 from hftransfer.strategies.frozen_export import export_frozen
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.training.disk import write_on_main
@@ -48,6 +48,10 @@ class FrozenConfig(StrategyConfig):
     """Average the hidden states of this many layers ending at ``feature_layer``."""
     pooling: Literal["cls", "mean"] | None = None
     """Sequence tasks: ``cls`` (first token) or ``mean`` (mask-aware mean of tokens). Default ``mean``."""
+    head_init: Literal["random", "prototypes"] = "random"
+    """``prototypes``: start a linear head as the nearest-prototype classifier of the training features (each
+    class's mean vector; weight imprinting), then train it as usual. Few-shot: the head starts where a prototypical
+    network would classify."""
     cache_features: bool = True
     """Encode the data once and train the head from an on-disk cache."""
     cache_dir: str | None = None
@@ -63,6 +67,12 @@ class FrozenConfig(StrategyConfig):
             raise ConfigError(f"strategy.feature_layers must be >= 1, got {self.feature_layers}")
         if self.head_hidden_size is not None and (self.head != "mlp" or self.head_hidden_size < 1):
             raise ConfigError("strategy.head_hidden_size needs strategy.head=mlp and a positive size")
+        if self.head_init not in ("random", "prototypes"):
+            raise ConfigError(f"strategy.head_init must be 'random' or 'prototypes', got {self.head_init!r}")
+        if self.head_init == "prototypes" and self.head != "linear":
+            raise ConfigError(
+                "strategy.head_init=prototypes sets a linear head's weights; use strategy.head=linear"
+            )
 
 
 def build_frozen(context: StrategyContext) -> StrategyPlan:
@@ -123,6 +133,14 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         kind=strategy.head,
         head_hidden_size=strategy.head_hidden_size,
     )
+    head_init = None
+    if strategy.head_init == "prototypes":
+        train_store = stores["train"]
+        if train_store.labels.is_floating_point():
+            raise ConfigError(
+                "strategy.head_init=prototypes needs class labels (one label per text or token)"
+            )
+        head_init = imprint_prototypes(head, train_store.vectors, train_store.labels)
     head_dir = run_dir / "head"
 
     def save_best(acc: Accelerator, trained: torch.nn.Module) -> None:
@@ -182,6 +200,7 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         "pooling": strategy.pooling,
         "feature_cache": cache_report,
         **({"feature_layer_auto": auto_report} if auto_report else {}),
+        **({"head_init": head_init} if head_init else {}),
         "parameters": {"total": total, "trainable": head_count, "trainable_fraction": head_count / total},
     }
     groups = parameter_groups(head.named_parameters(), config.train.weight_decay)
@@ -255,7 +274,7 @@ def fixed_encoder_plan(context: StrategyContext) -> StrategyPlan:
     # A sequence task's config fills in pooling=mean for the feature-cache head, so that value is no user choice.
     changed = [
         name
-        for name in ("head", "head_hidden_size", "feature_layer", "feature_layers", "pooling")
+        for name in ("head", "head_hidden_size", "feature_layer", "feature_layers", "pooling", "head_init")
         if getattr(strategy, name) != getattr(defaults, name)
         and (name, getattr(strategy, name)) != ("pooling", "mean")
     ]
@@ -264,7 +283,7 @@ def fixed_encoder_plan(context: StrategyContext) -> StrategyPlan:
         raise ConfigError(
             f"strategy.name=frozen {where} keeps the encoder fixed in the token model and trains the task's own "
             f"transformers head on the last layer; strategy.{changed[0]} is an option of the feature-cache head "
-            "(as are head, head_hidden_size, feature_layer, feature_layers and pooling)"
+            "(as are head, head_hidden_size, head_init, feature_layer, feature_layers and pooling)"
         )
     plan = encoder_plan(context)
     layout = EncoderLayout.of(plan.model)
