@@ -14,7 +14,8 @@ Protocol:
 - ``+desc`` methods also train on the label descriptions (``data.label_template``, each label's description
   weighing as much as its K examples); ``setfit_lib+desc`` gives the library the identical augmented set;
 - methods of a cell run one after the other, so that they share the machine's load; the wall time is the whole
-  process (start-up, data, training, scoring the test split), and ``train_s`` excludes scoring the test split.
+  process (start-up, data, training, scoring the test split), and ``train_s`` excludes scoring the test split;
+  every run encodes its own features (a feature cache of its own, as the setfit library has none).
 Results: ``benchmarks/results/fewshot.{json,md,png}`` (saved after every run; ``--resume`` keeps finished runs).
 """
 
@@ -76,9 +77,12 @@ def run_one(method: str, dataset: str, encoder: str, k: int, sampling: int, work
     run_dir = work / dataset / encoder / f"{method}-k{k}-s{sampling}"
     if method.startswith("setfit_lib") or method == "zeroshot":
         return worker_record(method, dataset, encoder, k, sampling, run_dir, resume)
+    # Each run encodes its own test split: a feature cache shared between runs would leave the encoding out of
+    # some runs' wall time (the setfit library has none).
+    cache = [f"strategy.cache_dir={run_dir / 'feature-cache'}"] if method != "full" else []
     metrics = run_or_resume(
         "finetune_classifier.py",
-        [*cell_argv(dataset, encoder, k, sampling), *method_argv(method, k)],
+        [*cell_argv(dataset, encoder, k, sampling), *method_argv(method, k), *cache],
         run_dir,
         resume,
     )
