@@ -6,6 +6,9 @@ whose description is most similar (cosine). A label is described by its name in 
 {label}."``), by a description of its own, or by several descriptions, whose embeddings are averaged into one
 prototype. All labels' descriptions are embedded in one batch per call, and each text is encoded once however many
 labels there are (an NLI zero-shot pipeline runs the model once per text and label).
+
+An NLI classifier (``entailment`` / ``contradiction`` labels) works through the same interface: it reads each text
+with each label's description, and a label's score is the entailment probability (``zeroshot_nli.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from datasets import Dataset
 
 from hftransfer.errors import ConfigError
+from hftransfer.zeroshot_nli import entailment_scores, nli_indices
 
 DEFAULT_TEMPLATE = "This text is about {label}."
 NONE_LABEL = "none"  # what a text of no named class is labelled, with a calibrated threshold
@@ -28,7 +32,9 @@ class ZeroShotClassifier:
     """Classify texts among labels named per call, by similarity to the labels' descriptions.
 
     Args:
-        model: an offline alias (``minilm-l6``, ``mpnet-base``), a local directory or a Hub id of a sentence encoder.
+        model: an offline alias (``minilm-l6``, ``mpnet-base``), a local directory or a Hub id of a sentence encoder,
+            or of an NLI classifier (labels ``entailment`` / ``contradiction``, e.g. ``facebook/bart-large-mnli``):
+            each text is then read with each label's description and scored by the entailment probability.
         template: how a label name becomes a description (must contain ``{label}``), for labels given by name.
         batch_size: texts per forward pass.
         max_length: tokens per text (longer texts are truncated).
@@ -44,7 +50,7 @@ class ZeroShotClassifier:
         max_length: int = 256,
         cpu: bool = False,
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
         from hftransfer.assets import resolve_model_name
 
@@ -52,13 +58,22 @@ class ZeroShotClassifier:
         self.template, self.batch_size, self.max_length = template, batch_size, max_length
         path = resolve_model_name(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.encoder = AutoModel.from_pretrained(path).eval()
+        self.nli = nli_indices(AutoConfig.from_pretrained(path))
+        """``(entailment, contradiction)`` indices when ``model`` is an NLI classifier (scores are then entailment
+        probabilities), None for a sentence encoder (cosine similarities)."""
+        loader = AutoModelForSequenceClassification if self.nli else AutoModel
+        self.encoder = loader.from_pretrained(path).eval()
         self.device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
         self.encoder.to(self.device)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """``[texts, hidden]`` unit vectors (mean-pooled last layer), longest texts batched together."""
         from hftransfer.adaptation.encode import pooled_example_features
+
+        if self.nli:
+            raise ConfigError(
+                "an NLI model scores (text, description) pairs; it has no embeddings of its own"
+            )
 
         if not texts:
             return np.zeros((0, self.encoder.config.hidden_size), dtype=np.float32)
@@ -92,8 +107,8 @@ class ZeroShotClassifier:
         none_below: float | None = None,
         none_label: str = NONE_LABEL,
     ) -> list[dict[str, Any]]:
-        """One row per text: ``label`` (the most similar), ``score`` (its cosine similarity) and ``scores`` (every
-        label's).
+        """One row per text: ``label`` (the most similar), ``score`` (its cosine similarity, or entailment
+        probability with an NLI model) and ``scores`` (every label's).
 
         Args:
             labels: label names (put into the template), or ``{name: description or [descriptions]}``.
@@ -101,8 +116,7 @@ class ZeroShotClassifier:
             none_below: a text whose best similarity is below this gets ``none_label`` instead ("none of these":
                 a class the labels do not name); choose it with :meth:`calibrate` on examples of known classes.
         """
-        names, prototypes = self.label_prototypes(labels, template)
-        similarities = self.embed(texts) @ prototypes.T  # [texts, labels]
+        names, similarities = self.scores(texts, labels, template)
         rows = []
         for text, row in zip(texts, similarities):
             best = int(row.argmax())
@@ -128,9 +142,36 @@ class ZeroShotClassifier:
             raise ConfigError(f"keep={keep}: the share of known-class texts to keep, in (0, 1]")
         if not texts:
             raise ConfigError("calibrate needs texts of the known classes")
-        _, prototypes = self.label_prototypes(labels, template)
-        best = (self.embed(texts) @ prototypes.T).max(axis=1)
+        best = self.scores(texts, labels, template)[1].max(axis=1)
         return float(np.quantile(best, 1.0 - keep))
+
+    def scores(
+        self, texts: Sequence[str], labels: Labels, template: str | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        """The label names and ``[texts, labels]`` scores: cosine similarity to each label's prototype (a sentence
+        encoder), or the entailment probability averaged over each label's descriptions (an NLI model)."""
+        if not self.nli:
+            names, prototypes = self.label_prototypes(labels, template)
+            return names, self.embed(texts) @ prototypes.T
+        described = describe(labels, template or self.template)
+        names = list(described)
+        hypotheses = [text for name in names for text in described[name]]
+        pair_scores = entailment_scores(
+            self.encoder,
+            self.tokenizer,
+            list(texts),
+            hypotheses,
+            indices=self.nli,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            device=self.device,
+        )
+        columns, start = [], 0
+        for name in names:
+            count = len(described[name])
+            columns.append(pair_scores[:, start : start + count].mean(axis=1))
+            start += count
+        return names, np.stack(columns, axis=1) if len(texts) else np.zeros((0, len(names)), dtype=np.float32)
 
 
 def check_template(template: str) -> None:

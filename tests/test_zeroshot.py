@@ -103,3 +103,50 @@ def test_the_command_labels_and_scores_a_file(tiny_model_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv, "--labels", "a", "b", "--label-file", str(labels)]) == 2
     assert "either as --labels" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def nli_model_dir(tmp_path_factory, tiny_model_dir):
+    """A tiny random BERT NLI classifier (entailment / neutral / contradiction) with the toy tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    directory = tmp_path_factory.mktemp("tiny-nli")
+    config = BertConfig.from_pretrained(tiny_model_dir)
+    config.id2label = {0: "ENTAILMENT", 1: "neutral", 2: "contradiction"}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    config.architectures = ["BertForSequenceClassification"]
+    torch.manual_seed(3)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(directory)
+    return directory
+
+
+def test_an_nli_model_scores_each_text_with_each_description(nli_model_dir):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    nli = ZeroShotClassifier(str(nli_model_dir), cpu=True, batch_size=3, template="this film was {label}")
+    assert nli.nli == (0, 2)
+    labels = {"good": ["this film was good", "a very good movie"], "bad": "this plot was bad"}
+    rows = nli.predict(TEXTS, labels)
+    model = AutoModelForSequenceClassification.from_pretrained(nli_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(nli_model_dir)
+
+    def entail(text: str, hypothesis: str) -> float:
+        with torch.no_grad():
+            logits = model(**tokenizer(text, hypothesis, return_tensors="pt")).logits[0]
+        return float(logits[[2, 0]].softmax(-1)[1])
+
+    for text, row in zip(TEXTS, rows):
+        good = (entail(text, "this film was good") + entail(text, "a very good movie")) / 2
+        assert row["scores"]["good"] == pytest.approx(good, abs=1e-4)
+        assert row["scores"]["bad"] == pytest.approx(entail(text, "this plot was bad"), abs=1e-4)
+    names, scores = nli.scores(TEXTS, labels)  # unrounded: the rows' scores are rounded to 4 places
+    assert [row["label"] for row in rows] == [names[i] for i in scores.argmax(axis=1)]
+    # label names go through the template; a threshold works on entailment probabilities alike
+    threshold = nli.calibrate(TEXTS, ["good", "bad"], keep=0.5)
+    assert 0.0 <= threshold <= 1.0
+    assert {r["label"] for r in nli.predict(TEXTS, ["good", "bad"], none_below=1.01)} == {"none"}
+    with pytest.raises(ConfigError, match="no embeddings"):
+        nli.embed(TEXTS)
