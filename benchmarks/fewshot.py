@@ -5,8 +5,9 @@ examples per class.
     python benchmarks/fewshot.py --datasets rt --ks 8 16 --methods setfit setfit_lib --resume
 
 Protocol:
-- each dataset's test split as hftransfer's config carves it (Rotten Tomatoes: 10%, stratified, seed 0; drug
-  reviews: its own test file, neutral left out); no validation split (a few-shot user has none to select on), so
+- each dataset's test split as hftransfer's config carves it (Rotten Tomatoes and the convention speeches'
+  paragraphs, labelled by party: 10%, stratified, seed 0; drug reviews: its own test file, neutral left out); no
+  validation split (a few-shot user has none to select on), so
   every method trains a fixed budget and keeps its last model;
 - K examples per class drawn from the rest with ``data.train_per_class=K data.sample_seed=s``, s = 1..5: every
   method of a (K, s) cell trains on exactly the same texts (the setfit library reads them through hftransfer's
@@ -31,13 +32,17 @@ from runner import RESULTS, ROOT, pyplot, run_logged, run_or_resume
 
 from hftransfer.utils import atomic_write_text
 
-TEMPLATE = "This review is {label}."
-DATASETS = {
-    "rt": ["data.dataset=rotten_tomatoes", "data.test_size=0.1", "data.split_seed=0"],
-    "drugs": ["data.dataset=drug_reviews", "data.drop_labels=[neutral]"],
+REVIEW = "This review is {label}."
+DATASETS = {  # the data overrides, and the template that describes a label
+    "rt": (["data.dataset=rotten_tomatoes", "data.test_size=0.1", "data.split_seed=0"], REVIEW),
+    "drugs": (["data.dataset=drug_reviews", "data.drop_labels=[neutral]"], REVIEW),
+    "speeches": (
+        ["data.dataset=political_speeches", "data.test_size=0.1", "data.split_seed=0"],
+        "This is a speech by a {label}.",
+    ),
 }
 HEAD = ["train.batch_size=16", "train.epochs=50", "train.warmup_ratio=0.0", "strategy.head=linear"]
-DESC = [f"data.label_template={TEMPLATE!r}"]
+DESC = ["+desc"]  # replaced by the dataset's data.label_template
 METHODS = {
     "zeroshot": None,  # no training: hftransfer's ZeroShotClassifier with the template
     "frozen": ["strategy.name=frozen", "train.lr=1e-2", *HEAD],
@@ -57,15 +62,15 @@ def cell_argv(dataset: str, encoder: str, k: int, sampling: int) -> list[str]:
     return [
         "task=sequence-classification",
         f"model.name_or_path={encoder}",
-        *DATASETS[dataset],
+        *DATASETS[dataset][0],
         "data.validation_size=0",
         *([f"data.train_per_class={k}", f"data.sample_seed={sampling}"] if k else []),
         "train.eval_every_epoch=false",
     ]
 
 
-def method_argv(method: str, k: int) -> list[str]:
-    argv = list(METHODS[method])
+def method_argv(method: str, k: int, dataset: str) -> list[str]:
+    argv = with_template(METHODS[method] or [], dataset)
     if method == "protonet":  # episodes of both classes, half the K as support and half as queries
         argv += [f"strategy.k_shot={max(1, k // 2)}", f"strategy.queries={max(1, k - k // 2)}"]
     if method == "full":  # at least 50 optimizer steps, whatever K
@@ -82,7 +87,7 @@ def run_one(method: str, dataset: str, encoder: str, k: int, sampling: int, work
     cache = [f"strategy.cache_dir={run_dir / 'feature-cache'}"] if method != "full" else []
     metrics = run_or_resume(
         "finetune_classifier.py",
-        [*cell_argv(dataset, encoder, k, sampling), *method_argv(method, k), *cache],
+        [*cell_argv(dataset, encoder, k, sampling), *method_argv(method, k, dataset), *cache],
         run_dir,
         resume,
     )
@@ -103,9 +108,15 @@ def worker_record(
     if resume and path.is_file():
         return json.loads(path.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    overrides = [*cell_argv(dataset, encoder, k, sampling), *(METHODS[method] or [])]
+    overrides = [*cell_argv(dataset, encoder, k, sampling), *with_template(METHODS[method] or [], dataset)]
     if method == "zeroshot":
-        command = [sys.executable, str(Path(__file__)), "--zero-shot-worker", *overrides]
+        command = [
+            sys.executable,
+            str(Path(__file__)),
+            "--zero-shot-worker",
+            DATASETS[dataset][1],
+            *overrides,
+        ]
     else:
         command = [SETFIT_PYTHON, str(ROOT / "benchmarks" / "setfit_lib_run.py"), "--set", *overrides]
     stdout, wall = run_logged(command, run_dir / "run.log", capture_stdout=True)
@@ -119,7 +130,12 @@ def worker_record(
     return record
 
 
-def zero_shot_worker(overrides: list[str]) -> None:
+def with_template(argv: list[str], dataset: str) -> list[str]:
+    """``argv`` with the ``+desc`` marker replaced by the dataset's ``data.label_template``."""
+    return [f"data.label_template={DATASETS[dataset][1]!r}" if item == "+desc" else item for item in argv]
+
+
+def zero_shot_worker(template: str, overrides: list[str]) -> None:
     """Score the test split zero-shot (the template, no training); prints the JSON line ``worker_record`` reads."""
     import time
 
@@ -129,7 +145,7 @@ def zero_shot_worker(overrides: list[str]) -> None:
 
     config = parse_config(overrides)
     test = load_task_data(config.data, config.task).splits["test"]
-    classifier = ZeroShotClassifier(config.model.name_or_path, template=TEMPLATE)
+    classifier = ZeroShotClassifier(config.model.name_or_path, template=template)
     started = time.perf_counter()
     labels = sorted(set(test["label"]))
     rows = classifier.predict(test["text"], labels)
@@ -241,7 +257,7 @@ def plot(rows: list[dict]) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--zero-shot-worker":
-        zero_shot_worker(sys.argv[2:])
+        zero_shot_worker(sys.argv[2], sys.argv[3:])
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work_dir)
     records_path = work / "records.jsonl"
-    settings = {"samplings": len(args.samplings), "template": TEMPLATE}
+    settings = {"samplings": len(args.samplings), "templates": {name: d[1] for name, d in DATASETS.items()}}
     if args.report_only:
         write_report([json.loads(line) for line in records_path.read_text().splitlines()], settings)
         return
