@@ -132,7 +132,7 @@ def worker_record(
 
 def with_template(argv: list[str], dataset: str) -> list[str]:
     """``argv`` with the ``+desc`` marker replaced by the dataset's ``data.label_template``."""
-    return [f"data.label_template={DATASETS[dataset][1]!r}" if item == "+desc" else item for item in argv]
+    return [f"data.label_template={DATASETS[dataset][1]}" if item == "+desc" else item for item in argv]
 
 
 def zero_shot_worker(template: str, overrides: list[str]) -> None:
