@@ -150,3 +150,50 @@ def test_an_nli_model_scores_each_text_with_each_description(nli_model_dir):
     assert {r["label"] for r in nli.predict(TEXTS, ["good", "bad"], none_below=1.01)} == {"none"}
     with pytest.raises(ConfigError, match="no embeddings"):
         nli.embed(TEXTS)
+
+
+@pytest.fixture(scope="module")
+def designed_encoder_dir(tmp_path_factory):
+    """An encoder whose embeddings are known: no layers, and word vectors that only positive and negative words
+    have (two orthogonal zero-mean patterns that LayerNorm leaves as they are); every other token, position and
+    segment embedding is zero, so a text's mean-pooled vector points along the patterns of its sentiment words."""
+    import torch
+    from transformers import BertModel
+
+    from hftransfer.toy import NEGATIVE, POSITIVE, VOCAB, write_tiny_bert
+
+    directory = write_tiny_bert(tmp_path_factory.mktemp("designed"), num_hidden_layers=0)
+    model = BertModel.from_pretrained(directory)
+    width = model.config.hidden_size
+    positive = torch.tensor([1.0, -1.0] * (width // 2))
+    negative = torch.tensor([1.0, 1.0, -1.0, -1.0] * (width // 4))
+    with torch.no_grad():
+        embeddings = model.embeddings
+        for table in (
+            embeddings.word_embeddings,
+            embeddings.position_embeddings,
+            embeddings.token_type_embeddings,
+        ):
+            table.weight.zero_()
+        for word in POSITIVE:
+            embeddings.word_embeddings.weight[VOCAB.index(word)] = positive
+        for word in NEGATIVE:
+            embeddings.word_embeddings.weight[VOCAB.index(word)] = negative
+        embeddings.LayerNorm.weight.fill_(1.0)
+        embeddings.LayerNorm.bias.zero_()
+    model.save_pretrained(directory)
+    return directory
+
+
+def test_the_label_whose_description_shares_the_texts_meaning_wins(designed_encoder_dir):
+    classifier = ZeroShotClassifier(str(designed_encoder_dir), cpu=True, template="this film was {label}")
+    texts = ["a good movie", "this plot was awful", "a very dull film", "superb", "a film"]
+    rows = classifier.predict(texts, ["great", "bad"])
+    assert [row["label"] for row in rows[:4]] == ["great", "bad", "bad", "great"]
+    assert rows[0]["scores"]["great"] == pytest.approx(1.0, abs=1e-3)  # the same direction as "great"
+    assert rows[0]["scores"]["bad"] == pytest.approx(0.0, abs=1e-3)  # orthogonal patterns
+    # "a film" has no sentiment word: its vector is zero, as similar to nothing as can be, so "none"
+    threshold = classifier.calibrate(texts[:4], ["great", "bad"], keep=1.0)
+    assert threshold == pytest.approx(1.0, abs=1e-3)
+    predictions = classifier.predict(texts, ["great", "bad"], none_below=0.5)
+    assert [row["label"] for row in predictions] == ["great", "bad", "bad", "great", "none"]
