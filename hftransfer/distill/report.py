@@ -127,14 +127,15 @@ def compare_with_teacher(run: Run, split: str = "test") -> dict[str, Any]:
             entries["student"]["parameters"] / entries["teacher"]["parameters"], 4
         )
         logger.info(
-            "Teacher %s %.4f, %.1fM parameters, %.1f samples/s | student %.4f (%.1f%% of the teacher), %.1fM, "
+            "Teacher %s %.4f, %.1fM parameters, %.1f samples/s | student %.4f (%s of the teacher), %.1fM, "
             "%.1f samples/s (%.2fx)",
             metric,
             teacher_score,
             entries["teacher"]["parameters"] / 1e6,
             entries["teacher"]["samples_per_second"],
             student_score,
-            100 * report["score_retained"],
+            # A teacher scoring 0 (a tiny or collapsed one) leaves no ratio to report, not a crash.
+            "n/a" if report["score_retained"] is None else f"{100 * report['score_retained']:.1f}%",
             entries["student"]["parameters"] / 1e6,
             entries["student"]["samples_per_second"],
             report["speedup"],
