@@ -179,8 +179,32 @@ def _weights(path: Path) -> dict[str, Any]:
 
 
 def environment() -> dict[str, str]:
-    """What decides the last bits of a run besides the code: the CPU kernels and the torch build."""
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    """What decides the last bits of a run besides the code: the CPU (its vector instructions and its model: two
+    AVX-512 CPUs of different makers differ in the last bits), the torch build, and the releases of the libraries
+    whose kernels and update rules a run goes through (a new transformers or peft release moved weight sums by
+    ~1e-6 with identical metrics). Recordings made before these keys existed are compared with margins only."""
+    import accelerate
+    import peft
+    import transformers
+
+    return {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": _cpu_model(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
 def fingerprint(run_dir: Path) -> dict[str, Any]:

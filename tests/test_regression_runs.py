@@ -3,7 +3,8 @@ the losses, metrics, best step and exported weights recorded in ``tests/regressi
 composable-core refactor, at the commits it names). Re-record only after explaining the difference; see
 ``tests/regression_runs.py``.
 
-In a recorded environment (CPU kernels, torch build) the comparison is exact: metrics within 1e-6 and
+In a recorded environment (CPU model and kernels, torch build, transformers/peft/accelerate releases: see
+``environment()``) the comparison is exact: metrics within 1e-6 and
 bit-identical weights. Elsewhere the same code differs in the last bits (AVX2 against AVX-512 recordings: metrics
 by up to 7e-6, weight sums by 9e-5 relative, sums of squares by 1e-7 relative), so the comparison allows a margin
 above that and still catches a changed update rule (a missing weight decay moves the sum of squares by ~5e-4).

@@ -351,7 +351,7 @@ def test_unknown_hub_id_offline_is_a_data_error(tmp_path, monkeypatch):
     name = "hftransfer-tests/no-such-dataset-7f3a"
     started = time.monotonic()
     with raises(
-        f"data.dataset={name!r} is neither a builtin (wnut16, rotten_tomatoes, drug_reviews, general_inquirer, whissell_dal), nor an existing file"
+        f"data.dataset={name!r} is neither a builtin (wnut16, rotten_tomatoes, drug_reviews, political_speeches, general_inquirer, whissell_dal), nor an existing file"
     ):
         load_task_data(DataConfig(dataset=name), SEQ)
     assert time.monotonic() - started < 5
@@ -363,7 +363,7 @@ def test_unreachable_hub_dataset(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with raises(
-        "data.dataset='x/y' is neither a builtin (wnut16, rotten_tomatoes, drug_reviews, general_inquirer, whissell_dal), nor an existing file, nor a reachable Hub dataset (ConnectionError: Couldn't reach 'x/y' on the Hub (OfflineModeIsEnabled) second line)"
+        "data.dataset='x/y' is neither a builtin (wnut16, rotten_tomatoes, drug_reviews, political_speeches, general_inquirer, whissell_dal), nor an existing file, nor a reachable Hub dataset (ConnectionError: Couldn't reach 'x/y' on the Hub (OfflineModeIsEnabled) second line)"
     ):
         load_task_data(DataConfig(dataset="x/y"), SEQ)
 

@@ -195,8 +195,10 @@ def merge_adapter(model: PeftModel) -> PreTrainedModel:
     for name, module in list(merged.named_modules()):
         if isinstance(module, ModulesToSaveWrapper):
             parent, _, child = name.rpartition(".")
+            # merge=True: peft >= 0.22 hands back the untrained original for merge=False (earlier releases gave
+            # the trained copy either way); a trained copy that is itself a tuner layer is merged too, as wanted.
             trained = module.unload_and_optionally_merge_module(
-                merge=False, safe_merge=False, adapter_names=None
+                merge=True, safe_merge=False, adapter_names=None
             )
             setattr(merged.get_submodule(parent), child, trained)
     merged = merged.merge_and_unload()
