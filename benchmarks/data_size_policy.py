@@ -120,10 +120,10 @@ def train_size(task: dict) -> int:
     return len(load_task_data(config.data, config.task).splits["train"])
 
 
-# When auto chooses one of these, it trains exactly as that strategy's own row does (same options, the preset's
-# learning rate, the same seed): its record is that row's. LoRA and frozen rows use other options than auto's
-# choice (target modules; the last layer instead of feature_layer=auto), so those auto runs are run.
-SAME_AS_ROW = ("full", "freeze")
+# When auto chooses one of these, it trains exactly as that strategy's own row does (same options, the same
+# learning rate, the same seed): its record is that row's. The frozen row uses the last layer where auto's frozen
+# choice probes for one (feature_layer=auto), so those auto runs are run.
+SAME_AS_ROW = ("full", "freeze", "lora")
 DERIVE = {"auto": True}  # --no-derive
 
 

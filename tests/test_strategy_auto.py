@@ -55,6 +55,10 @@ def test_decision_carries_the_settings_each_strategy_was_measured_with() -> None
     assert decide(TOKEN, 10, rules={"frozen": 50}).options["head"] == "linear"
     lora = decide(TOKEN, 10, rules={"lora": 50}, lora_lr=2e-3)
     assert lora.train == {"lr": 2e-3} and lora.options["r"] == 8
+    assert lora.options["target_modules"] == ["all-linear"] and lora.options["lora_dropout"] == 0.0
+    sentence_lora = decide(SEQUENCE, 10, rules={"lora": 50})
+    assert sentence_lora.options["target_modules"] == ["query", "value", "dense"]
+    assert sentence_lora.options["lora_dropout"] == 0.1
     assert decide(TOKEN, 10, rules={"freeze": 50}).options == {"freeze_layers": -2}
     assert decide(TOKEN, 100, rules={"freeze": 50}).train == {}  # full keeps train.lr
     with pytest.raises(ValueError, match="bitfit"):

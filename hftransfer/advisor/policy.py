@@ -46,7 +46,12 @@ def strategy_settings(name: str, task: str, *, frozen_lr: float, lora_lr: float)
     if name == "freeze":
         return Decision(name, {"freeze_layers": -2})  # all but the top two layers fixed: "freeze most"
     if name == "lora":
-        options = {"r": 8, "alpha": 16, "target_modules": ["all-linear"], "lora_dropout": 0.0}
+        # The learning curves' LoRA settings per task type: every linear layer without dropout on NER; the
+        # attention and feed-forward projections with dropout on sentence classification.
+        if task == TOKEN_TASK:
+            options = {"r": 8, "alpha": 16, "target_modules": ["all-linear"], "lora_dropout": 0.0}
+        else:
+            options = {"r": 8, "alpha": 16, "target_modules": ["query", "value", "dense"], "lora_dropout": 0.1}
         return Decision(name, options, {"lr": lora_lr})
     if name == "full":
         return Decision(name)
