@@ -153,6 +153,15 @@ def zero_shot_worker(template: str, overrides: list[str]) -> None:
     print(json.dumps({"test": accuracy, "predict_seconds": time.perf_counter() - started}))
 
 
+def previous_records(records_path: Path) -> list[dict]:
+    """The work dir's records; where the work dir is gone (a lost machine), the committed results' records, so a
+    resumed benchmark goes on from what was published instead of starting over."""
+    if records_path.is_file():
+        return [json.loads(line) for line in records_path.read_text().splitlines()]
+    published = RESULTS / "fewshot.json"
+    return json.loads(published.read_text())["records"] if published.is_file() else []
+
+
 def summarise(records: list[dict]) -> list[dict]:
     keys = sorted({(r["dataset"], r["encoder"], r["k"], r["method"]) for r in records})
     rows = []
@@ -277,13 +286,9 @@ def main() -> None:
     records_path = work / "records.jsonl"
     settings = {"samplings": len(args.samplings), "templates": {name: d[1] for name, d in DATASETS.items()}}
     if args.report_only:
-        write_report([json.loads(line) for line in records_path.read_text().splitlines()], settings)
+        write_report(previous_records(records_path), settings)
         return
-    records = (
-        [json.loads(line) for line in records_path.read_text().splitlines()]
-        if args.resume and records_path.is_file()
-        else []
-    )
+    records = previous_records(records_path) if args.resume else []
     done = {(r["dataset"], r["encoder"], r["k"], r["sampling"], r["method"]) for r in records}
     cells = [
         (dataset, encoder, k, sampling, method)
