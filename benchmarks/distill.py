@@ -1,5 +1,5 @@
 """Distillation on the real offline assets: teacher vs a 3-layer student trained on hard labels only, distilled from
-logits, and distilled from logits + hidden states (WNUT-16 and Rotten Tomatoes).
+logits, from logits + hidden states, and from logits + batch relations (WNUT-16 and Rotten Tomatoes).
 
     python benchmarks/distill.py --teachers ner=RUN_DIR sentiment=RUN_DIR   # fine-tuned MiniLM-L6 teachers
     python benchmarks/distill.py --tasks ner --only logits
@@ -33,6 +33,7 @@ STUDENTS = {
     "hard_labels": ["objectives=[{name: task, weight: 1}]", "distill.transfer_data=null"],
     "logits": [],
     "logits_hidden": ["objectives+=[{name: distill_hidden, weight: 1}]"],
+    "logits_relation": ["objectives+=[{name: distill_relation}]"],
 }
 
 

@@ -88,7 +88,9 @@ class ObjectiveEntry:
     """``describe(objective_config) -> str``: a few words for model cards."""
     teacher_outputs: tuple[str, ...] = ()
     """What the objective reads from a teacher (see ``hftransfer/distill/teaching.py``): ``logits`` (its cached
-    predictions on the training data), ``hidden_states``, ``attentions`` (from its forward pass on the batch)."""
+    predictions on the training data), ``hidden_states``, ``attentions`` (from its forward pass on the batch, so
+    the student needs its tokenizer), ``example_states`` (its hidden states on its own tokenisation of the batch's
+    examples, compared per example or word, so any tokenizer)."""
     on_cached_features: bool = False
     """True when its terms need only a head's outputs and the batch's labels, so a frozen encoder's features may be
     cached (the ``frozen`` strategy otherwise keeps the encoder, fixed, inside the token model)."""
@@ -100,8 +102,9 @@ class ObjectiveEntry:
         return bool(self.teacher_outputs)
 
 
-# What a teacher can give an objective: its cached predictions, and what its forward pass on the batch returns.
-TEACHER_OUTPUTS = ("logits", "hidden_states", "attentions")
+# What a teacher can give an objective: its cached predictions, what its forward pass on the batch returns, and
+# its hidden states on its own tokenisation of the batch's examples.
+TEACHER_OUTPUTS = ("logits", "hidden_states", "attentions", "example_states")
 
 _STRATEGIES: dict[str, StrategyEntry] = {}
 _OBJECTIVES: dict[str, ObjectiveEntry] = {}
@@ -207,7 +210,8 @@ def register_objective(
             (where the section lists every such key) it is read as the objective it became
             (``hftransfer/config/sections.py``).
         describe: ``describe(objective_config) -> str``, a few words for model cards.
-        teacher_outputs: what it reads from a teacher (``logits``, ``hidden_states``, ``attentions``): a run
+        teacher_outputs: what it reads from a teacher (``logits``, ``hidden_states``, ``attentions``,
+            ``example_states``; see :attr:`ObjectiveEntry.teacher_outputs`): a run
             without one refuses it, a distillation run prepares exactly these.
         on_cached_features: its terms need only a head's outputs on cached encoder features and the labels.
         replace: allow replacing an existing registration.

@@ -1,8 +1,9 @@
 """Configuration of a distillation run: a fine-tuning run of the student plus the teacher (``distill``).
 
 What the student learns from is the objectives list: ``task`` (the gold labels), ``distill_soft`` (the teacher's
-soft labels), ``distill_hidden`` (hidden states), ``distill_attention`` (attention maps), and any regulariser. The
-default is the classic recipe (Hinton et al., 2015): ``[{name: task, weight: 0.5}, {name: distill_soft, weight: 0.5}]``.
+soft labels), ``distill_hidden`` (hidden states), ``distill_attention`` (attention maps), ``distill_relation``
+(distances and angles between the batch's representations), and any regulariser. The default is the classic recipe
+(Hinton et al., 2015): ``[{name: task, weight: 0.5}, {name: distill_soft, weight: 0.5}]``.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class DistillRunConfig(RunConfig):
     distill: DistillConfig = field(default_factory=DistillConfig)
     objectives: list[ObjectiveConfig] = field(default_factory=default_distill_objectives)
     """What the student learns from: ``[{name: task, weight: 0.5}, {name: distill_soft, weight: 0.5}]`` by
-    default; add ``distill_hidden`` / ``distill_attention`` (same tokenizer as the teacher) or regularisers."""
+    default; add ``distill_hidden`` / ``distill_attention`` (same tokenizer as the teacher), ``distill_relation``
+    (any tokenizer) or regularisers."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

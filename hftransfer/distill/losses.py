@@ -5,6 +5,9 @@
 * :func:`hidden_mse`: mean squared error between mapped student and teacher hidden states (through a learned
   projection when the widths differ), over real tokens.
 * :func:`attention_mse`: mean squared error between mapped attention maps (same head count required).
+* :func:`rkd_distance` / :func:`rkd_angle`: relational KD (Park et al., 2019): the Huber loss between the
+  structures of two sets of representations of the same items (their normalised pairwise distances, the angles of
+  their triplets), so the two widths may differ.
 """
 
 from __future__ import annotations
@@ -104,3 +107,54 @@ def attention_mse(
             )
         terms.append((student - teacher).pow(2)[pair.expand_as(student)].mean())
     return torch.stack(terms).mean()
+
+
+def pairwise_distances(items: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances ``[n, n]`` between the rows of ``items`` ``[n, width]`` (exactly 0 between equal rows)."""
+    squared = (items[:, None, :] - items[None, :, :]).pow(2).sum(-1)
+    # sqrt has an infinite slope at 0: take it of the clamped value and zero the equal pairs (the diagonal) after.
+    return squared.clamp(min=1e-12).sqrt() * (squared > 0)
+
+
+def _normalised_distances(items: torch.Tensor) -> torch.Tensor | None:
+    distances = pairwise_distances(items.float())
+    positive = distances[distances > 0]
+    return None if positive.numel() == 0 else distances / positive.mean()
+
+
+def rkd_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Distance-wise RKD: Huber (smooth L1, delta 1) between the two models' pairwise distances, each divided by
+    the mean non-zero distance of its own model; averaged over all n² pairs, the diagonal included, as in the
+    authors' code (so the weights of the paper apply).
+
+    Args:
+        student / teacher: ``[n, width]`` representations of the same n items (widths may differ).
+    """
+    with torch.no_grad():
+        target = _normalised_distances(teacher)
+    distances = _normalised_distances(student)
+    if target is None or distances is None:  # fewer than two distinct items: no structure to match
+        return student.sum() * 0.0
+    return F.smooth_l1_loss(distances, target)
+
+
+def triplet_cosines(items: torch.Tensor) -> torch.Tensor:
+    """``[n, n, n]``: entry ``[j, i, k]`` is the cosine of the angle at ``items[j]`` between ``items[i]`` and
+    ``items[k]`` (0 where two of them coincide)."""
+    differences = items[None, :, :] - items[:, None, :]  # [j, i, width]: e_i - e_j
+    squared = differences.pow(2).sum(-1, keepdim=True)
+    # Unit vectors; a zero difference stays 0 with a zero gradient (a clamped norm alone would scale it by 1e6).
+    directions = differences / squared.clamp(min=1e-12).sqrt() * (squared > 0)
+    return directions @ directions.transpose(1, 2)
+
+
+def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Angle-wise RKD: Huber (smooth L1, delta 1) between the cosines of the angles formed by every triplet of
+    items in each model; averaged over all n³ triplets (degenerate ones are 0 in both), as in the authors' code.
+
+    Args:
+        student / teacher: ``[n, width]`` representations of the same n items (widths may differ).
+    """
+    with torch.no_grad():
+        target = triplet_cosines(teacher.float())
+    return F.smooth_l1_loss(triplet_cosines(student.float()), target)

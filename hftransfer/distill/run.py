@@ -1,7 +1,8 @@
 """Distillation is a run with a teacher: the one setup (:func:`hftransfer.flow.setup.setup`) with
 :class:`DistillTeacher`, whose hooks load the teacher, optionally make the student from its layers, check that the
 two can be compared as the objectives ask, and label the training (and transfer) data. The objectives that read the
-teacher (``distill_soft``, ``distill_hidden``, ``distill_attention``) get what it provides (``teaching.py``).
+teacher (``distill_soft``, ``distill_hidden``, ``distill_attention``, ``distill_relation``) get what it provides
+(``teaching.py``).
 
     run = setup_distill(config)
     train(run)                    # hftransfer.flow
@@ -137,7 +138,16 @@ class DistillTeacher:
             "transfer_examples": 0 if transfer is None else len(transfer),
         }
         features["train"] = student_train
-        return TeacherContext(teacher, teacher_logits, shared, layer_map, frozenset(self.compared))
+        # Objectives comparing whole examples or words run the teacher on its own features of them.
+        per_example = {"example_states"} if teacher_readers(config, "example_states") else set()
+        return TeacherContext(
+            teacher,
+            teacher_logits,
+            shared,
+            layer_map,
+            frozenset(self.compared | per_example),
+            features=teacher_train if per_example and not shared else None,
+        )
 
 
 def _check_compared_outputs(
