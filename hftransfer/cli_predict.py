@@ -109,9 +109,9 @@ def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--decoding",
-        choices=["argmax", "iob2"],
-        help="NER tags: argmax per word, or iob2 (the best valid IOB2 sequence); default: what the run used "
-        "(model.decoding)",
+        choices=["argmax", "iob2", "crf"],
+        help="NER tags: argmax per word, iob2 (the best valid IOB2 sequence), or crf (Viterbi with the model's "
+        "crf.safetensors, from a model.head=crf run); default: what the run used (model.decoding / model.head)",
     )
     parser.add_argument(
         "overrides",

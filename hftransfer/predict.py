@@ -38,6 +38,7 @@ from hftransfer.evaluation.metrics import (
 from hftransfer.evaluation.multilabel import model_threshold, multi_hot
 from hftransfer.export.onnx_layout import BACKENDS, default_backend
 from hftransfer.loading import load_for_prediction, run_model_directory
+from hftransfer.modeling.crf import CRF, CRF_FILE
 from hftransfer.training.threads import configure_cpu_threads, local_process_count
 from hftransfer.utils import atomic_write_json, atomic_write_text
 
@@ -68,11 +69,14 @@ class Predictor:
         window_aggregation: ``mean`` or ``max`` of a text's window logits (``data.window_aggregation``).
         loaded: ``(model, task)`` already in memory, whose ``config`` gives the labels; ``model`` then names the
             directory its tokenizer is read from.
-        decoding: token models: ``argmax`` per word or ``iob2`` (the best valid IOB2 sequence); default what the
-            run that trained the model used (``model.decoding``, saved in its config), else ``argmax``.
+        decoding: token models: ``argmax`` per word, ``iob2`` (the best valid IOB2 sequence) or ``crf`` (Viterbi
+            with the ``crf.safetensors`` a ``model.head=crf`` run saves beside the model; a word's score is then its
+            marginal probability of its tag); default what the run that trained the model used (saved in its
+            config as ``hftransfer_decoding``), else ``argmax``.
 
     Raises:
-        ConfigError: an unknown backend, or an ONNX backend without ONNX Runtime or without an export.
+        ConfigError: an unknown backend, or an ONNX backend without ONNX Runtime or without an export; ``crf``
+            decoding without the model's ``crf.safetensors``.
     """
 
     def __init__(
@@ -130,8 +134,11 @@ class Predictor:
         self.long_texts, self.window_context = long_texts, window_context
         self.window_aggregation = window_aggregation
         self.decoding = decoding or getattr(loaded.config, "hftransfer_decoding", None) or "argmax"
-        if self.decoding not in ("argmax", "iob2"):
-            raise ConfigError(f"decoding={self.decoding!r}: use argmax or iob2")
+        if self.decoding not in ("argmax", "iob2", "crf"):
+            raise ConfigError(f"decoding={self.decoding!r}: use argmax, iob2 or crf")
+        self.crf = None
+        if self.decoding == "crf" and self.task == "token-classification":
+            self.crf = CRF.from_file(Path(self.model_dir) / CRF_FILE, self.label_names).scores()
 
     def predict(self, examples: Dataset) -> Predictions:
         """Predict ``tokens`` rows (token task) or ``text`` [+ ``text_pair``] rows; scores them if labels are present.
@@ -163,6 +170,7 @@ class Predictor:
                 window_aggregation=self.window_aggregation,
                 decoding=self.decoding,
                 label_names=self.label_names,
+                crf=self.crf,
             )
         rows = []
         if self.task == "token-classification":

@@ -90,6 +90,7 @@ class RunConfig:
             raise ConfigError(
                 f"model.decoding={self.model.decoding} is for token classification (IOB2 tag sequences)"
             )
+        check_crf_head(self)
         if self.task == "token-classification" and self.data.text_pair_column is not None:
             raise ConfigError(
                 "data.text_pair_column is for sequence-classification; NER takes one token list"
@@ -156,4 +157,28 @@ def resolve_plugins(config: Any) -> None:
         raise ConfigError(
             f"objectives: {names or '[]'} only regularise, nothing would be learned; include the task's loss "
             f"(objectives: [{{name: {ObjectiveConfig.name}}}, ...])"
+        )
+
+
+def check_crf_head(config: RunConfig) -> None:
+    """``model.head=crf``: token classification, trained by the ``task`` objective, decoded by the CRF.
+
+    Raises:
+        ConfigError: naming the field that rules it out.
+    """
+    if config.model.head != "crf":
+        return
+    if config.task != "token-classification":
+        raise ConfigError(
+            f"model.head=crf is for token classification (a CRF scores tag sequences); task={config.task} "
+            "takes model.head=linear"
+        )
+    if config.model.decoding != "argmax":
+        raise ConfigError(
+            f"model.decoding={config.model.decoding} with model.head=crf: the CRF decodes with its own Viterbi, "
+            "which keeps to IOB2 already; leave model.decoding at argmax"
+        )
+    if "task" not in [objective.name for objective in config.objectives]:
+        raise ConfigError(
+            "model.head=crf trains the CRF with the task objective: objectives must include task"
         )

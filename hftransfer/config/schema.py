@@ -89,7 +89,15 @@ class ModelConfig:
     """How a token model's word tags are chosen in evaluation and prediction: ``argmax`` per word (what transformers'
     ``pipeline`` does), or ``iob2``: the most probable valid IOB2 sequence (Viterbi over the word probabilities; no
     ``I-X`` after ``O`` or ``B-Y``). Saved in the exported config (``hftransfer_decoding``), so ``Predictor`` and
-    ``hftransfer predict`` decode the same way; ``pipeline`` still takes the argmax."""
+    ``hftransfer predict`` decode the same way; ``pipeline`` still takes the argmax. A ``head=crf`` model decodes
+    with its CRF instead (leave this at ``argmax``)."""
+    head: Literal["linear", "crf"] = "linear"
+    """Token classification: ``linear``, the transformers model's own classifier, trained with per-token
+    cross-entropy; or ``crf``: a linear-chain CRF on that classifier's logits over each sentence's words, with
+    learned start / transition / end scores (IOB2-invalid moves masked), trained with the CRF's negative
+    log-likelihood (the ``task`` objective) and decoded with Viterbi in evaluation, ``Predictor`` and ``hftransfer
+    predict``. ``model/`` stays a plain transformers model (``pipeline`` takes its logits' argmax) with the scores
+    beside it in ``crf.safetensors`` and ``hftransfer_decoding: crf`` in its config."""
 
 
 @dataclass

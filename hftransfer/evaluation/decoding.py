@@ -5,6 +5,10 @@ Taking the most probable tag of each word on its own can produce sequences that 
 sentence may not start with ``I-X``. :func:`viterbi` finds the sequence that maximises the sum of the words' log
 probabilities subject to those rules (the per-word probabilities stay the model's; only the choice changes), which
 is the exact answer because the constraint only links neighbouring words.
+
+A CRF head (``model.head=crf``, :mod:`hftransfer.modeling.crf`) decodes the same way with learned scores instead of
+0 / -inf: :func:`best_path` over its start, transition and end scores, and :func:`crf_marginals` gives each word's
+probability of its chosen tag.
 """
 
 from __future__ import annotations
@@ -50,22 +54,66 @@ def viterbi(log_probs: np.ndarray, start: np.ndarray, transition: np.ndarray) ->
     Raises:
         ValueError: no valid sequence exists (every tag forbidden at the start).
     """
-    words = log_probs.shape[0]
+    if log_probs.shape[0] and not start.any():
+        raise ValueError("no tag may start a sentence under these constraints")
+    end = np.zeros(log_probs.shape[1])
+    return best_path(log_probs, np.where(start, 0.0, -np.inf), np.where(transition, 0.0, -np.inf), end)
+
+
+def best_path(emissions: np.ndarray, start: np.ndarray, transition: np.ndarray, end: np.ndarray) -> list[int]:
+    """The tag sequence maximising ``start[t0] + sum emissions[w, tw] + sum transition[tw-1, tw] + end[tlast]``
+    (Viterbi; ``-inf`` scores forbid a move).
+
+    Args:
+        emissions: ``[words, tags]``; start / end: ``[tags]``; transition: ``[previous, next]``.
+
+    Returns:
+        One tag id per word (empty for no words).
+    """
+    words = emissions.shape[0]
     if words == 0:
         return []
-    if not start.any():
-        raise ValueError("no tag may start a sentence under these constraints")
-    blocked = np.where(transition, 0.0, -np.inf)  # [previous, next]
-    score = np.where(start, log_probs[0], -np.inf)  # best score of a valid path ending in each tag
-    back = np.zeros((words, log_probs.shape[1]), dtype=np.int64)
+    score = start + emissions[0]  # best score of a path ending in each tag
+    back = np.zeros((words, emissions.shape[1]), dtype=np.int64)
     for word in range(1, words):
-        candidates = score[:, None] + blocked  # [previous, next]
+        candidates = score[:, None] + transition  # [previous, next]
         back[word] = candidates.argmax(axis=0)
-        score = candidates.max(axis=0) + log_probs[word]
-    path = [int(score.argmax())]
+        score = candidates.max(axis=0) + emissions[word]
+    path = [int((score + end).argmax())]
     for word in range(words - 1, 0, -1):
         path.append(int(back[word, path[-1]]))
     return path[::-1]
+
+
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    top = values.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(values - top).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def crf_log_partition(
+    emissions: np.ndarray, start: np.ndarray, transition: np.ndarray, end: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """``(log Z, marginals)``: the log of the summed exponentiated scores of every tag sequence (as in
+    :func:`best_path`), and each word's probability of each tag, ``[words, tags]`` (forward-backward)."""
+    words, tags = emissions.shape
+    alpha = np.zeros((words, tags))
+    beta = np.zeros((words, tags))  # log score of every way to finish the sentence from each word's tag
+    alpha[0] = start + emissions[0]
+    for word in range(1, words):
+        alpha[word] = _logsumexp(alpha[word - 1][:, None] + transition, axis=0) + emissions[word]
+    beta[-1] = end
+    for word in range(words - 2, -1, -1):
+        beta[word] = _logsumexp(transition + (emissions[word + 1] + beta[word + 1])[None, :], axis=1)
+    log_z = float(_logsumexp(alpha[-1] + end, axis=0))
+    return log_z, np.exp(alpha + beta - log_z)
+
+
+def crf_path_score(
+    emissions: np.ndarray, tags: list[int], start: np.ndarray, transition: np.ndarray, end: np.ndarray
+) -> float:
+    """The score :func:`best_path` maximises, of one tag sequence."""
+    score = start[tags[0]] + end[tags[-1]] + emissions[np.arange(len(tags)), tags].sum()
+    return float(score + sum(transition[a, b] for a, b in zip(tags, tags[1:])))
 
 
 def constrained_tags(probabilities: np.ndarray, label_names: Sequence[str]) -> list[int]:

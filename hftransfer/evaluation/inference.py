@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hftransfer.config.problem import MULTI_LABEL, SINGLE_LABEL
 from hftransfer.data.batching import TOKEN_EXTRAS
-from hftransfer.evaluation.decoding import constrained_tags
+from hftransfer.evaluation.decoding import best_path, constrained_tags, crf_log_partition, crf_path_score
 from hftransfer.evaluation.windows import aggregate_windows
 
 IGNORE_INDEX = -100
@@ -110,17 +111,24 @@ def run_inference(
     window_aggregation: str = "mean",
     decoding: str = "argmax",
     label_names: Sequence[str] | None = None,
+    crf: Any = None,
 ) -> InferenceOutput:
     """Predict every row of ``loader`` (prepared by ``accelerator``) and gather the results on every process;
     ``problem_type`` (sequence tasks) says what a prediction is: a class, per-label probabilities or a number.
     Sequence features that share an ``example_id`` (windows of a long text) become one prediction per text, their
     logits combined by ``window_aggregation`` (``mean`` or ``max``: :mod:`hftransfer.evaluation.windows`); the
     loss is then each text's, and ``rows`` still counts features. Token tasks: ``decoding="iob2"`` chooses each
-    sentence's tags as the most probable valid IOB2 sequence over ``label_names`` (:mod:`.decoding`)."""
-    constrained = task == "token-classification" and decoding == "iob2"
-    if constrained and label_names is None:
+    sentence's tags as the most probable valid IOB2 sequence over ``label_names`` (:mod:`.decoding`);
+    ``decoding="crf"`` is Viterbi over the logits (emissions) and ``crf``'s scores
+    (:class:`~hftransfer.modeling.crf.CRFScores`), each word's score its marginal probability of its tag, and the
+    loss the CRF's negative log-likelihood per word."""
+    constrained = task == "token-classification" and decoding in ("iob2", "crf")
+    if task == "token-classification" and decoding == "iob2" and label_names is None:
         raise ValueError("decoding='iob2' needs the label names")
-    word_probabilities: dict[int, dict[int, np.ndarray]] = {}
+    if task == "token-classification" and decoding == "crf" and crf is None:
+        raise ValueError("decoding='crf' needs the CRF's scores")
+    word_probabilities: dict[int, dict[int, np.ndarray]] = {}  # iob2: probabilities; crf: emissions
+    word_gold: dict[int, dict[int, int]] = {}
     was_training = model.training
     model.eval()
     output = InferenceOutput()
@@ -140,12 +148,14 @@ def run_inference(
             preds = accelerator.pad_across_processes(preds, dim=1, pad_index=0)
             probs = accelerator.pad_across_processes(probs, dim=1, pad_index=0.0)
             word_index = accelerator.pad_across_processes(batch["word_index"], dim=1, pad_index=-1)
-            # Constrained decoding needs every tag's probability, not only the best one's: [batch, seq, labels].
-            extra = (
-                (accelerator.pad_across_processes(probabilities, dim=1, pad_index=0.0),)
-                if constrained
-                else ()
-            )
+            # Constrained decoding needs every tag's probability (CRF: logit), not only the best one's:
+            # [batch, seq, labels]; the CRF's loss needs the gold tags too.
+            extra = ()
+            if constrained:
+                per_tag = logits.float() if decoding == "crf" else probabilities
+                extra = (accelerator.pad_across_processes(per_tag, dim=1, pad_index=0.0),)
+            if decoding == "crf" and "labels" in batch:
+                extra += (accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE_INDEX),)
             gathered = accelerator.gather_for_metrics(
                 (preds, probs, word_index, batch["example_id"], row_loss, row_count, *extra)
             )
@@ -160,6 +170,10 @@ def run_inference(
                     word_probabilities.setdefault(int(example_ids[row]), {})[int(word_index[row, col])] = (
                         full[0][row, col]
                     )
+                if len(full) > 1:
+                    word_gold.setdefault(int(example_ids[row]), {})[int(word_index[row, col])] = int(
+                        full[1][row, col]
+                    )
         else:
             # [batch, num_labels] logits travel too: windows of one text are combined after the gather.
             parts = (logits.float(), preds, probs, batch["example_id"], row_loss, row_count)
@@ -171,7 +185,9 @@ def run_inference(
             output.loss_sum += float(row_loss.sum())
             output.loss_count += int(row_count.sum())
     model.train(was_training)
-    if constrained:
+    if decoding == "crf" and task == "token-classification":
+        decode_crf(output, word_probabilities, word_gold, crf)
+    elif constrained:
         decode_sentences(output, word_probabilities, label_names)
     if sequence_batches:
         ids = np.concatenate([parts[3] for parts in sequence_batches])
@@ -197,6 +213,32 @@ def decode_sentences(
         output.word_predictions[example_id] = {
             word: (tag, float(words[word][tag])) for word, tag in zip(order, tags)
         }
+
+
+def decode_crf(
+    output: InferenceOutput,
+    emissions: dict[int, dict[int, np.ndarray]],
+    gold: dict[int, dict[int, int]],
+    crf: Any,
+) -> None:
+    """Each sentence's tags by Viterbi over its words' emissions and the CRF's scores, with each word's marginal
+    probability of its tag; where every word has a gold tag, the loss becomes the CRF's negative log-likelihood
+    per word (the emissions' cross-entropy says little about a model trained through a CRF)."""
+    loss_sum, loss_count = 0.0, 0
+    for example_id, words in emissions.items():
+        order = sorted(words)
+        scores = np.stack([words[w] for w in order]).astype(np.float64)  # [words, labels]
+        tags = best_path(scores, crf.start, crf.transition, crf.end)
+        log_z, marginals = crf_log_partition(scores, crf.start, crf.transition, crf.end)
+        output.word_predictions[example_id] = {
+            word: (tag, float(marginals[i, tag])) for i, (word, tag) in enumerate(zip(order, tags))
+        }
+        gold_tags = [gold.get(example_id, {}).get(w, IGNORE_INDEX) for w in order]
+        if all(tag != IGNORE_INDEX for tag in gold_tags):
+            loss_sum += log_z - crf_path_score(scores, gold_tags, crf.start, crf.transition, crf.end)
+            loss_count += len(order)
+    if loss_count:
+        output.loss_sum, output.loss_count = loss_sum, loss_count
 
 
 def _collect_examples(output: InferenceOutput, batches: list[list[np.ndarray]], problem_type: str) -> None:

@@ -109,7 +109,14 @@ def plan_training(
         **strategy_options,
     )
     check_source_readers(config, objectives, plan)
-    attach_owned_modules(plan, objectives.owners, config, reads_sources=bool(objectives.sources))
+    run_dir = strategy_options.get("run_dir")
+    attach_owned_modules(
+        plan,
+        objectives.owners,
+        config,
+        reads_sources=bool(objectives.sources),
+        model_dir=Path(run_dir) / "model" if run_dir is not None else None,
+    )
     return objectives, plan
 
 

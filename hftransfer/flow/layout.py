@@ -27,6 +27,7 @@ from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.multilabel import THRESHOLD_KEY, model_threshold
 from hftransfer.modeling.build import build_model, load_tokenizer
+from hftransfer.modeling.crf import find_crf
 from hftransfer.modeling.source_model import model_directory
 from hftransfer.multitask.config import TaskSpec
 from hftransfer.strategies import StrategyPlan, needs_unused_parameter_search
@@ -71,8 +72,8 @@ class OneTask:
         tokenizer = load_tokenizer(self.config.model)
         problem_type = self.config.data.problem_type
         model = build_model(self.config.model, self.config.task, data[self.name].label_names, problem_type)
-        if self.config.model.decoding != "argmax":  # exported with the model: Predictor decodes the same way
-            model.config.hftransfer_decoding = self.config.model.decoding
+        if run_decoding(self.config) != "argmax":  # exported with the model: Predictor decodes the same way
+            model.config.hftransfer_decoding = run_decoding(self.config)
         self.model_config = model.config
         # A run directory stands for its model/: what an adapter's base_model_name_or_path must name.
         return model, tokenizer, resolve_model_name(model_directory(self.config.model.name_or_path))
@@ -122,8 +123,15 @@ class OneTask:
         selection metrics to the validation split's (``flow/selection.py``)."""
         task_data, task = data[self.name], self.config.task
         problem_type, metric = self.config.data.problem_type, self.config.metric_for_best()
+        decoding = run_decoding(self.config)
 
         def evaluate(model: torch.nn.Module, loader: DataLoader, split: str = "validation") -> dict[str, Any]:
+            crf = None
+            # The CRF's scores as they are now: trained with the model, restored with the best one.
+            if decoding == "crf":
+                crf = find_crf(accelerator.unwrap_model(model))
+                if crf is None:
+                    raise RuntimeError("model.head=crf: the evaluated model holds no CRF")
             output = run_inference(
                 model,
                 loader,
@@ -132,8 +140,9 @@ class OneTask:
                 desc=f"Evaluating {split}",
                 problem_type=problem_type,
                 window_aggregation=self.config.data.window_aggregation,
-                decoding=self.config.model.decoding,
+                decoding=decoding,
                 label_names=task_data.label_names,
+                crf=crf.scores() if crf is not None else None,
             )
             # Multi-label: validation chooses the decision threshold, into the config the exports save; the
             # other splits use the one chosen last (the best model's, once evaluate_best re-scored validation).
@@ -147,6 +156,8 @@ class OneTask:
                 threshold=threshold,
                 metric=metric,
             )
+            if task == "token-classification":
+                metrics["decoding"] = decoding  # which decoding produced the scores
             if "threshold" in metrics and split == "validation" and self.model_config is not None:
                 setattr(self.model_config, THRESHOLD_KEY, metrics["threshold"])
             if selection is not None and split == "validation":
@@ -189,6 +200,11 @@ class OneTask:
             100 * trainable / total,
             {name: f"{lr:.2g}" for name, lr in run.plan.report["lr_groups"].items()},
         )
+
+
+def run_decoding(config: Any) -> str:
+    """How a run's token predictions are decoded: ``crf`` with a CRF head, else ``model.decoding``."""
+    return "crf" if config.model.head == "crf" else config.model.decoding
 
 
 SPLIT_NAMES = {"train": "training"}  # as the truncation warning names a split

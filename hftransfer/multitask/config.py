@@ -122,6 +122,11 @@ class MultitaskConfig:
             )
         for task in self.tasks:
             refuse_problem_type(task.data, f"tasks.{task.name}.data.problem_type", "a multitask run")
+        if self.model.head != "linear":
+            raise ConfigError(
+                f"model.head={self.model.head} is for single-task token classification runs; a multitask run "
+                "trains each task's own transformers head (model.head=linear)"
+            )
         names = [task.name for task in self.tasks]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

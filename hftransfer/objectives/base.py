@@ -87,6 +87,9 @@ class Objective:
     """A trainable module the objective owns (a projection, a domain head): trained in its own parameter group,
     run inside the model's forward by :meth:`extend_outputs` so that DDP sees it, left out of exports
     (``owned.py``)."""
+    exported_file: str | None = None
+    """For a module that decoding needs (a CRF's scores): the file name it is saved under in the model's directory,
+    with the best model (the objective then implements ``save_exported(path)`` and ``load_exported(path)``)."""
 
     reads_at_build: tuple[str, ...] = ()
     """Names of sources the objective reads once when it is built (from ``ObjectiveContext.sources``), with no

@@ -6,14 +6,22 @@ model in :class:`WithObjectiveModules`, whose ``forward`` runs each owned module
 objectives ask for it (``objective_outputs=True``, the training forward; evaluation calls the model as it is).
 Running them inside ``forward`` is what lets DDP see their parameters; keeping them in one module lets the
 optimizer and checkpoints hold them with the model. Saving, restoring and exporting see the inner model alone.
+
+The one exception is a module that decoding needs (a CRF's transition scores): its owner sets ``exported_file`` and
+implements ``save_exported(path)`` / ``load_exported(path)``, and the file is written into the model's directory
+whenever the best model is saved or exported, and read back with it. The model itself stays a plain Hugging Face
+model; the file sits beside it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from hftransfer.training.disk import write_on_main
 
 
 class WithObjectiveModules(nn.Module):
@@ -67,12 +75,20 @@ def inner_model(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, WithObjectiveModules) else model
 
 
-def attach_owned_modules(plan: Any, owners: list[Any], config: Any, *, reads_sources: bool = False) -> Any:
+def attach_owned_modules(
+    plan: Any,
+    owners: list[Any],
+    config: Any,
+    *,
+    reads_sources: bool = False,
+    model_dir: Path | None = None,
+) -> Any:
     """Wrap ``plan.model`` with the modules ``owners`` own: each gets an AdamW group of its own (LR: the owner's
     ``module_lr`` if it sets one, else ``strategy.head_lr``, default ``train.lr``: like a head, it starts from
     scratch), and the plan's save, restore
-    and export see the inner model alone. Returns ``plan`` (unchanged without owners, unless objectives read
-    named sources: the wrapper runs their batches)."""
+    and export see the inner model alone; the files of owners with an ``exported_file`` go into ``model_dir``
+    with the best model (see the module docstring). Returns ``plan`` (unchanged without owners, unless objectives
+    read named sources: the wrapper runs their batches)."""
     owners = [owner for owner in owners if getattr(owner, "module", None) is not None]
     if not owners and not reads_sources:
         return plan
@@ -91,8 +107,28 @@ def attach_owned_modules(plan: Any, owners: list[Any], config: Any, *, reads_sou
     def inner(accelerator: Any, trained: torch.nn.Module) -> torch.nn.Module:
         return accelerator.unwrap_model(trained).model
 
-    plan.save_best = lambda accelerator, trained: save_best(accelerator, inner(accelerator, trained))
-    plan.restore_best = lambda accelerator, trained: restore_best(accelerator, inner(accelerator, trained))
+    exported = [owner for owner in owners if getattr(owner, "exported_file", None)] if model_dir else []
+
+    def save_files(accelerator: Any) -> None:
+        for owner in exported:
+            path = Path(model_dir) / owner.exported_file
+            write_on_main(accelerator, owner.exported_file, path, lambda o=owner, p=path: o.save_exported(p))
+
+    def save(accelerator: Any, trained: torch.nn.Module) -> None:
+        save_best(accelerator, inner(accelerator, trained))
+        save_files(accelerator)  # after the model: saving it replaces the whole directory
+
+    def restore(accelerator: Any, trained: torch.nn.Module) -> None:
+        restore_best(accelerator, inner(accelerator, trained))
+        for owner in exported:  # every process: each holds its copy of the module
+            owner.load_exported(Path(model_dir) / owner.exported_file)
+
+    def export_all(accelerator: Any, trained: torch.nn.Module) -> dict[str, Any]:
+        produced = export(accelerator, inner(accelerator, trained))
+        save_files(accelerator)  # an export may have rewritten the model's directory (a merged adapter)
+        return produced
+
+    plan.save_best, plan.restore_best = save, restore
     if export is not None:
-        plan.export = lambda accelerator, trained: export(accelerator, inner(accelerator, trained))
+        plan.export = export_all
     return plan

@@ -1,15 +1,23 @@
 """The task's own loss, summed over labelled items (the loop normalises it): cross-entropy on class labels; on
 float labels the loss of their problem type (binary cross-entropy per label of multi-hot rows, squared error of
-regression targets), as the Hugging Face model's own ``problem_type`` loss computes it before its mean."""
+regression targets), as the Hugging Face model's own ``problem_type`` loss computes it before its mean.
+
+With ``model.head=crf`` (token classification) the term is instead the negative log-likelihood of each window's gold
+word tags under a linear-chain CRF on the model's logits, summed over windows (the loop divides it by the labelled
+words, as the cross-entropy). The objective owns the CRF's scores (:mod:`hftransfer.modeling.crf`): they train with
+the model and, unlike other owned modules, are saved next to it (``crf.safetensors``), because decoding needs them.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from hftransfer.evaluation.inference import IGNORE_INDEX, float_label_losses, model_inputs
+from hftransfer.modeling.crf import CRF, CRF_FILE, crf_nll
 from hftransfer.objectives.base import Objective, ObjectiveContext
 from hftransfer.registry import register_objective
 
@@ -43,7 +51,7 @@ def task_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], state: Any
 
 class TaskLoss(Objective):
     """The task's loss of the model's logits against the batch's labels (tokens or examples); in a run of several
-    tasks, times the batch's task's ``loss_weight``."""
+    tasks, times the batch's task's ``loss_weight``. With ``model.head=crf``, the CRF's negative log-likelihood."""
 
     name = "task"
     reduction = "sum"
@@ -52,14 +60,34 @@ class TaskLoss(Objective):
         self.weight = context.objective.weight
         tasks = getattr(context.config, "tasks", None) or []
         self.task_weights = {task.name: task.loss_weight for task in tasks}
+        model_config = getattr(context.config, "model", None)
+        if getattr(model_config, "head", "linear") == "crf":
+            id2label = context.model.config.id2label
+            self.module = CRF([id2label[i] for i in range(len(id2label))])
+            self.exported_file = CRF_FILE  # saved with the model (owned.py): decoding needs it
+
+    def extend_outputs(self, outputs: Any, module: torch.nn.Module) -> None:
+        outputs["crf"] = module()  # inside the forward pass, so that DDP sees the CRF's parameters
 
     def terms(self, model: torch.nn.Module, batch: dict, outputs: Any, state: Any) -> dict[str, torch.Tensor]:
-        loss = summed_task_loss(outputs.logits, batch["labels"])
+        if self.module is not None:
+            scores = outputs["crf"] if "crf" in outputs else self.module()  # a flow's own forward pass
+            loss = crf_nll(outputs.logits, batch["labels"], scores, batch.get("word_index")).sum()
+        else:
+            loss = summed_task_loss(outputs.logits, batch["labels"])
         if self.weight != 1.0:
             loss = self.weight * loss
         if self.task_weights:
             loss = loss * self.task_weights[batch["task"]]
         return {"loss": loss}
+
+    def save_exported(self, path: Path) -> None:
+        """Write the CRF's scores to ``path`` (``crf.safetensors`` in the model's directory)."""
+        self.module.save(path)
+
+    def load_exported(self, path: Path) -> None:
+        """Read back what :meth:`save_exported` wrote (the best model's scores)."""
+        self.module.load(path)
 
 
 def describe_task(config: dict) -> str:
