@@ -15,11 +15,12 @@ from typing import Any
 
 TOKEN_TASK, SEQUENCE_TASK = "token-classification", "sequence-classification"
 CHOICES = ("frozen", "freeze", "lora", "full")
-# Below this many training examples -> strategy. Provisional: from one seed of the learning curves so far, where
-# full fine-tuning led NER at every size from 50 sentences up and a frozen MLP head matched it on 50-100 sentiment
-# snippets at a fraction of the cost (docs/advisor.md); the complete curves set the final table.
+# Below this many training examples -> strategy, from the learning curves (benchmarks/data_size_policy.py, 3 seeds,
+# docs/advisor.md). NER: LoRA led at 50 sentences, full fine-tuning at every size from 100 up. Sentence
+# classification: provisional (seed 1 of 3 so far), where a frozen MLP head matched full fine-tuning on 50-100
+# snippets at a fraction of the cost.
 DEFAULT_RULES: dict[str, dict[str, int]] = {
-    TOKEN_TASK: {},
+    TOKEN_TASK: {"lora": 100},
     SEQUENCE_TASK: {"frozen": 200},
 }
 
@@ -51,7 +52,12 @@ def strategy_settings(name: str, task: str, *, frozen_lr: float, lora_lr: float)
         if task == TOKEN_TASK:
             options = {"r": 8, "alpha": 16, "target_modules": ["all-linear"], "lora_dropout": 0.0}
         else:
-            options = {"r": 8, "alpha": 16, "target_modules": ["query", "value", "dense"], "lora_dropout": 0.1}
+            options = {
+                "r": 8,
+                "alpha": 16,
+                "target_modules": ["query", "value", "dense"],
+                "lora_dropout": 0.1,
+            }
         return Decision(name, options, {"lr": lora_lr})
     if name == "full":
         return Decision(name)
