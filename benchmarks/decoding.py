@@ -1,8 +1,18 @@
-"""Argmax vs IOB2-constrained decoding of the same NER models: strict entity F1 of every finished run found, on its
-own validation and test splits (carved as the run carved them), decoded both ways by ``Predictor``.
+"""Argmax vs IOB2-constrained vs CRF decoding of NER models: strict entity F1 of every finished run found, on its
+own validation and test splits (carved as the run carved them), decoded every way its model allows by
+``Predictor``: argmax and iob2 for every model, and crf too for a run trained with ``model.head=crf`` (its argmax
+and iob2 then read the emissions alone).
 
     python benchmarks/decoding.py runs/bench-data-size/ner            # every run directory below it
     python benchmarks/decoding.py runs/ner-a runs/ner-b --out /tmp/decoding
+
+The CRF comparison trains the NER preset with and without the CRF head on the same seeds, then scores both:
+
+    for s in 1 2 3; do
+      python recipes/finetune_ner.py train.seed=$s output_dir=runs/bench-crf/linear-seed$s
+      python recipes/finetune_ner.py model.head=crf train.seed=$s output_dir=runs/bench-crf/crf-seed$s
+    done
+    python benchmarks/decoding.py runs/bench-crf
 
 No training: the models are the runs' exports (full fine-tuning, freeze-N, LoRA merged, frozen heads). Results:
 ``benchmarks/results/decoding.{json,md}``: per run, and per group of runs (same strategy and training size,
@@ -21,7 +31,7 @@ from runner import RESULTS
 
 from hftransfer.utils import atomic_write_text
 
-DECODINGS = ("argmax", "iob2")
+DECODINGS = ("argmax", "iob2", "crf")
 
 
 def score_run(run_dir: Path) -> dict | None:
@@ -35,7 +45,8 @@ def score_run(run_dir: Path) -> dict | None:
         return None
     splits = load_task_data(config.data, config.task).splits
     result: dict = {"run": str(run_dir)}
-    for decoding in DECODINGS:
+    trained_crf = getattr(config.model, "head", "linear") == "crf"
+    for decoding in DECODINGS if trained_crf else DECODINGS[:2]:
         predictor = Predictor(str(run_dir), decoding=decoding)
         for split in ("validation", "test"):
             if split in splits:
@@ -52,13 +63,14 @@ def write(records: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "decoding.json", json.dumps(records, indent=2) + "\n")
     lines = [
-        "# Argmax vs IOB2-constrained decoding (same models)",
+        "# Argmax vs IOB2-constrained vs CRF decoding (same models)",
         "",
         "`python benchmarks/decoding.py <run dirs>`: strict entity F1 of each run's exported model on its own splits; "
-        "difference = iob2 - argmax, mean ± std over the group's seeds.",
+        "difference = iob2 - argmax, mean ± std over the group's seeds; crf: runs trained with `model.head=crf`, "
+        "decoded with their learned transitions (their argmax and iob2 columns read the emissions alone).",
         "",
-        "| runs | seeds | test argmax | test iob2 | test difference | validation difference |",
-        "|---|---|---|---|---|---|",
+        "| runs | seeds | test argmax | test iob2 | test crf | test difference | validation difference |",
+        "|---|---|---|---|---|---|---|",
     ]
     groups: dict[str, list[dict]] = {}
     for record in records:
@@ -73,7 +85,11 @@ def write(records: list[dict], out: Path) -> None:
             cells.append(f"{statistics.mean(differences):+.4f} ± {spread:.4f}" if differences else "")
         argmax = statistics.mean(r["test/argmax"] for r in found)
         iob2 = statistics.mean(r["test/iob2"] for r in found)
-        lines.append(f"| {name} | {len(found)} | {argmax:.4f} | {iob2:.4f} | {cells[0]} | {cells[1]} |")
+        crf = [r["test/crf"] for r in found if "test/crf" in r]
+        crf_cell = f"{statistics.mean(crf):.4f}" if crf else ""
+        lines.append(
+            f"| {name} | {len(found)} | {argmax:.4f} | {iob2:.4f} | {crf_cell} | {cells[0]} | {cells[1]} |"
+        )
     for split, differences in everything.items():
         if differences:
             better = sum(d > 0 for d in differences)
