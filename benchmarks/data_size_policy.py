@@ -121,9 +121,9 @@ def train_size(task: dict) -> int:
 
 
 # When auto chooses one of these, it trains exactly as that strategy's own row does (same options, the same
-# learning rate, the same seed): its record is that row's. The frozen row uses the last layer where auto's frozen
-# choice probes for one (feature_layer=auto), so those auto runs are run.
-SAME_AS_ROW = ("full", "freeze", "lora")
+# learning rate, the same seed): its record is that row's. NER's frozen row uses the last layer where auto's frozen
+# choice for tokens probes for one (feature_layer=auto), so those auto runs are run.
+SAME_AS_ROW = {"ner": ("full", "freeze", "lora"), "sentiment": ("full", "freeze", "lora", "frozen")}
 DERIVE = {"auto": True}  # --no-derive
 
 
@@ -147,7 +147,7 @@ def run_one(
     real_auto = (work / task_name / f"auto-n{size}-seed{seed}" / "metrics.json").is_file()
     if strategy == "auto" and DERIVE["auto"] and not real_auto:
         chosen = auto_choice(task_name, size, extra)
-        if chosen in SAME_AS_ROW:
+        if chosen in SAME_AS_ROW[task_name]:
             record = run_one(task_name, chosen, size, seed, work, resume, extra)
             return record and {**record, "strategy": "auto", "auto_chose": chosen, "derived_from": chosen}
     run_dir = work / task_name / f"{strategy}-n{size}-seed{seed}"

@@ -49,10 +49,10 @@ def test_default_table_is_the_one_documented_per_task_type() -> None:
 
 def test_decision_carries_the_settings_each_strategy_was_measured_with() -> None:
     frozen = decide(SEQUENCE, 10, rules={"frozen": 50}, frozen_lr=0.01)
-    assert frozen.options == {"head": "mlp", "pooling": "mean", "feature_layer": "auto"}
+    assert frozen.options == {"head": "mlp", "pooling": "mean"}  # the last layer, as measured
     assert frozen.train == {"lr": 0.01, "warmup_ratio": 0.0}
     assert "10 training examples < 50: frozen" in frozen.reason and "strategy.rules" in frozen.reason
-    assert decide(TOKEN, 10, rules={"frozen": 50}).options["head"] == "linear"
+    assert decide(TOKEN, 10, rules={"frozen": 50}).options == {"head": "linear", "feature_layer": "auto"}
     lora = decide(TOKEN, 10, rules={"lora": 50}, lora_lr=2e-3)
     assert lora.train == {"lr": 2e-3} and lora.options["r"] == 8
     assert lora.options["target_modules"] == ["all-linear"] and lora.options["lora_dropout"] == 0.0
@@ -104,10 +104,10 @@ def test_auto_run_with_little_data_trains_a_frozen_head_and_records_why(
     strategy = metrics["strategy"]
     assert strategy["name"] == "frozen" and strategy["auto"]["chosen"] == "frozen"
     assert strategy["auto"]["examples"] > 0 and "< 100000: frozen" in strategy["auto"]["reason"]
-    assert "feature_layer_auto" in strategy  # the layer too was chosen by the probe
+    assert "feature_layer_auto" not in strategy  # sentences keep the last layer (token tasks probe for one)
     assert strategy["lr_groups"] == {"head/decay": 3e-3, "head/no_decay": 3e-3}
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["strategy"]["name"] == "frozen" and isinstance(saved["strategy"]["feature_layer"], int)
+    assert saved["strategy"]["name"] == "frozen" and saved["strategy"]["feature_layer"] == -1
     assert saved["train"]["lr"] == 3e-3
 
 

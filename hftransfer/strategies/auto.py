@@ -1,7 +1,7 @@
 """``strategy.name=auto``: frozen, freeze-most, LoRA or full fine-tuning, chosen from the training-set size.
 
-The choice follows :mod:`hftransfer.advisor.policy` (measured learning curves); a frozen encoder's layer is then
-chosen by a validation probe (``feature_layer=auto``). The chosen strategy runs exactly as if it had been named,
+The choice follows :mod:`hftransfer.advisor.policy` (measured learning curves); for a token task a frozen encoder's
+layer is then chosen by a validation probe (``feature_layer=auto``). The chosen strategy runs exactly as if it had been named,
 with the learning rate it was measured with; ``metrics.json`` -> ``strategy.auto`` records the decision and the
 reason, and the run directory's ``config.yaml`` holds the concrete strategy, so the run can be repeated without
 ``auto``.
