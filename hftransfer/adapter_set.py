@@ -17,17 +17,21 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from datasets import Dataset
-from peft import PeftModel
-from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 from hftransfer.errors import ConfigError
 from hftransfer.export.peft_adapter import ADAPTER_META, AUTO_CLASSES, base_model_kwargs
 from hftransfer.predict import Predictions, Predictor
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+# peft is imported when adapters are loaded or merged: it takes seconds to import, and finding a run's adapter
+# directory (adapter_directory) needs none of it.
 
 
 def adapter_directory(path: str | Path) -> Path:
@@ -80,6 +84,8 @@ class AdapterSet:
     """
 
     def __init__(self, adapters: Mapping[str, str | Path], **predictor_options: Any) -> None:
+        from peft import PeftModel
+
         if not adapters:
             raise ConfigError("AdapterSet needs at least one adapter")
         self.directories = {name: adapter_directory(path) for name, path in adapters.items()}
@@ -155,6 +161,8 @@ class AdapterSet:
             raise ConfigError(
                 f"merge: {names} and {head_from!r} are of different task types ({sorted(tasks)})"
             )
+        from peft.utils import ModulesToSaveWrapper
+
         shared = self.shared[tasks.pop()]
         if not hasattr(shared.base_model, "add_weighted_adapter"):
             raise ConfigError("merge: weighted merging is for LoRA adapters (peft's add_weighted_adapter)")
@@ -186,6 +194,8 @@ def heads_sized(model: PeftModel, num_labels: int) -> Iterator[None]:
     peft makes a new adapter's copy of each module saved in full by copying the base's module, whose output layer
     has the first task's number of classes; another task's saved head would not fit it.
     """
+    from peft.utils import ModulesToSaveWrapper
+
     current = model.get_base_model().config.num_labels
     wrappers = [m for m in model.modules() if isinstance(m, ModulesToSaveWrapper)]
     originals = [wrapper.original_module for wrapper in wrappers]

@@ -17,11 +17,6 @@ Pure numpy and scikit-learn; the feature vectors come from anywhere (``encode.py
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 DEFAULT_CLIP = (0.1, 10.0)
 """No source example counts more than ten times, or less than a tenth, of an unshifted one: a few examples with
@@ -57,6 +52,13 @@ def domain_log_odds(
     Raises:
         ValueError: fewer than 2 folds, a domain with fewer rows than folds, or feature widths that differ.
     """
+    # scikit-learn is imported where it is used: every run imports this module (through the objectives' registry),
+    # few use it, and importing it takes a noticeable part of a second.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     source_x, target_x = np.asarray(source_x, dtype=np.float64), np.asarray(target_x, dtype=np.float64)
     if folds < 2:
         raise ValueError(
@@ -145,6 +147,8 @@ def ratios_from_log_odds(source_log_odds: np.ndarray, n_source: int, n_target: i
 def domain_auc(source_log_odds: np.ndarray, target_log_odds: np.ndarray) -> float:
     """ROC AUC of the cross-fitted domain classifier: 0.5 when it cannot tell the domains apart (weights near 1),
     1.0 when it separates them (the domains do not overlap, and density ratios say little)."""
+    from sklearn.metrics import roc_auc_score
+
     scores = np.concatenate([source_log_odds, target_log_odds])
     domains = np.concatenate([np.zeros(len(source_log_odds)), np.ones(len(target_log_odds))])
     return float(roc_auc_score(domains, scores))

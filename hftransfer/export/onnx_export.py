@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel
 from transformers import AutoTokenizer
 
 from hftransfer.errors import ConfigError
@@ -67,14 +66,14 @@ def load_exportable(model_dir: Path) -> tuple[torch.nn.Module, str, bool]:
     Raises:
         ConfigError: an adapter that cannot be merged (prompt learning has no weights to fold into).
     """
-    from hftransfer.export.peft_adapter import can_merge, merge_adapter
+    from hftransfer.export.peft_adapter import can_merge, is_peft_model, merge_adapter
     from hftransfer.loading import load_for_prediction
 
     model, task = load_for_prediction(str(model_dir))
     merged = can_merge(model)
     if merged:
         model = merge_adapter(model)
-    elif isinstance(model, PeftModel):
+    elif is_peft_model(model):
         raise ConfigError(
             f"{model_dir}: this adapter cannot be merged into the encoder, so it cannot be exported"
         )

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from peft import PeftModel, TaskType, get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
-from peft.tuners.tuners_utils import BaseTunerLayer
-from peft.utils import ModulesToSaveWrapper
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -32,14 +30,30 @@ from hftransfer.errors import ConfigError
 from hftransfer.evaluation.multilabel import THRESHOLD_KEY
 from hftransfer.utils import atomic_directory, atomic_write_json, recover_directory
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+# peft is imported where an adapter is built, saved, loaded or merged, not here: it costs seconds at start-up and
+# runs without an adapter never need it.
+
 ADAPTER_META = "hftransfer_adapter.json"
 PROBLEM_KEYS = ("problem_type", THRESHOLD_KEY)
 
-TASK_TYPES = {"token-classification": TaskType.TOKEN_CLS, "sequence-classification": TaskType.SEQ_CLS}
+# peft's TaskType values (a str enum, so these compare equal to its members).
+TASK_TYPES = {"token-classification": "TOKEN_CLS", "sequence-classification": "SEQ_CLS"}
 AUTO_CLASSES = {
     "token-classification": AutoModelForTokenClassification,
     "sequence-classification": AutoModelForSequenceClassification,
 }
+
+
+def is_peft_model(model: object) -> bool:
+    """Whether ``model`` is a ``peft.PeftModel``, without importing peft: no model can be one before peft is."""
+    if "peft" not in sys.modules:
+        return False
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
 
 
 def is_adapter_directory(directory: str | Path) -> bool:
@@ -51,6 +65,9 @@ def adapter_parameter_names(model: PeftModel, *, saved_modules: bool = True) -> 
     """Names (as in ``model.named_parameters()``) of what the peft method added and trains: the method's own
     weights (each tuner layer's ``adapter_layer_names``, e.g. LoRA's A/B matrices; a prompt-learning
     method's prompt encoder) and, unless ``saved_modules`` is false, the trained copies of ``modules_to_save``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils import ModulesToSaveWrapper
+
     wrappers = (BaseTunerLayer, ModulesToSaveWrapper) if saved_modules else (BaseTunerLayer,)
     names: set[str] = set()
     for module_name, module in model.named_modules():
@@ -150,6 +167,8 @@ def load_adapter(directory: str | Path) -> PeftModel:
     Raises:
         ConfigError: ``directory`` holds no adapter (or one not written by hftransfer).
     """
+    from peft import PeftModel
+
     directory = Path(directory)
     meta = _read_meta(directory)
     # The adapter carries the trained head; a base fine-tuned for another label set (an earlier run's model, in
@@ -166,7 +185,7 @@ def load_adapter(directory: str | Path) -> PeftModel:
 def can_merge(model: torch.nn.Module) -> bool:
     """Whether ``model`` is a peft model whose method folds into the base weights (LoRA and most other tuners;
     not prompt learning, whose virtual tokens have no weights to fold into)."""
-    if not isinstance(model, PeftModel):
+    if not is_peft_model(model):
         return False
     if model.peft_config[model.active_adapter].is_prompt_learning:
         return False
@@ -184,10 +203,12 @@ def merge_adapter(model: PeftModel) -> PreTrainedModel:
     """
     if not can_merge(model):
         what = type(model).__name__
-        if isinstance(model, PeftModel):
+        if is_peft_model(model):
             peft_type = model.peft_config[model.active_adapter].peft_type
             what = f"a {getattr(peft_type, 'value', peft_type)} adapter"
         raise ConfigError(f"{what} cannot be merged into the base model's weights")
+    from peft.utils import ModulesToSaveWrapper
+
     merged = copy.deepcopy(model)
     # Put each trained copy of a saved module (the head, BERT's pooler) in its wrapper's place first, as peft's own
     # unloading would: the generic unloading of peft's tuners (all but LoRA, which has its own) assumes that every
@@ -218,6 +239,8 @@ def set_adapter_state(model: PeftModel, directory: str | Path) -> None:
     directory = Path(directory)
     recover_directory(directory)
     _require_adapter(directory)
+    from peft import get_peft_model_state_dict, load_peft_weights, set_peft_model_state_dict
+
     device = next(model.parameters()).device
     weights = load_peft_weights(str(directory), device=str(device))
     adapter_name = model.active_adapter

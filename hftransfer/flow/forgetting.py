@@ -173,16 +173,15 @@ def source_model_after(run: Any, source: SourceEval, scratch: Path) -> tuple[Pat
 
 def assemble_source_model(export: Path, source: SourceEval, directory: Path) -> None:
     """Write the source model with the encoder of ``export`` (a LoRA adapter merged into it) to ``directory``."""
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from hftransfer.export.peft_adapter import merge_adapter
+    from hftransfer.export.peft_adapter import is_peft_model, merge_adapter
     from hftransfer.export.save import save_pretrained_atomic
     from hftransfer.loading import load_for_prediction
     from hftransfer.progressive.export import column_task
 
     trained, _ = load_for_prediction(str(export))
-    if isinstance(trained, PeftModel):
+    if is_peft_model(trained):
         trained = merge_adapter(trained)
     _, auto = column_task(source.model_dir)
     model = auto.from_pretrained(source.model_dir)

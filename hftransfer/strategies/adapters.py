@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from accelerate import Accelerator
-from peft import PeftConfig, PeftModel, TaskType, get_peft_model
 from transformers import PreTrainedModel
 
 from hftransfer.errors import ConfigError
@@ -33,6 +32,12 @@ from hftransfer.export.save import save_pretrained_atomic
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.training.disk import write_on_main
 from hftransfer.training.optim import without_decay
+
+if TYPE_CHECKING:
+    from peft import PeftConfig, PeftModel, TaskType
+
+# peft is imported when an adapter is built, not here: importing it takes seconds, and every run imports this
+# module (the registry loads every strategy) while only adapter runs use it.
 
 ALL_LINEAR = "all-linear"
 EXPORTS = ("adapter", "merged", "both")
@@ -84,6 +89,8 @@ def apply_peft(
     Raises:
         ConfigError: unknown task, or target names that match no encoder module.
     """
+    from peft import get_peft_model
+
     task_type = task_type_of(task)
     trained_in_full = head_modules(model, task, train_pooler=train_pooler)
     targets: str | list[str]
@@ -240,9 +247,11 @@ def _adapter_ids(context: StrategyContext, model: torch.nn.Module) -> set[int]:
 
 
 def task_type_of(task: str) -> TaskType:
+    from peft import TaskType
+
     if task not in TASK_TYPES:
         raise ConfigError(f"task must be one of {sorted(TASK_TYPES)} for a peft adapter, got {task!r}")
-    return TASK_TYPES[task]
+    return TaskType(TASK_TYPES[task])
 
 
 def head_modules(model: PreTrainedModel, task: str, *, train_pooler: bool = True) -> list[str]:

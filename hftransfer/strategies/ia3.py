@@ -8,8 +8,6 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
-from peft import IA3Config as PeftIA3Config
-
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
@@ -62,6 +60,9 @@ def _check_feedforward(feedforward: list[str], targets: list[str]) -> None:
 
 
 def build_ia3(context: StrategyContext) -> StrategyPlan:
+    # Imported here: the registry imports this module in every run, and peft takes seconds to import.
+    from peft import IA3Config as PeftIA3Config
+
     strategy = context.strategy
     targets, feedforward = strategy.target_modules, strategy.feedforward_modules
     if targets is None or feedforward is None:

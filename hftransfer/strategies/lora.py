@@ -9,8 +9,8 @@ head trained in full, saving, reloading, merging) is generic over peft methods: 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel
 
 from hftransfer.config.checks import POSITIVE, check_value
@@ -24,6 +24,9 @@ from hftransfer.export.peft_adapter import (
     set_adapter_state,
 )
 from hftransfer.strategies.adapters import ALL_LINEAR, apply_peft, per_architecture
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 __all__ = [
     "ADAPTER_META",
@@ -92,6 +95,8 @@ def apply_lora(
     Raises:
         ConfigError: unknown task, bad hyperparameters, or target names that match no encoder module.
     """
+    from peft import LoraConfig  # peft costs seconds to import; only LoRA runs need it
+
     if r < 1:
         raise ConfigError(f"strategy.r must be >= 1, got {r}")
     check_value("strategy.alpha", alpha, POSITIVE)

@@ -7,8 +7,6 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
-from peft import LoraConfig as PeftLoraConfig
-
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.config.checks import COUNT, Range, check_value
 from hftransfer.registry import register_strategy
@@ -50,6 +48,9 @@ class LoraConfig(EncoderStrategyConfig):
 
 
 def build_lora(context: StrategyContext) -> StrategyPlan:
+    # Imported here: the registry imports this module in every run, and peft takes seconds to import.
+    from peft import LoraConfig as PeftLoraConfig
+
     strategy = context.strategy
     model, targets = adapt_encoder(
         context,

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
-from hftransfer.fewshot.body import check_two_stage_run, tune_body
 from hftransfer.fewshot.episodes import episode_support, sample_episodes
 from hftransfer.fewshot.losses import episode_loss
 from hftransfer.registry import register_strategy
@@ -70,6 +69,10 @@ def build_protonet(context: StrategyContext) -> StrategyPlan:
         ConfigError: what :func:`~hftransfer.fewshot.body.check_two_stage_run` refuses, or too few classes with
             ``k_shot + queries`` texts for ``n_way``-way episodes.
     """
+    # Imported here: fewshot.body imports transformers' schedules and with them peft (seconds to import), and the
+    # registry imports this module in every run.
+    from hftransfer.fewshot.body import check_two_stage_run, tune_body
+
     check_two_stage_run(context, "draws episodes of classes by the texts' one label")
     config, strategy = context.config, context.strategy
     labels = [int(label) for label in context.features["train"]["labels"]]

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from hftransfer.config import EncoderStrategyConfig
 from hftransfer.errors import ConfigError
-from hftransfer.fewshot.body import check_two_stage_run, tune_body
 from hftransfer.fewshot.losses import cosine_pair_loss
 from hftransfer.fewshot.pairs import class_balanced_blocks, epoch_pair_counts
 from hftransfer.registry import register_strategy
@@ -58,6 +57,10 @@ def build_setfit(context: StrategyContext) -> StrategyPlan:
         ConfigError: a token task, several labels or a number per text, several tasks, or objectives besides the
             task's (the head trains on cached features: nothing else has a forward pass to act on).
     """
+    # Imported here: fewshot.body imports transformers' schedules and with them peft (seconds to import), and the
+    # registry imports this module in every run.
+    from hftransfer.fewshot.body import check_two_stage_run, tune_body
+
     check_two_stage_run(context, "pairs texts by their one class label")
     config, strategy = context.config, context.strategy
     labels = [int(label) for label in context.features["train"]["labels"]]

@@ -10,18 +10,24 @@ adapter alone (:func:`adapter_state`) is kept beside the tasks for restoring the
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from peft import PeftConfig, inject_adapter_in_model
-from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel
 
 from hftransfer.errors import ConfigError
 from hftransfer.strategies.adapters import ALL_LINEAR, module_regex
+
+if TYPE_CHECKING:
+    from peft import PeftConfig
+
+# peft is imported when an adapter is injected, not here: it takes seconds, and a multitask run's export imports
+# this module with or without an adapter.
 
 ADAPTER_FILE = "shared_adapter.safetensors"
 # Written by releases that knew only LoRA; read when the new name is absent.
@@ -64,6 +70,8 @@ def inject_shared(
             f"strategy.target_modules={targets} match no linear layer of the encoder; e.g. "
             f"{sorted({n.rsplit('.', 1)[-1] for n in linear_names})}"
         )
+    from peft import inject_adapter_in_model
+
     inject_adapter_in_model(make_config(target_modules=peft_targets), encoder)
     adapter = set(adapter_state(encoder))
     for name, param in encoder.named_parameters():
@@ -71,33 +79,43 @@ def inject_shared(
     return targets if target_modules != [ALL_LINEAR] else [ALL_LINEAR]
 
 
+def tuner_layers(encoder: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` of the encoder's peft layers; none while peft is not imported (nothing can have injected
+    one), so a run without an adapter never imports it."""
+    if "peft" not in sys.modules:
+        return
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in encoder.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            yield name, module
+
+
 def has_adapter(encoder: nn.Module) -> bool:
-    return any(isinstance(module, BaseTunerLayer) for module in encoder.modules())
+    return any(True for _ in tuner_layers(encoder))
 
 
 def merged_encoder(encoder: nn.Module) -> nn.Module:
     """A copy of ``encoder`` with the adapter merged into its base weights and the peft layers removed."""
     merged = copy.deepcopy(encoder)
-    for name, module in list(merged.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent_name, _, attribute = name.rpartition(".")
-            setattr(
-                merged.get_submodule(parent_name) if parent_name else merged,
-                attribute,
-                module.get_base_layer(),
-            )
+    for name, module in list(tuner_layers(merged)):
+        module.merge()
+        parent_name, _, attribute = name.rpartition(".")
+        setattr(
+            merged.get_submodule(parent_name) if parent_name else merged,
+            attribute,
+            module.get_base_layer(),
+        )
     return merged
 
 
 def adapter_parameter_names(encoder: nn.Module) -> set[str]:
     """Names of the weights the peft layers add (each method names its own: ``lora_A``, ``ia3_l``, ...)."""
     names = set()
-    for module_name, module in encoder.named_modules():
-        if isinstance(module, BaseTunerLayer):
-            for attribute in module.adapter_layer_names:
-                for name, _ in getattr(module, attribute).named_parameters():
-                    names.add(f"{module_name}.{attribute}.{name}")
+    for module_name, module in tuner_layers(encoder):
+        for attribute in module.adapter_layer_names:
+            for name, _ in getattr(module, attribute).named_parameters():
+                names.add(f"{module_name}.{attribute}.{name}")
     return names
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import get_linear_schedule_with_warmup
 
 from hftransfer.config import TrainConfig
 
@@ -61,7 +61,24 @@ def build_scheduler(
     warmup = (
         config.warmup_steps if config.warmup_steps is not None else round(config.warmup_ratio * total_steps)
     )
-    return get_linear_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def linear_schedule_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' ``get_linear_schedule_with_warmup``, restated: its module imports ``transformers.trainer_utils``,
+    which imports peft whenever peft is installed. The factor is a ``functools.partial`` as theirs is, so the
+    scheduler's ``state_dict`` (and resuming from checkpoints written with theirs) is the same."""
+    schedule = functools.partial(_linear_with_warmup, warmup_steps=warmup_steps, total_steps=total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _linear_with_warmup(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """The LR factor at ``step``: 0 -> 1 over the warm-up, then 1 -> 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return float(step) / float(max(1, warmup_steps))
+    return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
 
 
 @contextmanager
