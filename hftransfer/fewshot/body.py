@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from accelerate.utils import broadcast
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from hftransfer.config.problem import SINGLE_LABEL
 from hftransfer.data.batching import FeatureCollator
 from hftransfer.errors import ConfigError
 from hftransfer.strategies.feature_encoding import base_encoder, encoder_features
 from hftransfer.strategies.transfer import param_groups
+from hftransfer.training.optim import linear_schedule_with_warmup
 
 logger = logging.getLogger("hftransfer")
 
@@ -101,9 +101,7 @@ def tune_body(
     total = sum(len(epoch_groups) for epoch_groups in dealt)
     peak_lr = max(group["lr"] for group in encoder_groups)  # before the schedule rewrites the groups' rates
     optimizer = torch.optim.AdamW(encoder_groups)
-    schedule = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(strategy.body_warmup_ratio * total), total
-    )
+    schedule = linear_schedule_with_warmup(optimizer, math.ceil(strategy.body_warmup_ratio * total), total)
     encoder.to(accelerator.device).train()  # with dropout, as SetFit's sentence-transformers training
     losses: list[list[float]] = []
     progress = tqdm(
