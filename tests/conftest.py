@@ -94,3 +94,18 @@ def ner_files(tmp_path) -> dict[str, Path]:
 @pytest.fixture()
 def classification_files(tmp_path) -> dict[str, Path]:
     return toy_classification_files(tmp_path)
+
+
+@pytest.fixture
+def quick_speed_report(monkeypatch):
+    """A distillation recipe's teacher-vs-student timing, once and briefly: its five rounds of at least a second per
+    model are what a report needs, not what recipe tests check (they only see that it ran)."""
+    import functools
+
+    from hftransfer.distill import report
+
+    monkeypatch.setattr(
+        report,
+        "inference_throughput",
+        functools.partial(report.inference_throughput, rounds=1, min_seconds=0.0),
+    )

@@ -28,6 +28,8 @@ import distill  # noqa: E402
 import finetune_classifier  # noqa: E402
 import finetune_ner  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("quick_speed_report")
+
 COMMON = ["train.batch_size=8", "train.trackers=[]", "train.warmup_ratio=0", "overwrite_output_dir=true"]
 
 

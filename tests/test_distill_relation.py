@@ -5,7 +5,6 @@ another tokenizer and width for a sequence task and a token task."""
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -163,19 +162,9 @@ def test_objective_compares_first_subword_states_of_the_batchs_words(tiny_model_
         objectives(max_items=2)
 
 
+pytestmark = pytest.mark.usefixtures("quick_speed_report")
+
 COMMON = ["train.trackers=[]", "overwrite_output_dir=true", "train.log_every_steps=1"]
-
-
-@pytest.fixture(autouse=True)
-def quick_speed_report(monkeypatch):
-    """The recipe's teacher-vs-student timing, once and briefly (it is not what these tests check)."""
-    from hftransfer.distill import report
-
-    monkeypatch.setattr(
-        report,
-        "inference_throughput",
-        functools.partial(report.inference_throughput, rounds=1, min_seconds=0.0),
-    )
 
 
 @pytest.fixture(scope="module")
