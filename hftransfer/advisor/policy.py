@@ -17,8 +17,8 @@ TOKEN_TASK, SEQUENCE_TASK = "token-classification", "sequence-classification"
 CHOICES = ("frozen", "freeze", "lora", "full")
 # Below this many training examples -> strategy, from the learning curves (benchmarks/data_size_policy.py, 3 seeds,
 # docs/advisor.md). NER: LoRA led at 50 sentences, full fine-tuning at every size from 100 up. Sentence
-# classification: provisional (seed 1 of 3 so far), where a frozen MLP head matched full fine-tuning on 50-100
-# snippets at a fraction of the cost.
+# classification: a frozen MLP head led at 50-100 snippets at a fraction of the cost; full fine-tuning was best or
+# within a point of the best from 200 up.
 DEFAULT_RULES: dict[str, dict[str, int]] = {
     TOKEN_TASK: {"lora": 100},
     SEQUENCE_TASK: {"frozen": 200},
