@@ -69,8 +69,7 @@ def build_protonet(context: StrategyContext) -> StrategyPlan:
         ConfigError: what :func:`~hftransfer.fewshot.body.check_two_stage_run` refuses, or too few classes with
             ``k_shot + queries`` texts for ``n_way``-way episodes.
     """
-    # Imported here: fewshot.body imports transformers' schedules and with them peft (seconds to import), and the
-    # registry imports this module in every run.
+    # Imported here, not at the top: fewshot.body imports the strategies package this module is part of.
     from hftransfer.fewshot.body import check_two_stage_run, tune_body
 
     check_two_stage_run(context, "draws episodes of classes by the texts' one label")

@@ -57,27 +57,22 @@ def build_setfit(context: StrategyContext) -> StrategyPlan:
         ConfigError: a token task, several labels or a number per text, several tasks, or objectives besides the
             task's (the head trains on cached features: nothing else has a forward pass to act on).
     """
-    # Imported here: fewshot.body imports transformers' schedules and with them peft (seconds to import), and the
-    # registry imports this module in every run.
+    # Imported here, not at the top: fewshot.body imports the strategies package this module is part of.
     from hftransfer.fewshot.body import check_two_stage_run, tune_body
 
     check_two_stage_run(context, "pairs texts by their one class label")
     config, strategy = context.config, context.strategy
     labels = [int(label) for label in context.features["train"]["labels"]]
 
-    def deal(epoch: int) -> list[list[int]]:
-        # A new deal each epoch (new blocks, so new pairs), seeded by the run's seed.
-        return class_balanced_blocks(labels, strategy.block_size, seed=config.train.seed + epoch)
-
-    report = tune_body(
-        context,
-        deal=deal,
-        loss=cosine_pair_loss,
-        what="pairs",
-    )
+    # A new deal each epoch (new blocks, so new pairs), seeded by the run's seed; dealt once, for training and report.
+    dealt = [
+        class_balanced_blocks(labels, strategy.block_size, seed=config.train.seed + epoch)
+        for epoch in range(strategy.body_epochs)
+    ]
+    report = tune_body(context, deal=dealt.__getitem__, loss=cosine_pair_loss, what="pairs")
     positive = negative = 0
-    for epoch in range(strategy.body_epochs):
-        counts = epoch_pair_counts(deal(epoch), labels)
+    for blocks in dealt:
+        counts = epoch_pair_counts(blocks, labels)
         positive, negative = positive + counts[0], negative + counts[1]
     report.update(block_size=strategy.block_size, pairs={"positive": positive, "negative": negative})
     plan = build_frozen(context)
