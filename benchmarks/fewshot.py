@@ -3,6 +3,7 @@ examples per class.
 
     python benchmarks/fewshot.py                                   # every dataset, K, method; 5 samplings
     python benchmarks/fewshot.py --datasets rt --ks 8 16 --methods setfit setfit_lib --resume
+    python benchmarks/fewshot.py --datasets drugs speeches --resume &    # a second process may share the work dir
 
 Protocol:
 - each dataset's test split as hftransfer's config carves it (Rotten Tomatoes and the convention speeches'
@@ -162,6 +163,17 @@ def previous_records(records_path: Path) -> list[dict]:
     return json.loads(published.read_text())["records"] if published.is_file() else []
 
 
+def merged_records(records_path: Path, records: list[dict]) -> list[dict]:
+    """``records`` plus the ones another process sharing the work dir wrote since (e.g. one process per dataset):
+    each process rereads the file before it writes, so neither drops the other's runs."""
+    key = lambda r: (r["dataset"], r["encoder"], r["k"], r["sampling"], r["method"])  # noqa: E731
+    on_disk = (
+        [json.loads(line) for line in records_path.read_text().splitlines()] if records_path.is_file() else []
+    )
+    mine = {key(r) for r in records}
+    return [*(r for r in on_disk if key(r) not in mine), *records]
+
+
 def summarise(records: list[dict]) -> list[dict]:
     keys = sorted({(r["dataset"], r["encoder"], r["k"], r["method"]) for r in records})
     rows = []
@@ -312,8 +324,8 @@ def main() -> None:
             "method": method,
         }
         record.update(run_one(method, dataset, encoder, k, sampling, work, args.resume))
-        records.append(record)
         work.mkdir(parents=True, exist_ok=True)
+        records = merged_records(records_path, [*records, record])
         atomic_write_text(records_path, "".join(json.dumps(r) + "\n" for r in records))
         print(json.dumps(record), flush=True)
         write_report(records, settings)
