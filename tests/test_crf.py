@@ -186,6 +186,35 @@ def test_a_crf_run_exports_a_plain_model_and_predicts_with_its_scores(tiny_model
     assert len(argmax.predict(predicted_examples(files["test"])).rows) == len(predicted.rows)
 
 
+def test_a_lora_crf_run_saves_the_scores_with_the_adapter_too(tiny_model_dir, ner_files, tmp_path):
+    """lora_export=both: the merged model and the adapter directory each predict with the CRF, as the run scored."""
+    from hftransfer.predict import predict_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+    import finetune_ner
+
+    run = tmp_path / "run"
+    argv = recipe_argv(
+        tiny_model_dir, ner_files, run, "train.epochs=1", "train.lr=3e-3", "data.max_length=12"
+    )
+    metrics = finetune_ner.main(
+        [
+            *argv,
+            "model.head=crf",
+            "strategy.name=lora",
+            "strategy.target_modules=[query,value]",
+            "strategy.lora_export=both",
+        ]
+    )
+    for directory in ("model", "adapter"):
+        assert (run / directory / CRF_FILE).is_file(), directory
+        predicted = predict_file(
+            str(run / directory), str(ner_files["test"]), str(tmp_path / f"{directory}.jsonl"), cpu=True
+        )
+        assert predicted.metrics["f1"] == pytest.approx(metrics["test"]["f1"], abs=1e-6), directory
+        assert all(_valid(row["tags"]) for row in predicted.rows)
+
+
 def predicted_examples(path: Path):
     from hftransfer.config import DataConfig
     from hftransfer.data.sources import read_unlabelled
@@ -249,3 +278,26 @@ def test_the_best_models_scores_are_saved_with_it_and_restored(tmp_path):
     plan.restore_best(accelerator, plan.model)
     assert torch.all(owner.module.transition_scores == 0.5)
     assert CRF.from_file(tmp_path / "model" / CRF_FILE, LABELS).transition_scores.eq(0.5).all()
+
+
+@pytest.mark.parametrize(
+    ("task", "model", "expected"),
+    [
+        ("token-classification", {"head": "crf"}, "linear-chain CRF head"),
+        ("token-classification", {"decoding": "iob2"}, "best valid IOB2 tag sequence"),
+        ("token-classification", {"decoding": "argmax"}, None),
+        ("sequence-classification", {"head": "crf"}, None),
+    ],
+)
+def test_the_model_card_says_how_token_predictions_were_decoded(task, model, expected):
+    from hftransfer.hub.card import CardFacts, build_card
+
+    scores = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "accuracy": 0.9}
+    config = {"strategy": {"name": "full"}, "model": model}
+    facts = CardFacts(repo_id="me/model", task=task, kind="model", config=config,
+                      metrics={"validation": scores, "test": scores}, data={"dataset": "x"})  # fmt: skip
+    card = str(build_card(facts))
+    if expected is None:
+        assert "**Decoding**" not in card
+    else:
+        assert expected in card and "`hftransfer.Predictor` decodes as the results were measured" in card

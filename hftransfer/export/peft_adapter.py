@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 # runs without an adapter never need it.
 
 ADAPTER_META = "hftransfer_adapter.json"
-PROBLEM_KEYS = ("problem_type", THRESHOLD_KEY)
+# Config attributes an adapter carries for its base: the head's problem type and threshold, and how token
+# predictions are decoded (``hftransfer_decoding``: iob2 or a CRF, whose scores are saved beside the adapter).
+DECODING_KEY = "hftransfer_decoding"
+CARRIED_KEYS = ("problem_type", THRESHOLD_KEY, DECODING_KEY)
 
 # peft's TaskType values (a str enum, so these compare equal to its members).
 TASK_TYPES = {"token-classification": "TOKEN_CLS", "sequence-classification": "SEQ_CLS"}
@@ -136,8 +139,9 @@ def save_adapter(
     peft_config = model.peft_config[model.active_adapter]
     task = next(name for name, task_type in TASK_TYPES.items() if task_type == peft_config.task_type)
     id2label = {int(index): label for index, label in model.config.id2label.items()}
-    # A multi-label or regression head's problem type (and the threshold chosen on validation) travel with it.
-    problem = {key: getattr(model.config, key, None) for key in PROBLEM_KEYS}
+    # A multi-label or regression head's problem type (and the threshold chosen on validation) travel with it,
+    # as does the decoding of a token model.
+    carried = {key: getattr(model.config, key, None) for key in CARRIED_KEYS}
     with atomic_directory(directory, what="the adapter") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         # Patch the written config rather than the live model's: saving must not change the model.
@@ -153,7 +157,7 @@ def save_adapter(
                 "task": task,
                 "base_model_name_or_path": base,
                 "id2label": {str(k): v for k, v in id2label.items()},
-                **{key: value for key, value in problem.items() if value is not None},
+                **{key: value for key, value in carried.items() if value is not None},
             },
         )
 
@@ -176,8 +180,9 @@ def load_adapter(directory: str | Path) -> PeftModel:
     base = AUTO_CLASSES[meta["task"]].from_pretrained(
         meta["base_model_name_or_path"], **base_model_kwargs(directory), ignore_mismatched_sizes=True
     )
-    if meta.get(THRESHOLD_KEY) is not None:
-        setattr(base.config, THRESHOLD_KEY, meta[THRESHOLD_KEY])
+    for key in (THRESHOLD_KEY, DECODING_KEY):
+        if meta.get(key) is not None:
+            setattr(base.config, key, meta[key])
     model = PeftModel.from_pretrained(base, str(directory))
     return model.eval()
 

@@ -168,6 +168,23 @@ def _splits_line(facts: CardFacts) -> str:
     return f"{dataset_name(facts.data)}{source}: {sizes}{carving}"
 
 
+def _decoding_line(facts: CardFacts) -> str:
+    """How the token predictions behind the results were decoded, where not transformers' argmax per token."""
+    model = facts.config.get("model", {})
+    decoding = "crf" if model.get("head") == "crf" else model.get("decoding", "argmax")
+    if facts.task != "token-classification" or decoding == "argmax":
+        return ""
+    how = {
+        "crf": "a linear-chain CRF head (its transition scores in `crf.safetensors`), Viterbi over valid IOB2 "
+        "sequences",
+        "iob2": "the best valid IOB2 tag sequence (constrained Viterbi over the token probabilities)",
+    }[decoding]
+    return (
+        f"\n- **Decoding**: {how}. `pipeline` takes the argmax per token instead, which can score differently; "
+        "`hftransfer.Predictor` decodes as the results were measured"
+    )
+
+
 def _distill_section(facts: CardFacts) -> str:
     report = facts.distill_report
     if not report:
@@ -268,7 +285,7 @@ This is {what}, trained with hftransfer for {facts.task.replace("-", " ")}{kind}
 - **Base model**: `{base or facts.config.get("model", {}).get("name_or_path")}`{teacher}
 - **Strategy**: {_strategy_line(facts)}
 - **Data**: {_splits_line(facts)}
-- **Best-model metric**: {metric} on validation
+- **Best-model metric**: {metric} on validation{_decoding_line(facts)}
 
 ## Results
 

@@ -109,10 +109,13 @@ def attach_owned_modules(
 
     exported = [owner for owner in owners if getattr(owner, "exported_file", None)] if model_dir else []
 
-    def save_files(accelerator: Any) -> None:
-        for owner in exported:
-            path = Path(model_dir) / owner.exported_file
-            write_on_main(accelerator, owner.exported_file, path, lambda o=owner, p=path: o.save_exported(p))
+    def save_files(accelerator: Any, directories: tuple[Path, ...] = ()) -> None:
+        for directory in dict.fromkeys((Path(model_dir), *directories)):
+            for owner in exported:
+                path = directory / owner.exported_file
+                write_on_main(
+                    accelerator, owner.exported_file, path, lambda o=owner, p=path: o.save_exported(p)
+                )
 
     def save(accelerator: Any, trained: torch.nn.Module) -> None:
         save_best(accelerator, inner(accelerator, trained))
@@ -125,7 +128,10 @@ def attach_owned_modules(
 
     def export_all(accelerator: Any, trained: torch.nn.Module) -> dict[str, Any]:
         produced = export(accelerator, inner(accelerator, trained))
-        save_files(accelerator)  # an export may have rewritten the model's directory (a merged adapter)
+        # An export may have rewritten the model's directory (a merged adapter); an adapter directory beside it
+        # predicts on its own, so it gets the files too.
+        adapter = produced.get("adapter") if isinstance(produced, dict) else None
+        save_files(accelerator, (Path(adapter),) if adapter else ())
         return produced
 
     plan.save_best, plan.restore_best = save, restore
