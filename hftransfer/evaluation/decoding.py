@@ -14,8 +14,12 @@ probability of its chosen tag.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+# {example id: {word index: (tag id, probability)}}, what evaluation and prediction read per sentence
+WordPredictions = dict[int, dict[int, tuple[int, float]]]
 
 
 def iob2_constraints(label_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,3 +125,40 @@ def constrained_tags(probabilities: np.ndarray, label_names: Sequence[str]) -> l
     start, transition = iob2_constraints(label_names)
     # A floor instead of log(0) = -inf: a word whose only probable tag is forbidden still gets a valid one.
     return viterbi(np.log(np.clip(probabilities, 1e-30, None)), start, transition)
+
+
+def valid_iob2_words(
+    word_probabilities: dict[int, dict[int, np.ndarray]], label_names: Sequence[str]
+) -> WordPredictions:
+    """Each sentence's most probable valid IOB2 sequence, from its words' probabilities over the labels, with each
+    word's probability of its chosen tag."""
+    out: WordPredictions = {}
+    for example_id, words in word_probabilities.items():
+        order = sorted(words)
+        tags = constrained_tags(np.stack([words[w] for w in order]), label_names)
+        out[example_id] = {word: (tag, float(words[word][tag])) for word, tag in zip(order, tags)}
+    return out
+
+
+def crf_words(
+    emissions: dict[int, dict[int, np.ndarray]], gold: dict[int, dict[int, int]], crf: Any, ignore_index: int
+) -> tuple[WordPredictions, tuple[float, int] | None]:
+    """Each sentence's tags by Viterbi over its words' emissions and the CRF's scores (``crf``: its ``start``,
+    ``transition`` and ``end`` arrays), with each word's marginal probability of its tag; and ``(loss sum, words)``
+    of the CRF's negative log-likelihood over the sentences whose every word has a gold tag, None if none has (the
+    emissions' cross-entropy says little about a model trained through a CRF)."""
+    out: WordPredictions = {}
+    loss_sum, loss_count = 0.0, 0
+    for example_id, words in emissions.items():
+        order = sorted(words)
+        scores = np.stack([words[w] for w in order]).astype(np.float64)  # [words, labels]
+        tags = best_path(scores, crf.start, crf.transition, crf.end)
+        log_z, marginals = crf_log_partition(scores, crf.start, crf.transition, crf.end)
+        out[example_id] = {
+            word: (tag, float(marginals[i, tag])) for i, (word, tag) in enumerate(zip(order, tags))
+        }
+        gold_tags = [gold.get(example_id, {}).get(w, ignore_index) for w in order]
+        if all(tag != ignore_index for tag in gold_tags):
+            loss_sum += log_z - crf_path_score(scores, gold_tags, crf.start, crf.transition, crf.end)
+            loss_count += len(order)
+    return out, ((loss_sum, loss_count) if loss_count else None)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hftransfer.config.problem import MULTI_LABEL, SINGLE_LABEL
 from hftransfer.data.batching import TOKEN_EXTRAS
-from hftransfer.evaluation.decoding import best_path, constrained_tags, crf_log_partition, crf_path_score
+from hftransfer.evaluation.decoding import crf_words, valid_iob2_words
 from hftransfer.evaluation.windows import aggregate_windows
 
 IGNORE_INDEX = -100
@@ -186,9 +186,12 @@ def run_inference(
             output.loss_count += int(row_count.sum())
     model.train(was_training)
     if decoding == "crf" and task == "token-classification":
-        decode_crf(output, word_probabilities, word_gold, crf)
+        decoded, loss = crf_words(word_probabilities, word_gold, crf, IGNORE_INDEX)
+        output.word_predictions.update(decoded)
+        if loss is not None:  # every word had a gold tag: the CRF's negative log-likelihood per word
+            output.loss_sum, output.loss_count = loss
     elif constrained:
-        decode_sentences(output, word_probabilities, label_names)
+        output.word_predictions.update(valid_iob2_words(word_probabilities, label_names))
     if sequence_batches:
         ids = np.concatenate([parts[3] for parts in sequence_batches])
         if len(np.unique(ids)) < len(ids):  # windows of long texts (data.long_texts=window)
@@ -200,45 +203,6 @@ def run_inference(
         # gather_for_metrics must drop the samples repeated to even out the last batch; anything else is a bug.
         raise RuntimeError(f"gathered {output.rows} predictions for {expected} rows")
     return output
-
-
-def decode_sentences(
-    output: InferenceOutput, word_probabilities: dict[int, dict[int, np.ndarray]], label_names: Sequence[str]
-) -> None:
-    """Replace each sentence's per-word argmax tags by the most probable valid IOB2 sequence (and its words'
-    probabilities of the chosen tags)."""
-    for example_id, words in word_probabilities.items():
-        order = sorted(words)
-        tags = constrained_tags(np.stack([words[w] for w in order]), label_names)
-        output.word_predictions[example_id] = {
-            word: (tag, float(words[word][tag])) for word, tag in zip(order, tags)
-        }
-
-
-def decode_crf(
-    output: InferenceOutput,
-    emissions: dict[int, dict[int, np.ndarray]],
-    gold: dict[int, dict[int, int]],
-    crf: Any,
-) -> None:
-    """Each sentence's tags by Viterbi over its words' emissions and the CRF's scores, with each word's marginal
-    probability of its tag; where every word has a gold tag, the loss becomes the CRF's negative log-likelihood
-    per word (the emissions' cross-entropy says little about a model trained through a CRF)."""
-    loss_sum, loss_count = 0.0, 0
-    for example_id, words in emissions.items():
-        order = sorted(words)
-        scores = np.stack([words[w] for w in order]).astype(np.float64)  # [words, labels]
-        tags = best_path(scores, crf.start, crf.transition, crf.end)
-        log_z, marginals = crf_log_partition(scores, crf.start, crf.transition, crf.end)
-        output.word_predictions[example_id] = {
-            word: (tag, float(marginals[i, tag])) for i, (word, tag) in enumerate(zip(order, tags))
-        }
-        gold_tags = [gold.get(example_id, {}).get(w, IGNORE_INDEX) for w in order]
-        if all(tag != IGNORE_INDEX for tag in gold_tags):
-            loss_sum += log_z - crf_path_score(scores, gold_tags, crf.start, crf.transition, crf.end)
-            loss_count += len(order)
-    if loss_count:
-        output.loss_sum, output.loss_count = loss_sum, loss_count
 
 
 def _collect_examples(output: InferenceOutput, batches: list[list[np.ndarray]], problem_type: str) -> None:

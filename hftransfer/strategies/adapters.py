@@ -10,7 +10,6 @@ without its head reloads as a model that predicts noise. Saving, reloading and m
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +28,7 @@ from hftransfer.export.peft_adapter import (
     set_adapter_state,
 )
 from hftransfer.export.save import save_pretrained_atomic
+from hftransfer.strategies.adapter_targets import ALL_LINEAR, check_targets, head_modules, module_regex
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.training.disk import write_on_main
 from hftransfer.training.optim import without_decay
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 # peft is imported when an adapter is built, not here: importing it takes seconds, and every run imports this
 # module (the registry loads every strategy) while only adapter runs use it.
 
-ALL_LINEAR = "all-linear"
 EXPORTS = ("adapter", "merged", "both")
 
 T = TypeVar("T")
@@ -252,56 +251,3 @@ def task_type_of(task: str) -> TaskType:
     if task not in TASK_TYPES:
         raise ConfigError(f"task must be one of {sorted(TASK_TYPES)} for a peft adapter, got {task!r}")
     return TaskType(TASK_TYPES[task])
-
-
-def head_modules(model: PreTrainedModel, task: str, *, train_pooler: bool = True) -> list[str]:
-    """Module names (relative to ``model``) that train in full: the head, plus (unless ``train_pooler`` is false)
-    the pooler for sequence tasks."""
-    prefix = model.base_model_prefix
-    # The head is whatever sits next to the encoder and has weights: "classifier", DistilBERT's "pre_classifier",
-    # DeBERTa's "pooler" (ContextPooler), ... Dropout has none.
-    names = [
-        name
-        for name, child in model.named_children()
-        if name != prefix and any(True for _ in child.parameters())
-    ]
-    pooler = getattr(getattr(model, prefix, None), "pooler", None)
-    if train_pooler and task == "sequence-classification" and isinstance(pooler, torch.nn.Module):
-        # BERT's pooler feeds the classifier; its pretrained weights (never trained for classification in
-        # sentence-transformers checkpoints) are part of the head, so train it fully rather than adapt it.
-        names.append(f"{prefix}.pooler")
-    return names
-
-
-def module_regex(names: list[str]) -> str:
-    """A regex (peft ``fullmatch``es it against module names) for these modules and everything inside them."""
-    return "^(" + "|".join(re.escape(name) for name in names) + r")(\..*)?$"
-
-
-def check_targets(model: PreTrainedModel, targets: list[str], trained_in_full: list[str]) -> None:
-    """Every target name must match an encoder module (peft matches a name or a dotted suffix).
-
-    Raises:
-        ConfigError: naming ``strategy.target_modules``, for a name that matches nothing or only the head.
-    """
-    inside_head = re.compile(module_regex(trained_in_full))
-    names = [name for name, _ in model.named_modules() if name]
-    for target in targets:
-        matches = [name for name in names if name == target or name.endswith("." + target)]
-        if matches and all(inside_head.fullmatch(name) for name in matches):
-            raise ConfigError(
-                f"strategy.target_modules: {target!r} is part of the head ({', '.join(trained_in_full)}), which "
-                "is trained in full; name encoder modules instead"
-            )
-        if not matches:
-            linear = sorted(
-                {
-                    name.rsplit(".", 1)[-1]
-                    for name, module in model.named_modules()
-                    if isinstance(module, torch.nn.Linear) and not inside_head.fullmatch(name)
-                }
-            )
-            raise ConfigError(
-                f"strategy.target_modules: {target!r} matches no module of {type(model).__name__}; its linear "
-                f"modules are named {', '.join(linear[:10])} (or use [{ALL_LINEAR}])"
-            )

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from hftransfer.errors import ConfigError
-from hftransfer.strategies.adapters import ALL_LINEAR, module_regex
+from hftransfer.strategies.adapter_targets import ALL_LINEAR, module_regex
 
 if TYPE_CHECKING:
     from peft import PeftConfig
