@@ -44,6 +44,9 @@ def main() -> None:
     test = data.splits["test"]
     loaded = time.perf_counter()
     model = SetFitModel.from_pretrained(resolve_model_name(config.model.name_or_path))
+    # The texts cut where hftransfer's runs cut them (data.max_length; the encoder's own limit would be 256 for the
+    # sentence-transformers checkpoints): the same text seen, the same compute per token.
+    model.model_body.max_seq_length = config.data.max_length
     trainer = Trainer(
         model=model,
         # its defaults but for where checkpoints and logs go: nowhere (no tracker, a temporary directory)
