@@ -96,6 +96,7 @@ def run_one(method: str, dataset: str, encoder: str, k: int, sampling: int, work
     wall = metrics["benchmark_wall_s"]
     return {
         "test": metrics["test"]["accuracy"],
+        "macro_f1": metrics["test"]["macro_f1"],
         "wall_s": wall,
         "train_s": round(wall - test_encoding - metrics["test"]["seconds"], 1),
     }
@@ -124,6 +125,7 @@ def worker_record(
     result = json.loads(stdout.strip().splitlines()[-1])
     record = {
         "test": result["test"],
+        "macro_f1": result["macro_f1"],
         "wall_s": round(wall, 1),
         "train_s": round(wall - result["predict_seconds"], 1),
     }
@@ -142,6 +144,7 @@ def zero_shot_worker(template: str, overrides: list[str]) -> None:
 
     from hftransfer.config import parse_config
     from hftransfer.data.sources import load_task_data
+    from hftransfer.evaluation.metrics import sequence_classification_metrics
     from hftransfer.zeroshot import ZeroShotClassifier
 
     config = parse_config(overrides)
@@ -150,17 +153,45 @@ def zero_shot_worker(template: str, overrides: list[str]) -> None:
     started = time.perf_counter()
     labels = sorted(set(test["label"]))
     rows = classifier.predict(test["text"], labels)
-    accuracy = sum(row["label"] == gold for row, gold in zip(rows, test["label"])) / len(rows)
-    print(json.dumps({"test": accuracy, "predict_seconds": time.perf_counter() - started}))
+    scores = sequence_classification_metrics(
+        [labels.index(gold) for gold in test["label"]], [labels.index(row["label"]) for row in rows], labels
+    )
+    print(
+        json.dumps(
+            {
+                "test": scores["accuracy"],
+                "macro_f1": scores["macro_f1"],
+                "predict_seconds": time.perf_counter() - started,
+            }
+        )
+    )
 
 
 def previous_records(records_path: Path) -> list[dict]:
     """The work dir's records; where the work dir is gone (a lost machine), the committed results' records, so a
     resumed benchmark goes on from what was published instead of starting over."""
     if records_path.is_file():
-        return [json.loads(line) for line in records_path.read_text().splitlines()]
+        return [
+            _with_macro_f1(json.loads(line), records_path.parent)
+            for line in records_path.read_text().splitlines()
+        ]
     published = RESULTS / "fewshot.json"
     return json.loads(published.read_text())["records"] if published.is_file() else []
+
+
+def _with_macro_f1(record: dict, work: Path) -> dict:
+    """A record from before macro-F1 was recorded, with it read from its run's metrics.json where there is one."""
+    if record.get("macro_f1") is None:
+        run_dir = (
+            work
+            / record["dataset"]
+            / record["encoder"]
+            / f"{record['method']}-k{record['k']}-s{record['sampling']}"
+        )
+        metrics = run_dir / "metrics.json"
+        if metrics.is_file():
+            record["macro_f1"] = json.loads(metrics.read_text())["test"]["macro_f1"]
+    return record
 
 
 def merged_records(records_path: Path, records: list[dict]) -> list[dict]:
@@ -184,6 +215,7 @@ def summarise(records: list[dict]) -> list[dict]:
             if (r["dataset"], r["encoder"], r["k"], r["method"]) == (dataset, encoder, k, method)
         ]
         tests = [r["test"] for r in found]
+        macros = [r["macro_f1"] for r in found if r.get("macro_f1") is not None]
         rows.append(
             {
                 "dataset": dataset,
@@ -193,11 +225,41 @@ def summarise(records: list[dict]) -> list[dict]:
                 "samplings": len(found),
                 "test_mean": statistics.mean(tests),
                 "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                # over the samplings that recorded it (records from before it was recorded lack it)
+                "macro_f1_samplings": len(macros),
+                "macro_f1_mean": statistics.mean(macros) if macros else None,
+                "macro_f1_std": statistics.stdev(macros) if len(macros) > 1 else 0.0,
                 "wall_mean": statistics.mean(r["wall_s"] for r in found),
                 "train_mean": statistics.mean(r["train_s"] for r in found),
             }
         )
     return rows
+
+
+def majority_shares(datasets: list[str]) -> dict[str, float]:
+    """Each dataset's majority-class share of its test split: the score of always answering the commonest label."""
+    from collections import Counter
+
+    from hftransfer.config import parse_config
+    from hftransfer.data.sources import load_task_data
+
+    shares = {}
+    for dataset in datasets:
+        config = parse_config(cell_argv(dataset, "minilm-l6", 0, 0))
+        labels = load_task_data(config.data, config.task).splits["test"]["label"]
+        shares[dataset] = max(Counter(labels).values()) / len(labels)
+    return shares
+
+
+def _cell(rows: list[dict], dataset: str, encoder: str, k: int, method: str) -> dict | None:
+    return next(
+        (
+            r
+            for r in rows
+            if (r["dataset"], r["encoder"], r["k"], r["method"]) == (dataset, encoder, k, method)
+        ),
+        None,
+    )
 
 
 def write_report(records: list[dict], settings: dict) -> None:
@@ -207,40 +269,100 @@ def write_report(records: list[dict], settings: dict) -> None:
         RESULTS / "fewshot.json",
         json.dumps({"settings": settings, "records": records, "rows": rows}, indent=1) + "\n",
     )
+    majority = settings.get("majority", {})
+    methods = [m for m in METHODS if m != "zeroshot" and any(r["method"] == m for r in rows)]
     lines = [
         "# Few-shot learning curves",
         "",
-        f"`python benchmarks/fewshot.py` ({settings['samplings']} samplings of the K examples per class; one thread "
-        "per process). Test accuracy mean ± std over samplings; wall = whole process, train = wall without "
-        "scoring the test split; ratio = train time / setfit library's at the same cell.",
+        "`python benchmarks/fewshot.py` (one thread per process, two benchmark processes on the 2 cores). Test "
+        "accuracy, mean ± std over the samplings of the K examples per class (the number of samplings in "
+        "brackets where it is not 5); every method of a cell trained on the same texts. Zero-shot (K = 0) and "
+        "the majority class are the baselines.",
         "",
-        "| dataset | encoder | K | method | samplings | test accuracy | wall s | train s | train / setfit_lib |",
+        "## Accuracy",
+        "",
+        "| dataset | encoder | K | " + " | ".join(methods) + " |",
+        "|---|---|---|" + "---|" * len(methods),
+    ]
+    for dataset, encoder in sorted({(r["dataset"], r["encoder"]) for r in rows}):
+        zero = _cell(rows, dataset, encoder, 0, "zeroshot")
+        if dataset in majority or zero:
+            baseline = f"majority class {majority[dataset]:.4f}" if dataset in majority else ""
+            if zero:
+                baseline += ("; " if baseline else "") + f"zero-shot {zero['test_mean']:.4f}"
+            lines.append(f"| {dataset} | {encoder} | 0 | {baseline} |" + " |" * (len(methods) - 1))
+        for k in sorted(
+            {r["k"] for r in rows if (r["dataset"], r["encoder"]) == (dataset, encoder) and r["k"]}
+        ):
+            cells = []
+            for method in methods:
+                row = _cell(rows, dataset, encoder, k, method)
+                tag = "" if row is None or row["samplings"] == 5 else f" [{row['samplings']}]"
+                cells.append("" if row is None else f"{row['test_mean']:.4f} ± {row['test_std']:.4f}{tag}")
+            lines.append(f"| {dataset} | {encoder} | {k} | " + " | ".join(cells) + " |")
+    lines += ["", "## Macro-F1", "", "| dataset | encoder | K | " + " | ".join(methods) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(methods))
+    for dataset, encoder in sorted({(r["dataset"], r["encoder"]) for r in rows}):
+        zero = _cell(rows, dataset, encoder, 0, "zeroshot")
+        if zero and zero["macro_f1_mean"] is not None:
+            lines.append(
+                f"| {dataset} | {encoder} | 0 | zero-shot {zero['macro_f1_mean']:.4f} |"
+                + " |" * (len(methods) - 1)
+            )
+        for k in sorted(
+            {r["k"] for r in rows if (r["dataset"], r["encoder"]) == (dataset, encoder) and r["k"]}
+        ):
+            cells = []
+            for method in methods:
+                row = _cell(rows, dataset, encoder, k, method)
+                if row is None or row["macro_f1_mean"] is None:
+                    cells.append("")
+                    continue
+                tag = "" if row["macro_f1_samplings"] == 5 else f" [{row['macro_f1_samplings']}]"
+                cells.append(f"{row['macro_f1_mean']:.4f} ± {row['macro_f1_std']:.4f}{tag}")
+            lines.append(f"| {dataset} | {encoder} | {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## hftransfer's setfit against the setfit library",
+        "",
+        "Same texts, encoder and test split. Wall: the whole process (start-up, data, training, scoring the test "
+        "split); train: wall without scoring the test split. Ratios are hftransfer / library (mean over samplings).",
+        "",
+        "| dataset | encoder | K | ours: accuracy | library: accuracy | ours: wall / train s | library: wall / train s "
+        "| wall ratio | train ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        reference = next(
-            (
-                r
-                for r in rows
-                if (r["dataset"], r["encoder"], r["k"], r["method"])
-                == (row["dataset"], row["encoder"], row["k"], "setfit_lib")
-            ),
-            None,
+        if not row["method"].startswith("setfit") or row["method"].startswith("setfit_lib"):
+            continue
+        library = _cell(
+            rows, row["dataset"], row["encoder"], row["k"], row["method"].replace("setfit", "setfit_lib")
         )
-        ratio = (
-            f"{row['train_mean'] / reference['train_mean']:.2f}"
-            if reference and row["method"] != "zeroshot"
-            else ""
+        if library is None:
+            continue
+        lines.append(
+            f"| {row['dataset']} | {row['encoder']} | {row['k']}{' (+desc)' if '+desc' in row['method'] else ''} | "
+            f"{row['test_mean']:.4f} ± {row['test_std']:.4f} | {library['test_mean']:.4f} ± {library['test_std']:.4f} | "
+            f"{row['wall_mean']:.1f} / {row['train_mean']:.1f} | {library['wall_mean']:.1f} / {library['train_mean']:.1f} | "
+            f"{row['wall_mean'] / library['wall_mean']:.2f} | {row['train_mean'] / library['train_mean']:.2f} |"
         )
+    lines += [
+        "",
+        "## Every cell",
+        "",
+        "| dataset | encoder | K | method | samplings | test accuracy | wall s | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
         lines.append(
             f"| {row['dataset']} | {row['encoder']} | {row['k']} | {row['method']} | {row['samplings']} | "
-            f"{row['test_mean']:.4f} ± {row['test_std']:.4f} | {row['wall_mean']:.1f} | {row['train_mean']:.1f} | {ratio} |"
+            f"{row['test_mean']:.4f} ± {row['test_std']:.4f} | {row['wall_mean']:.1f} | {row['train_mean']:.1f} |"
         )
     atomic_write_text(RESULTS / "fewshot.md", "\n".join(lines) + "\n")
-    plot(rows)
+    plot(rows, majority)
 
 
-def plot(rows: list[dict]) -> None:
+def plot(rows: list[dict], majority: dict[str, float]) -> None:
     plt = pyplot()
     if plt is None:
         return
@@ -249,6 +371,8 @@ def plot(rows: list[dict]) -> None:
     for ax, (dataset, encoder) in zip(axes[0], panels):
         for zero in (r for r in rows if (r["dataset"], r["encoder"], r["k"]) == (dataset, encoder, 0)):
             ax.axhline(zero["test_mean"], color="grey", linestyle="--", label=f"{zero['method']} (K = 0)")
+        if dataset in majority:
+            ax.axhline(majority[dataset], color="black", linestyle=":", label="majority class")
         for method in METHODS:
             points = sorted(
                 (
@@ -298,7 +422,9 @@ def main() -> None:
     records_path = work / "records.jsonl"
     settings = {"samplings": len(args.samplings), "templates": {name: d[1] for name, d in DATASETS.items()}}
     if args.report_only:
-        write_report(previous_records(records_path), settings)
+        records = previous_records(records_path)
+        settings["majority"] = majority_shares(sorted({r["dataset"] for r in records}))
+        write_report(records, settings)
         return
     records = previous_records(records_path) if args.resume else []
     done = {(r["dataset"], r["encoder"], r["k"], r["sampling"], r["method"]) for r in records}

@@ -32,6 +32,7 @@ def main() -> None:
     from hftransfer.assets import resolve_model_name
     from hftransfer.config import parse_config
     from hftransfer.data.sources import load_task_data
+    from hftransfer.evaluation.metrics import sequence_classification_metrics
 
     scratch = tempfile.mkdtemp(prefix="setfit-")
     # The classifier recipe's default preset and these overrides: the same data as hftransfer's runs of the cell.
@@ -61,11 +62,13 @@ def main() -> None:
     trained = time.perf_counter()
     predictions = model.predict(test["text"], as_numpy=True)
     gold = [names.index(x) for x in test["label"]]
-    accuracy = sum(int(p) == g for p, g in zip(predictions, gold)) / len(gold)
+    # hftransfer's own scorer, as its runs are scored
+    scores = sequence_classification_metrics(gold, [int(p) for p in predictions], names)
     print(
         json.dumps(
             {
-                "test": accuracy,
+                "test": scores["accuracy"],
+                "macro_f1": scores["macro_f1"],
                 "train_examples": len(train),
                 "train_seconds": round(trained - loaded, 2),
                 "predict_seconds": round(time.perf_counter() - trained, 2),
