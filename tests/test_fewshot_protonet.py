@@ -137,3 +137,29 @@ def test_prototypical_objective_trains_with_the_task(tiny_model_dir, classificat
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logged = [r["prototypical"] for r in records if r["split"] == "train"]
     assert logged and all(value > 0 for value in logged)
+
+
+@pytest.mark.parametrize("name", ["contrastive", "prototypical"])
+def test_label_grouping_objectives_refuse_runs_they_cannot_act_on(name):
+    from types import SimpleNamespace
+
+    from hftransfer.objectives.representation import check_single_label_sequences
+    from hftransfer.registry import get_objective, get_strategy
+
+    entry = get_objective(name)
+    assert "encoder never changes" in entry.requires(get_strategy("frozen"))
+    assert entry.requires(get_strategy("full")) is None
+    token = SimpleNamespace(
+        task="token-classification", data=SimpleNamespace(problem_type="single_label_classification")
+    )
+    multi = SimpleNamespace(
+        task="sequence-classification", data=SimpleNamespace(problem_type="multi_label_classification")
+    )
+    for config in (token, multi):
+        with pytest.raises(
+            ConfigError, match=f"objectives: {name} .* needs a single-label sequence-classification"
+        ):
+            check_single_label_sequences(config, name, "groups")
+    check_single_label_sequences(
+        SimpleNamespace(task="sequence-classification", data=SimpleNamespace()), name, "x"
+    )

@@ -19,11 +19,15 @@ from typing import Any
 import torch
 
 from hftransfer.config import ObjectiveConfig
-from hftransfer.config.problem import SINGLE_LABEL
 from hftransfer.errors import ConfigError
 from hftransfer.fewshot.losses import cosine_pair_loss
 from hftransfer.objectives.base import Objective, ObjectiveContext
-from hftransfer.objectives.representation import Pooling, pool
+from hftransfer.objectives.representation import (
+    Pooling,
+    check_single_label_sequences,
+    encoder_must_train,
+    pool,
+)
 from hftransfer.registry import register_objective
 
 
@@ -57,14 +61,7 @@ class Contrastive(Objective):
 
     @classmethod
     def from_context(cls, context: ObjectiveContext) -> Contrastive:
-        config = context.config
-        task = getattr(config, "task", None)
-        problem = getattr(getattr(config, "data", None), "problem_type", SINGLE_LABEL)
-        if task != "sequence-classification" or problem != SINGLE_LABEL:
-            raise ConfigError(
-                "objectives: contrastive pairs texts by their one class label, so it needs a single-label "
-                f"sequence-classification run (this one: task={task}, data.problem_type={problem})"
-            )
+        check_single_label_sequences(context.config, "contrastive", "pairs")
         objective = context.objective
         return cls(objective.weight, objective.pooling, objective.layer)
 
@@ -73,21 +70,13 @@ class Contrastive(Objective):
         return {"contrastive": self.weight * cosine_pair_loss(rows, batch["labels"])}
 
 
-def _requires(strategy: Any) -> str | None:
-    if strategy.trains_encoder:
-        return None
-    return (
-        "the encoder never changes, so the pair loss cannot move its embeddings; use full, freeze, lora, ..."
-    )
-
-
 register_objective(
     "contrastive",
     config=ContrastiveConfig,
     build=Contrastive.from_context,
     # It trains no classifier, so a run needs the task's objective besides it (what ``regulariser`` enforces).
     regulariser=True,
-    requires=_requires,
+    requires=encoder_must_train("the pair loss"),
     describe=lambda config: (
         f"contrastive pair loss (weight {config.get('weight')}, {config.get('pooling')} pooling)"
     ),

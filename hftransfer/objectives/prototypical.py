@@ -18,11 +18,15 @@ from typing import Any
 import torch
 
 from hftransfer.config import ObjectiveConfig
-from hftransfer.config.problem import SINGLE_LABEL
 from hftransfer.errors import ConfigError
 from hftransfer.fewshot.losses import leave_one_out_loss
 from hftransfer.objectives.base import Objective, ObjectiveContext
-from hftransfer.objectives.representation import Pooling, pool
+from hftransfer.objectives.representation import (
+    Pooling,
+    check_single_label_sequences,
+    encoder_must_train,
+    pool,
+)
 from hftransfer.registry import register_objective
 
 
@@ -60,13 +64,7 @@ class Prototypical(Objective):
 
     @classmethod
     def from_context(cls, context: ObjectiveContext) -> Prototypical:
-        task = getattr(context.config, "task", None)
-        problem = getattr(getattr(context.config, "data", None), "problem_type", SINGLE_LABEL)
-        if task != "sequence-classification" or problem != SINGLE_LABEL:
-            raise ConfigError(
-                "objectives: prototypical groups texts by their one class label, so it needs a single-label "
-                f"sequence-classification run (this one: task={task}, data.problem_type={problem})"
-            )
+        check_single_label_sequences(context.config, "prototypical", "groups")
         objective = context.objective
         return cls(objective.weight, objective.scale, objective.pooling)
 
@@ -75,18 +73,12 @@ class Prototypical(Objective):
         return {"prototypical": self.weight * leave_one_out_loss(rows, batch["labels"], self.scale)}
 
 
-def _requires(strategy: Any) -> str | None:
-    if strategy.trains_encoder:
-        return None
-    return "the encoder never changes, so the loss cannot move its embeddings; use full, freeze, lora, ..."
-
-
 register_objective(
     "prototypical",
     config=PrototypicalConfig,
     build=Prototypical.from_context,
     # It trains no classifier, so a run needs the task's objective besides it (what ``regulariser`` enforces).
     regulariser=True,
-    requires=_requires,
+    requires=encoder_must_train("the loss"),
     describe=lambda config: f"prototypical loss (weight {config.get('weight')}, scale {config.get('scale')})",
 )

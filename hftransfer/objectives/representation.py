@@ -119,3 +119,32 @@ def requires_encoder_training(strategy: Any) -> str | None:
         "the encoder never changes, so its features cannot move towards the target domain's; use a strategy "
         "that trains the encoder (full, freeze, lora, ...)"
     )
+
+
+def check_single_label_sequences(config: Any, name: str, verb: str) -> None:
+    """What the objectives that group texts by label (``contrastive``, ``prototypical``) need of the run.
+
+    Raises:
+        ConfigError: not a single-label sequence-classification run (``verb``: how the objective uses the label).
+    """
+    from hftransfer.config.problem import SINGLE_LABEL
+
+    task = getattr(config, "task", None)
+    problem = getattr(getattr(config, "data", None), "problem_type", SINGLE_LABEL)
+    if task != "sequence-classification" or problem != SINGLE_LABEL:
+        raise ConfigError(
+            f"objectives: {name} {verb} texts by their one class label, so it needs a single-label "
+            f"sequence-classification run (this one: task={task}, data.problem_type={problem})"
+        )
+
+
+def encoder_must_train(what: str) -> Any:
+    """A ``requires`` check for an objective that moves the encoder's embeddings (``what``: its loss, for the
+    message): refused with strategies that keep the encoder fixed."""
+
+    def requires(strategy: Any) -> str | None:
+        if strategy.trains_encoder:
+            return None
+        return f"the encoder never changes, so {what} cannot move its embeddings; use full, freeze, lora, ..."
+
+    return requires
