@@ -17,6 +17,9 @@ Sections (each over every seed; a run shared by two sections is run once):
   total, each task its single-task share of them (sampling weights) and its single-task learning rate.
 - ``distill``: a 3-layer student of the teacher's layers trained with and without the teacher.
 
+The baseline section runs on each launch line of ``--launchers`` (python, ``accelerate launch`` with one process,
+the README's two-process CPU line), the Trainer script on the same line as hftransfer.
+
 Every run is the real recipe (or the Trainer script) in a fresh process, so peak memory is its own; runs go one
 after another, never side by side (on a small CPU, anything running next to a timed run slows it several times).
 Results are saved after every run, and records of runs outside the invocation's sections, tasks and seeds are
@@ -30,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import torch
 from flops import matmul_peak_flops, training_flops
-from runner import ROOT, run_logged, run_recipe
+from runner import LAUNCHERS, ROOT, launch_command, run_logged, run_recipe
 from suite_report import write_report
 
 from hftransfer.utils import atomic_write_text
@@ -197,32 +199,37 @@ class Suite:
         record["matmul_peak_flops"] = (before + after) / 2
 
     # ---------------------------------------------------------------------------------------------- runs
-    def recipe_run(self, key: str, recipe: str, argv: list[str], extra: dict | None = None) -> dict:
+    def recipe_run(
+        self, key: str, recipe: str, argv: list[str], extra: dict | None = None, launcher: str = "python"
+    ) -> dict:
         """Run a recipe once (or take its saved record): the record of its metrics.json and timings."""
         if self.reuse(key):
             return self.records[key]
         run_dir = self.work / key.replace("/", "-")
         peak = self.peak()
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
-        metrics, wall = run_recipe(recipe, [*argv, *self.setting.scale], run_dir)
+        metrics, wall = run_recipe(recipe, [*argv, *self.setting.scale], run_dir, launcher=launcher)
         # When it ended: which runs shared a sitting (the machine's speed drifts between sittings).
         record = {
             "run_dir": str(run_dir),
             "wall_seconds": round(wall, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M"),
+            "launcher": launcher,
+            "threads": metrics.get("threads", {}).get("threads_per_process"),
+            "processes": metrics.get("threads", {}).get("processes"),
         }
         self.peaks_around(record, peak)
         record.update(extra or {})
         record.update(summarise(metrics, run_dir))
         return self.store(key, record)
 
-    def trainer_run(self, key: str, model: str, task: str, seed: int) -> dict:
+    def trainer_run(self, key: str, model: str, task: str, seed: int, launcher: str = "python") -> dict:
         if self.reuse(key):
             return self.records[key]
         hyper = self.setting.task_hyper(model, task)
+        launch, env = launch_command(launcher, ROOT / "benchmarks" / "trainer_baseline.py")
         command = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "trainer_baseline.py"),
+            *launch,
             f"--task={task}",
             f"--model={model}",
             f"--seed={seed}",
@@ -238,12 +245,17 @@ class Suite:
             command.append(f"--head-bias-init={hyper['head_bias_init']}")
         peak = self.peak()
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
-        stdout, wall = run_logged(command, self.work / f"{key.replace('/', '-')}.log", capture_stdout=True)
+        stdout, wall = run_logged(
+            command, self.work / f"{key.replace('/', '-')}.log", capture_stdout=True, env=env
+        )
         output = json.loads(stdout.strip().splitlines()[-1])
         metric = METRIC[task]
         record = {
             "wall_seconds": round(wall, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M"),
+            "launcher": launcher,
+            "processes": output.get("processes", 1),
+            "threads": output.get("threads"),
             "score": output["test"][f"test_{metric}"],
             "validation_score": output["validation"][f"validation_{metric}"],
             "train_seconds": output["train_runtime"],
@@ -270,9 +282,9 @@ class Suite:
             argv.append(f"model.head_bias_init={hyper['head_bias_init']}")
         return argv
 
-    def ours_full(self, model: str, task: str, seed: int) -> dict:
-        key = f"{alias(model)}/{task}/full/{seed}"
-        record = self.recipe_run(key, RECIPE[task], self.full_argv(task, seed, model))
+    def ours_full(self, model: str, task: str, seed: int, launcher: str = "python") -> dict:
+        key = f"{alias(model)}/{task}/{launched('full', launcher)}/{seed}"
+        record = self.recipe_run(key, RECIPE[task], self.full_argv(task, seed, model), launcher=launcher)
         self.add_flops(record, Path(record["run_dir"]) / "model", task)
         return record
 
@@ -286,9 +298,12 @@ class Suite:
 
     # ------------------------------------------------------------------------------------------ sections
     def baseline(self, model: str, task: str, seed: int) -> None:
-        ours = self.ours_full(model, task, seed)
-        trainer = self.trainer_run(f"{alias(model)}/{task}/trainer/{seed}", model, task, seed)
-        self.add_flops(trainer, Path(ours["run_dir"]) / "model", task)  # the same architecture
+        """hftransfer and the Trainer script on each launch line asked for (``--launchers``), side by side."""
+        for launcher in self.args.launchers:
+            ours = self.ours_full(model, task, seed, launcher)
+            key = f"{alias(model)}/{task}/{launched('trainer', launcher)}/{seed}"
+            trainer = self.trainer_run(key, model, task, seed, launcher)
+            self.add_flops(trainer, Path(ours["run_dir"]) / "model", task)  # the same architecture
 
     def strategies(self, model: str, task: str, seed: int) -> None:
         for name in self.args.strategies:
@@ -450,6 +465,12 @@ def summarise(metrics: dict, run_dir: Path) -> dict:
     return record
 
 
+def launched(name: str, launcher: str) -> str:
+    """A run's name in the records: ``full``, or ``full@accelerate`` on another launch line than plain python (the
+    records from before launch lines were compared are python runs, under their old names)."""
+    return name if launcher == "python" else f"{name}@{launcher}"
+
+
 def alias(model: str) -> str:
     return Path(model).name if os.sep in model else model
 
@@ -490,6 +511,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--tasks", nargs="+", choices=list(METRIC), default=list(METRIC))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument(
+        "--launchers",
+        nargs="+",
+        choices=list(LAUNCHERS),
+        default=list(LAUNCHERS),
+        help="launch lines of the baseline section (other sections run under python): python <script>, "
+        "accelerate launch <script> (the README's line), and the README's two-process CPU line",
+    )
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
     parser.add_argument(

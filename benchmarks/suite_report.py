@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from runner import LAUNCH_LINES
+
 from hftransfer.utils import atomic_write_text
 
 STRATEGY_LABELS = {
@@ -98,19 +100,24 @@ def baseline_section(groups: dict, machine: dict, targets: list[str]) -> list[st
         f"seconds until the validation score first reaches {TARGET_FRACTION:.0%} of the Trainer's best (mean over",
         "seeds); evaluations happen once per epoch, so it is a multiple of an epoch's time.",
         "",
-        "| model | task | runner | test score | wall s | wall ratio | train samples/s | tokens/s | matmul FLOP/s "
-        "(% of peak) | peak RSS MiB | inference samples/s | time to target s | seeds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | task | launch line | runner | processes × threads | test score | wall s | wall ratio | train samples/s | tokens/s | "
+        "matmul FLOP/s (% of peak) | peak RSS MiB | inference samples/s | time to target s | seeds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def peak(record: dict) -> float:  # the mean of the peaks around the run
         peaks = record_peaks(record, machine)
         return sum(peaks) / len(peaks)
 
-    for (model, task, name), trainer in sorted(groups.items()):
-        if name != "trainer" or (model, task, "full") not in groups:
-            continue
-        ours = groups[(model, task, "full")]
+    pairs = [
+        (model, task, name.removeprefix("trainer"), trainer)
+        for (model, task, name), trainer in groups.items()
+        if name.split("@")[0] == "trainer" and (model, task, "full" + name.removeprefix("trainer")) in groups
+    ]
+    order = {f"@{launcher}": i for i, launcher in enumerate(LAUNCH_LINES)} | {"": 0}
+    for model, task, suffix, trainer in sorted(pairs, key=lambda p: (p[0], p[1], order.get(p[2], 99))):
+        ours = groups[(model, task, "full" + suffix)]
+        line = LAUNCH_LINES.get(suffix.removeprefix("@") or "python", suffix)
         target = TARGET_FRACTION * mean_std(max(h["score"] for h in r["history"]) for r in trainer)[0]
         trainer_wall = mean_std(r["wall_seconds"] for r in trainer)[0]
         for runner, runs in (("hftransfer", ours), ("Trainer", trainer)):
@@ -125,7 +132,7 @@ def baseline_section(groups: dict, machine: dict, targets: list[str]) -> list[st
             rate = mean_std(flop_rates)[0]
             fraction = mean_std(f / peak(r) for f, r in zip(flop_rates, runs))[0]
             lines.append(
-                f"| {model} | {task} | {runner} | {score} | {fmt((r['wall_seconds'] for r in runs), digits=0)} | "
+                f"| {model} | {task} | `{line}` | {runner} | {_layout(runs)} | {score} | {fmt((r['wall_seconds'] for r in runs), digits=0)} | "
                 f"{wall / trainer_wall:.2f} | {fmt((r['samples'] / r['train_seconds'] for r in runs), digits=1)} | "
                 f"{fmt((r['tokens'] / r['train_seconds'] for r in runs), digits=0)} | "
                 f"{rate / 1e9:.1f} G ({100 * fraction:.0f}%) | {fmt((r['peak_rss_mb'] for r in runs), digits=0)} | "
@@ -144,7 +151,7 @@ def baseline_section(groups: dict, machine: dict, targets: list[str]) -> list[st
             met = ours_score >= base_score - noise and ratio <= 0.7
             verdict, noise_text = ("met" if met else "missed"), f"pooled std {noise:.4f}"
         targets.append(
-            f"| {model} {task}: full fine-tuning reaches the Trainer's score in ≤ 0.7× its wall time | "
+            f"| {model} {task} (`{line}`): full fine-tuning reaches the Trainer's score in ≤ 0.7× its wall time | "
             f"score {ours_score:.4f} vs {base_score:.4f} ({noise_text}), wall ratio {ratio:.2f} | {verdict} |"
         )
         # Against the highest and the lowest peak measured around each run: the verdict only when both agree.
@@ -155,7 +162,7 @@ def baseline_section(groups: dict, machine: dict, targets: list[str]) -> list[st
         share = f"{100 * low:.0f}%" if abs(high - low) < 0.005 else f"{100 * low:.0f}–{100 * high:.0f}%"
         verdict = "met" if low >= 0.6 else "missed" if high < 0.6 else "uncertain (the peak drifted)"
         targets.append(
-            f"| {model} {task}: training matmul FLOP/s ≥ 60% of the measured peak | {rate / 1e9:.1f} GFLOP/s = "
+            f"| {model} {task} (`{line}`): training matmul FLOP/s ≥ 60% of the measured peak | {rate / 1e9:.1f} GFLOP/s = "
             f"{share} of the peaks measured around the runs (optimizer-step time) | {verdict} |"
         )
     lines += [
@@ -168,6 +175,12 @@ def baseline_section(groups: dict, machine: dict, targets: list[str]) -> list[st
         "",
     ]
     return lines
+
+
+def _layout(runs: list[dict]) -> str:
+    """Processes × threads per process of a runner's runs (a dash where older records lack them)."""
+    seen = {(r.get("processes") or 1, r.get("threads")) for r in runs}
+    return ", ".join(f"{p} × {t}" if t else "–" for p, t in sorted(seen, key=str))
 
 
 def strategies_section(groups: dict, targets: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ import json
 import time
 
 import numpy as np
+import torch
 from seqeval.metrics import f1_score
 from transformers import (
     AutoModelForSequenceClassification,
@@ -199,8 +200,11 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     train_output = trainer.train()
     train_wall = time.perf_counter() - started
-    # What the model computed on: one pass of the Trainer's own (shuffled, padded) loader, times the epochs.
-    sequences, tokens, padded = count_tokens(trainer.get_train_dataloader())
+    # What the model computed on: one pass of the Trainer's own (shuffled, padded) loader, times the epochs; under
+    # several processes each loader holds its share, and the processes' shares are alike.
+    sequences, tokens, padded = (
+        count * training_args.world_size for count in count_tokens(trainer.get_train_dataloader())
+    )
     result = {
         "task": args.task,
         "epochs": args.epochs,
@@ -220,7 +224,10 @@ def main(argv: list[str] | None = None) -> dict:
         # Trainer.evaluate's own timing: samples/s of the test split, the metric computation included.
         result["test"] = trainer.evaluate(splits["test"], metric_key_prefix="test")
     result["peak_rss_mb"] = peak_memory_mb()["rss"]
-    print(json.dumps(result))  # noqa: T201 - the benchmark's output
+    result["processes"] = training_args.world_size
+    result["threads"] = torch.get_num_threads()  # per process: what the launch line left it
+    if trainer.is_world_process_zero():  # one line of output, whatever the launch line
+        print(json.dumps(result))  # noqa: T201 - the benchmark's output
     return result
 
 

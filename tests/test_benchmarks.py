@@ -157,8 +157,39 @@ def test_baseline_target_judges_the_score_only_with_a_spread(ours, trainer, verd
     }
     targets: list[str] = []
     lines = baseline_section(groups, {"matmul_peak_flops": 1e11}, targets)
-    assert any(line.startswith("| m | ner | hftransfer |") for line in lines)
+    assert any(line.startswith("| m | ner | `python <script>` | hftransfer |") for line in lines)
     assert targets[0].endswith(verdict) and "wall ratio 0.60" in targets[0]
+
+
+def test_baseline_pairs_each_launch_line_with_the_trainer_on_the_same_line():
+    records = {
+        "m/ner/full/1": _baseline_record(0.5, 60),
+        "m/ner/trainer/1": _baseline_record(0.5, 100),
+        "m/ner/full@accelerate/1": _baseline_record(0.5, 90),
+        "m/ner/trainer@accelerate/1": _baseline_record(0.5, 100),
+        "m/ner/full@accelerate-2/1": _baseline_record(0.5, 50),  # no Trainer run on that line: no row
+    }
+    targets: list[str] = []
+    lines = baseline_section(group(records), {"matmul_peak_flops": 1e11}, targets)
+    rows = [line for line in lines if line.startswith("| m | ner |")]
+    assert [row.split(" | ")[2] for row in rows] == ["`python <script>`"] * 2 + [
+        "`accelerate launch <script>`"
+    ] * 2
+    wall_targets = [t for t in targets if "wall time" in t]
+    assert "(`python <script>`)" in wall_targets[0] and "wall ratio 0.60" in wall_targets[0]
+    assert "(`accelerate launch <script>`)" in wall_targets[1] and "wall ratio 0.90" in wall_targets[1]
+
+
+def test_launch_lines_are_the_commands_users_type():
+    from runner import launch_command
+
+    assert launch_command("python", "r.py") == ([sys.executable, "r.py"], {})
+    command, env = launch_command("accelerate", "r.py")
+    assert command[-2:] == ["launch", "r.py"] and env == {}
+    command, env = launch_command("accelerate-2", "r.py")
+    assert command[command.index("--num_processes") + 1] == "2" and env == {"ACCELERATE_USE_CPU": "1"}
+    with pytest.raises(ValueError, match="launcher 'torchrun'"):
+        launch_command("torchrun", "r.py")
 
 
 def test_paired_differences_match_each_multitask_run_with_its_own_seeds_singles():
@@ -211,8 +242,15 @@ def test_quick_suite_runs_every_section_and_writes_the_report(tmp_path):
         f"{model}/ner/lora/1",
         f"{model}/multitask/proportional/1",
         f"{model}/ner/student_distilled/1",
+        # the baseline on each launch line users type
+        f"{model}/ner/full@accelerate/1",
+        f"{model}/ner/trainer@accelerate/1",
+        f"{model}/ner/full@accelerate-2/1",
+        f"{model}/ner/trainer@accelerate-2/1",
     ):
         assert key in runs, sorted(runs)
+    assert runs[f"{model}/ner/full@accelerate-2/1"]["processes"] == 2
+    assert runs[f"{model}/ner/trainer@accelerate-2/1"]["processes"] == 2
     full = runs[f"{model}/ner/full/1"]
     assert full["training_flops"] > 0 and full["tokens"] <= full["padded_tokens"]
     assert full["history"] and full["step_seconds"] <= full["train_seconds"]
