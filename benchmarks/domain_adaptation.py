@@ -42,6 +42,9 @@ METHODS = {
     "importance_weighting": ("domain_adapt_iw.yaml", []),
     "udalm": ("domain_adapt_udalm.yaml", []),
     "dann_iwv": ("domain_adapt_dann.yaml", ["selection.method=iwv"]),
+    # After training, the boundary moved to the target's class frequencies estimated from its unlabelled texts.
+    "label_shift": ("domain_adapt_label_shift.yaml", []),
+    "mmd_label_shift": ("domain_adapt_mmd.yaml", ["label_shift.method=em"]),
 }
 # Two stages: masked-LM continued pre-training on the target's unlabelled training texts (``recipes/pretrain_mlm.py``,
 # whole-word masking, a new MLM head tied to the word embeddings), then the source-only preset from its export.

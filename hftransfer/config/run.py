@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hftransfer.config.label_shift import LabelShiftConfig
 from hftransfer.config.plugins import (
     ObjectiveConfig,
     StrategyConfig,
@@ -15,7 +16,7 @@ from hftransfer.config.plugins import (
     objective_configs,
     strategy_config,
 )
-from hftransfer.config.problem import LOWER_IS_BETTER, check_problem_type, default_metric
+from hftransfer.config.problem import LOWER_IS_BETTER, SINGLE_LABEL, check_problem_type, default_metric
 from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
 from hftransfer.config.selection import SelectionConfig
 from hftransfer.config.sources import ReportSetConfig, SourceConfig, check_sources
@@ -42,6 +43,9 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     """How the best checkpoint is chosen: by the validation split's own metric, or (domain adaptation, with an
     unlabelled target source) weighted towards the target without its labels (``iwv``, ``dev``)."""
+    label_shift: LabelShiftConfig = field(default_factory=LabelShiftConfig)
+    """Domain adaptation to other class frequencies: after training, shift the classifier's boundary to the
+    target's, estimated from the unlabelled ``label_shift.source`` (``method: em``)."""
     report: list[ReportSetConfig] = field(default_factory=list)
     """Labelled sets scored only in the final report (``[{name: target, data: {dataset: drug_reviews}}]``): read
     after training, so neither training nor model selection sees their labels; scores under ``report.<name>``."""
@@ -86,6 +90,7 @@ class RunConfig:
                     f"selection.method={self.selection.method} weighs validation examples against the unlabelled "
                     f"source {self.selection.source!r}; list it: sources=[{{name: {self.selection.source}, data: ...}}]"
                 )
+        check_label_shift(self)
         if self.task != "token-classification" and self.model.decoding != "argmax":
             raise ConfigError(
                 f"model.decoding={self.model.decoding} is for token classification (IOB2 tag sequences)"
@@ -157,6 +162,31 @@ def resolve_plugins(config: Any) -> None:
         raise ConfigError(
             f"objectives: {names or '[]'} only regularise, nothing would be learned; include the task's loss "
             f"(objectives: [{{name: {ObjectiveConfig.name}}}, ...])"
+        )
+
+
+def check_label_shift(config: RunConfig) -> None:
+    """``label_shift.method=em``: single-label sequence classification, one prediction per text, a listed source
+    of target text (the validation split to calibrate on is checked once the data is loaded).
+
+    Raises:
+        ConfigError: naming the field that stands in the way.
+    """
+    shift = config.label_shift
+    if not shift.enabled:
+        return
+    where = f"label_shift.method={shift.method}"
+    if config.task != "sequence-classification" or config.data.problem_type != SINGLE_LABEL:
+        raise ConfigError(
+            f"{where} shifts the class frequencies of a single-label sequence classifier (this run: "
+            f"task={config.task}, data.problem_type={config.data.problem_type})"
+        )
+    if config.data.long_texts != "truncate":
+        raise ConfigError(f"{where} counts one prediction per text; use data.long_texts=truncate")
+    if shift.source not in [source.name for source in config.sources]:
+        raise ConfigError(
+            f"{where} estimates the target's class frequencies from the unlabelled source {shift.source!r}; list "
+            f"it: sources=[{{name: {shift.source}, data: ...}}]"
         )
 
 

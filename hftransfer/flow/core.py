@@ -26,6 +26,7 @@ from hftransfer.config import save_config
 from hftransfer.data.sources import TaskData
 from hftransfer.export.onnx_export import export_after_run
 from hftransfer.flow.forgetting import forgetting_report
+from hftransfer.flow.label_shift import apply_label_shift
 from hftransfer.flow.report_sets import evaluate_report_sets
 from hftransfer.flow.sources import check_source_readers
 from hftransfer.objectives.base import ObjectiveSet, build_objectives
@@ -184,6 +185,8 @@ def evaluate_best(run: Run) -> dict[str, Any]:
         # Inference and metrics of the split: what a user waits for when scoring a dataset.
         results[split]["seconds"] = round(time.perf_counter() - split_started, 3)
         run.loop.log.log(split, results[split], step=run.loop.state.step, epoch=run.loop.epoch_progress())
+    if "label_shift_texts" in run.extras:  # after the source splits are scored, before the target is reported
+        run.report["label_shift"] = apply_label_shift(run)
     if getattr(run.config, "report", None):  # read only now: nothing before the report sees their labels
         results["report"] = evaluate_report_sets(run)
         for name, scores in results["report"].items():

@@ -22,6 +22,7 @@ from hftransfer.adaptation.encode import PooledFeatures
 from hftransfer.errors import ConfigError
 from hftransfer.flow.core import Run, plan_training, start_loop
 from hftransfer.flow.forgetting import prepare_source_eval
+from hftransfer.flow.label_shift import check_label_shift_run
 from hftransfer.flow.layout import task_layout
 from hftransfer.flow.selection import label_free_selection
 from hftransfer.flow.sources import tokenize_sources, with_sources
@@ -113,7 +114,11 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         objectives=tuple(objective.name for objective in config.objectives),
     )
     batches, eval_loaders = layout.batches(plan, features, tokenizer, accelerator, report)
-    batches = with_sources(config, batches, sources, tokenizer, accelerator, report)
+    batches = with_sources(
+        config, batches, sources, tokenizer, accelerator, report, per_step=objectives.sources
+    )
+    if getattr(config, "label_shift", None) is not None and config.label_shift.enabled:
+        check_label_shift_run(config, plan, eval_loaders)
     report["strategy"] = plan.report
     objective_reports = {o.name: o.report for o in objectives.objectives if o.report}
     if objective_reports:
@@ -153,5 +158,7 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         run.extras["teacher"] = teacher.teacher  # for compare_with_teacher
     if source_eval is not None:
         run.extras["source_eval"] = source_eval
+    if getattr(config, "label_shift", None) is not None and config.label_shift.enabled:
+        run.extras["label_shift_texts"] = sources[config.label_shift.source]
     layout.log_summary(run)
     return run

@@ -43,6 +43,9 @@ def check_source_readers(config: Any, objectives: Any, plan: Any) -> None:
     selection = getattr(config, "selection", None)
     if selection is not None and selection.method != "source":
         read.add(selection.source)  # its texts weigh the validation examples
+    label_shift = getattr(config, "label_shift", None)
+    if label_shift is not None and label_shift.enabled:
+        read.add(label_shift.source)  # its texts give the target's class frequencies, after training
     if objectives.sources and plan.train_loader is not None:
         raise ConfigError(
             f"sources: strategy.name={config.strategy.name} trains a head on cached encoder features, and the "
@@ -52,8 +55,8 @@ def check_source_readers(config: Any, objectives: Any, plan: Any) -> None:
     unread = [name for name in listed if name not in read]
     if unread:
         raise ConfigError(
-            f"sources: {unread[0]!r} is read by no objective (nor by selection); remove it, or add an objective "
-            "that reads it"
+            f"sources: {unread[0]!r} is read by no objective (nor by selection or label_shift); remove it, or "
+            "add an objective that reads it"
         )
 
 
@@ -85,14 +88,17 @@ def with_sources(
     tokenizer: PreTrainedTokenizerBase,
     accelerator: Accelerator,
     report: dict[str, Any],
+    per_step: list[str] | None = None,
 ) -> Any:
-    """``batches`` (the task's training loader) with a batch of every named source attached to each (``batches``
-    unchanged without sources)."""
-    if not sources:
+    """``batches`` (the task's training loader) with a batch of each named source in ``per_step`` (default: every
+    source) attached to each; ``batches`` unchanged when there is none (sources read only before or after
+    training, by selection or label_shift, need no batches)."""
+    wanted = [s for s in config.sources if s.name in sources and (per_step is None or s.name in per_step)]
+    if not wanted:
         return batches
     collator = FeatureCollator.for_device(tokenizer, accelerator.device)
     loaders = {}
-    for source in config.sources:
+    for source in wanted:
         loader = build_train_dataloader(
             sources[source.name],
             collator,
