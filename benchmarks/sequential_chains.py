@@ -3,6 +3,7 @@ score against what the source task lost (MiniLM-L6).
 
     python benchmarks/sequential_chains.py                                       # every chain and method, 3 seeds
     python benchmarks/sequential_chains.py --chains ner-rt --methods sequential progressive --seeds 1 --resume
+    python benchmarks/sequential_chains.py --set data.max_train_samples=1000 train.epochs=3 --work-dir runs/chains-1k
 
 Chains: WNUT-16 NER -> Rotten Tomatoes (``ner-rt``), Rotten Tomatoes -> drug reviews (``rt-drugs``), and
 NER -> Rotten Tomatoes -> drug reviews (``ner-rt-drugs``: its last step starts from the ``ner-rt`` step's run of
@@ -53,6 +54,11 @@ METHODS = {
 }
 
 
+# Overrides for every run (``--set``: a cheaper protocol, e.g. ``data.max_train_samples=1000 train.epochs=3``);
+# a work dir holds the runs of one setting.
+COMMON: list[str] = []
+
+
 def task_argv(task: str, seed: int, *extra: str) -> list[str]:
     spec = TASKS[task]
     return [
@@ -62,6 +68,7 @@ def task_argv(task: str, seed: int, *extra: str) -> list[str]:
         *spec.get("train", []),
         f"train.seed={seed}",
         *extra,
+        *COMMON,
     ]
 
 
@@ -146,7 +153,8 @@ def write(records: list[dict], seeds: int) -> None:
     lines = [
         "# Sequential transfer: target score and source forgetting per method",
         "",
-        f"`python benchmarks/sequential_chains.py` (MiniLM-L6; up to {seeds} seeds, mean ± std; forgetting = source "
+        f"`python benchmarks/sequential_chains.py{(' --set ' + ' '.join(COMMON)) if COMMON else ''}` "
+        f"(MiniLM-L6; up to {seeds} seeds, mean ± std; forgetting = source "
         "score before - after, in the source task's metric; CPU).",
         "",
         "| chain | method | target test | source after | forgetting | trainable / total params | wall s | seeds |",
@@ -202,7 +210,16 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="run nothing: rebuild results from finished runs"
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides for every run, e.g. a cheaper protocol: data.max_train_samples=1000 train.epochs=3 "
+        "(use a work dir of its own)",
+    )
     args = parser.parse_args()
+    COMMON[:] = args.set
     work = Path(args.work_dir)
     records = []
     for seed in args.seeds:
