@@ -54,5 +54,5 @@ def test_each_preset_on_top_of_the_recipe_default_is_itself():
     for preset in (ROOT / "recipes" / "configs" / "minilm").glob("domain_adapt_*.yaml"):
         layered = parse_config(["--config", str(preset)], default_config=domain_adapt.DEFAULT_CONFIG)
         alone = parse_config([], default_config=preset)
-        for key in ("objectives", "sources", "selection", "report"):
+        for key in ("objectives", "sources", "selection", "report", "label_shift"):
             assert getattr(layered, key) == getattr(alone, key), (preset.name, key)
