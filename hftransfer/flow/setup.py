@@ -117,7 +117,8 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
     batches = with_sources(
         config, batches, sources, tokenizer, accelerator, report, per_step=objectives.sources
     )
-    if getattr(config, "label_shift", None) is not None and config.label_shift.enabled:
+    label_shift = getattr(config, "label_shift", None)
+    if label_shift is not None and label_shift.enabled:
         check_label_shift_run(config, plan, eval_loaders)
     report["strategy"] = plan.report
     objective_reports = {o.name: o.report for o in objectives.objectives if o.report}
@@ -158,7 +159,7 @@ def setup(config: Any, recipe: str, *, teacher: TeacherSetup | None = None) -> R
         run.extras["teacher"] = teacher.teacher  # for compare_with_teacher
     if source_eval is not None:
         run.extras["source_eval"] = source_eval
-    if getattr(config, "label_shift", None) is not None and config.label_shift.enabled:
-        run.extras["label_shift_texts"] = sources[config.label_shift.source]
+    if label_shift is not None and label_shift.enabled:
+        run.extras["label_shift_texts"] = sources[label_shift.source]
     layout.log_summary(run)
     return run
