@@ -175,3 +175,19 @@ def test_strategies_without_a_plain_output_layer_are_refused_before_training(
         ):
             finetune_classifier.main(argv)
         assert not (tmp_path / strategy[0].split("=")[1] / "metrics.json").exists()
+
+
+def test_the_model_card_says_the_boundary_was_moved():
+    from hftransfer.hub.card import CardFacts, build_card
+
+    scores = {"accuracy": 0.8, "macro_f1": 0.8}
+    config = {
+        "strategy": {"name": "full"},
+        "sources": [{"name": "target", "data": "drug_reviews"}],
+        "label_shift": {"method": "em", "source": "target"},
+    }
+    facts = CardFacts(repo_id="me/m", task="sequence-classification", kind="model", config=config,
+                      metrics={"validation": scores, "test": scores}, data={"dataset": "rotten_tomatoes"})  # fmt: skip
+    assert "class frequencies of `drug_reviews` (label shift, EM" in str(build_card(facts))
+    config["label_shift"]["method"] = "none"
+    assert "label shift" not in str(build_card(facts))

@@ -20,6 +20,7 @@ from hftransfer.config.plugins import default_objectives
 from hftransfer.config.problem import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 from hftransfer.config.sections import older_objectives
 from hftransfer.errors import ConfigError
+from hftransfer.hub.card_notes import decoding_line, label_shift_note
 from hftransfer.registry import get_objective, get_strategy
 
 PIPELINE_TAGS = {
@@ -131,6 +132,7 @@ def _strategy_line(facts: CardFacts) -> str:
         extras.append(f"layer-wise LR decay {strategy['layer_lr_decay']}")
     # A config.yaml of an older distillation run holds its loss weights in ``distill``: read as the objectives.
     extras += describe_objectives(older_objectives(facts.config) or facts.config.get("objectives") or [])
+    extras += label_shift_note(facts.config)
     return "; ".join(part for part in (details, *extras, trainable) if part)
 
 
@@ -166,23 +168,6 @@ def _splits_line(facts: CardFacts) -> str:
     builtin = ALL_ASSETS.get(str(facts.data.get("dataset")))
     source = f"; {builtin.description}" if builtin is not None and not facts.data.get("train_file") else ""
     return f"{dataset_name(facts.data)}{source}: {sizes}{carving}"
-
-
-def _decoding_line(facts: CardFacts) -> str:
-    """How the token predictions behind the results were decoded, where not transformers' argmax per token."""
-    model = facts.config.get("model", {})
-    decoding = "crf" if model.get("head") == "crf" else model.get("decoding", "argmax")
-    if facts.task != "token-classification" or decoding == "argmax":
-        return ""
-    how = {
-        "crf": "a linear-chain CRF head (its transition scores in `crf.safetensors`), Viterbi over valid IOB2 "
-        "sequences",
-        "iob2": "the best valid IOB2 tag sequence (constrained Viterbi over the token probabilities)",
-    }[decoding]
-    return (
-        f"\n- **Decoding**: {how}. `pipeline` takes the argmax per token instead, which can score differently; "
-        "`hftransfer.Predictor` decodes as the results were measured"
-    )
 
 
 def _distill_section(facts: CardFacts) -> str:
@@ -285,7 +270,7 @@ This is {what}, trained with hftransfer for {facts.task.replace("-", " ")}{kind}
 - **Base model**: `{base or facts.config.get("model", {}).get("name_or_path")}`{teacher}
 - **Strategy**: {_strategy_line(facts)}
 - **Data**: {_splits_line(facts)}
-- **Best-model metric**: {metric} on validation{_decoding_line(facts)}
+- **Best-model metric**: {metric} on validation{decoding_line(facts.task, facts.config)}
 
 ## Results
 
