@@ -93,7 +93,8 @@ def with_sources(
     """``batches`` (the task's training loader) with a batch of each named source in ``per_step`` (default: every
     source) attached to each; ``batches`` unchanged when there is none (sources read only before or after
     training, by selection or label_shift, need no batches)."""
-    wanted = [s for s in config.sources if s.name in sources and (per_step is None or s.name in per_step)]
+    listed = getattr(config, "sources", [])  # a multitask config has none
+    wanted = [s for s in listed if s.name in sources and (per_step is None or s.name in per_step)]
     if not wanted:
         return batches
     collator = FeatureCollator.for_device(tokenizer, accelerator.device)
