@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 logger = logging.getLogger("hftransfer")
 
@@ -83,17 +84,11 @@ def fold_into_output_layer(layer: torch.nn.Linear, temperature: float, bias: np.
         )
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def adapt_to_label_shift(
     layer: torch.nn.Linear,
     validation: tuple[np.ndarray, np.ndarray],
     target_logits: np.ndarray,
-    source_prior: np.ndarray,
+    source_prior: np.ndarray | None,
     label_names: list[str],
     settings: Any,
 ) -> dict[str, Any]:
@@ -106,8 +101,8 @@ def adapt_to_label_shift(
     """
     temperature, calibration_bias = fit_calibration(*validation, kind=settings.calibration)
     if settings.calibration != "none":
-        source_prior = softmax(validation[0] / temperature + calibration_bias).mean(axis=0)
-    probabilities = softmax(target_logits / temperature + calibration_bias)
+        source_prior = softmax(validation[0] / temperature + calibration_bias, axis=1).mean(axis=0)
+    probabilities = softmax(target_logits / temperature + calibration_bias, axis=1)
     target_prior, iterations = em_target_prior(
         probabilities, source_prior, max_iter=settings.max_iter, tol=settings.tol
     )

@@ -65,13 +65,10 @@ def apply_label_shift(run: Any) -> dict[str, Any]:
         )
     )
     target_logits, _ = _logits(run.loop.model, loader, accelerator)
+    # The training split's frequencies serve only uncalibrated posteriors (calibrated ones bring their own).
+    prior = source_prior(run.data, labels) if config.label_shift.calibration == "none" else None
     report = adapt_to_label_shift(
-        output_layer(model),
-        validation,
-        target_logits,
-        source_prior(run.data, labels),
-        labels,
-        config.label_shift,
+        output_layer(model), validation, target_logits, prior, labels, config.label_shift
     )
     if run.plan.export is None:  # the saved best model is what the run exports: it takes the shift too
         run.plan.save_best(accelerator, run.loop.model)
