@@ -19,7 +19,7 @@ from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
 from hftransfer.strategies.feature_data import build_feature_loaders
-from hftransfer.strategies.frozen import ProbeModel, build_feature_head, imprint_prototypes
+from hftransfer.strategies.frozen import HEAD_FILE, ProbeModel, build_feature_head, imprint_prototypes
 from hftransfer.strategies.frozen_export import export_frozen
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.training.disk import write_on_main
@@ -148,7 +148,7 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         write_on_main(acc, "the best head", head_dir, lambda: _save_head(state, head_dir))
 
     def restore_best(acc: Accelerator, trained: torch.nn.Module) -> None:
-        acc.unwrap_model(trained).load_state_dict(load_file(str(head_dir / "head.safetensors")))
+        acc.unwrap_model(trained).load_state_dict(load_file(str(head_dir / HEAD_FILE)))
 
     def export(acc: Accelerator, trained: torch.nn.Module) -> dict[str, Any]:
         produced: dict[str, Any] = {}
@@ -258,7 +258,7 @@ def _choose_layer(context: StrategyContext, encoder: torch.nn.Module) -> dict[st
 
 def _save_head(state: dict[str, torch.Tensor], head_dir: Path) -> None:
     with atomic_directory(head_dir, what="the best head") as tmp:
-        save_file(state, str(tmp / "head.safetensors"))
+        save_file(state, str(tmp / HEAD_FILE))
 
 
 def fixed_encoder_plan(context: StrategyContext) -> StrategyPlan:
