@@ -33,6 +33,7 @@ from runner import RESULTS, ROOT, run_recipe
 from hftransfer.utils import atomic_write_text
 
 CONFIGS = ROOT / "recipes" / "configs" / "minilm"
+ZERO_SHOT_PRIOR = ["label_shift.method=zeroshot", "label_shift.template=This review is {label}."]
 # Method -> (preset, extra overrides). Each preset is the source-only one plus one method.
 METHODS = {
     "source_only": ("domain_adapt_source_only.yaml", []),
@@ -45,6 +46,9 @@ METHODS = {
     # After training, the boundary moved to the target's class frequencies estimated from its unlabelled texts.
     "label_shift": ("domain_adapt_label_shift.yaml", []),
     "mmd_label_shift": ("domain_adapt_mmd.yaml", ["label_shift.method=em"]),
+    # The same shift, the target's class frequencies counted from a zero-shot classifier's answers on its texts.
+    "label_shift_zeroshot": ("domain_adapt_label_shift.yaml", ZERO_SHOT_PRIOR),
+    "mmd_label_shift_zeroshot": ("domain_adapt_mmd.yaml", ZERO_SHOT_PRIOR),
 }
 # Two stages: masked-LM continued pre-training on the target's unlabelled training texts (``recipes/pretrain_mlm.py``,
 # whole-word masking, a new MLM head tied to the word embeddings), then the source-only preset from its export.

@@ -14,8 +14,15 @@ import torch
 from scipy.special import softmax
 from transformers import AutoModelForSequenceClassification
 
-from hftransfer.adaptation.label_shift import em_target_prior, fit_calibration, fold_into_output_layer
+from hftransfer.adaptation.label_shift import (
+    TEMPERATURE_RANGE,
+    em_target_prior,
+    fit_calibration,
+    fold_into_output_layer,
+    predicted_shares,
+)
 from hftransfer.config import parse_config
+from hftransfer.data.sources import load_task_data, unlabelled_examples
 from hftransfer.errors import ConfigError
 from hftransfer.toy import make_classification_examples
 
@@ -58,6 +65,15 @@ def test_calibration_recovers_a_known_temperature_and_bias():
     only_t, zero = fit_calibration(3.0 * true_logits, labels, kind="temperature")
     assert only_t == pytest.approx(3.0, rel=0.05) and not zero.any()
     assert fit_calibration(true_logits, labels, kind="none") == (1.0, pytest.approx(np.zeros(3)))
+
+
+def test_the_calibration_temperature_stays_bounded_on_separable_validation():
+    # Almost constant logits that separate the validation split perfectly (a barely trained model): the likelihood
+    # improves as T -> 0 without end, and 1 / T would blow up the output layer.
+    logits = np.array([[0.01, -0.01]] * 20 + [[-0.01, 0.01]] * 20)
+    labels = np.array([0] * 20 + [1] * 20)
+    temperature, _ = fit_calibration(logits, labels, kind="bcts")
+    assert temperature == pytest.approx(TEMPERATURE_RANGE[0])
 
 
 def test_the_shift_folds_exactly_into_the_output_layer():
@@ -187,3 +203,82 @@ def test_the_model_card_says_the_boundary_was_moved():
     assert "class frequencies of `drug_reviews` (label shift, EM" in str(build_card(facts))
     config["label_shift"]["method"] = "none"
     assert "label shift" not in str(build_card(facts))
+
+
+def test_predicted_shares_are_smoothed_class_frequencies():
+    shares = predicted_shares(np.array([1, 1, 1, 0, 1, 1, 1, 1]), 3)
+    assert shares == pytest.approx(np.array([2, 8, 1]) / 11)
+
+
+def test_a_zero_shot_estimate_replaces_em_and_the_card_names_it(
+    tiny_model_dir, classification_files, tmp_path
+):
+    """``method: zeroshot``: the target prior is the (smoothed) share of the zero-shot classifier's answers on the
+    target texts, and the output layer carries exactly that shift; EM is not run."""
+    from hftransfer.zeroshot import ZeroShotClassifier
+
+    target = _target_texts(tmp_path / "target.txt")
+    run_dir = tmp_path / "run"
+    template = "this text is {label}"
+    argv = _argv(
+        tiny_model_dir,
+        classification_files,
+        run_dir,
+        "task=sequence-classification",
+        "train.max_steps=20",
+        f"sources=[{{name: target, data: {target}}}]",
+        "label_shift.method=zeroshot",
+        f"label_shift.template={template}",
+    )
+    metrics = finetune_classifier.main(argv)
+    shift = metrics["label_shift"]
+    assert shift["method"] == "zeroshot" and "em_iterations" not in shift
+    texts = metrics["sources"]["target"]["examples"]
+    assert shift["zeroshot"] == {"model": str(tiny_model_dir), "template": template, "texts": texts}
+    # The texts the run read: the target file's, less those of the task's validation and test splits.
+    config = parse_config(argv)
+    data = load_task_data(config.data, config.task)
+    texts = unlabelled_examples(str(target), config.task, config.data, data)["text"]
+    labels = ["negative", "positive"]
+    answers = [labels.index(r["label"]) for r in ZeroShotClassifier(str(tiny_model_dir), template=template).predict(texts, labels)]  # fmt: skip
+    expected = predicted_shares(np.array(answers), 2)
+    assert [shift["target_prior"][label] for label in labels] == pytest.approx(expected, abs=1e-5)
+
+    from hftransfer.hub.card import CardFacts, build_card
+
+    config = {"strategy": {"name": "full"}, "sources": [{"name": "target", "data": "t.txt"}],
+              "label_shift": {"method": "zeroshot", "source": "target"}}  # fmt: skip
+    scores = {"accuracy": 0.8, "macro_f1": 0.8}
+    facts = CardFacts(repo_id="me/m", task="sequence-classification", kind="model", config=config,
+                      metrics={"validation": scores, "test": scores}, data={"dataset": "rotten_tomatoes"})  # fmt: skip
+    assert "estimated by a zero-shot classifier" in str(build_card(facts))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["label_shift.descriptions={positive: good}"], "missing: \\['negative'\\]"),
+        (["label_shift.zeroshot_model=/nonexistent/encoder"], "cannot be loaded"),
+    ],
+)
+def test_zero_shot_settings_are_checked_before_training(
+    tiny_model_dir, classification_files, tmp_path, overrides, message
+):
+    target = _target_texts(tmp_path / "target.txt")
+    argv = _argv(
+        tiny_model_dir,
+        classification_files,
+        tmp_path / "run",
+        "task=sequence-classification",
+        f"sources=[{{name: target, data: {target}}}]",
+        "label_shift.method=zeroshot",
+        *overrides,
+    )
+    with pytest.raises(ConfigError, match=message):
+        finetune_classifier.main(argv)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_template_without_the_label_is_refused():
+    with pytest.raises(ConfigError, match="has no \\{label\\}"):
+        parse_config(["task=sequence-classification", "label_shift.template=This is it."])

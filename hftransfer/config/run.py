@@ -166,8 +166,8 @@ def resolve_plugins(config: Any) -> None:
 
 
 def check_label_shift(config: RunConfig) -> None:
-    """``label_shift.method=em``: single-label sequence classification, one prediction per text, a listed source
-    of target text (the validation split to calibrate on is checked once the data is loaded).
+    """``label_shift``: single-label sequence classification, one prediction per text, a listed source of target
+    text (the validation split to calibrate on is checked once the data is loaded).
 
     Raises:
         ConfigError: naming the field that stands in the way.

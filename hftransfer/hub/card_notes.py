@@ -31,7 +31,10 @@ def label_shift_note(config: dict[str, Any]) -> list[str]:
     source = next(
         (s.get("data") for s in config.get("sources", []) if s.get("name") == shift.get("source")), None
     )
+    how = {"em": "EM", "zeroshot": "estimated by a zero-shot classifier"}.get(
+        shift["method"], shift["method"]
+    )
     return [
-        f"decision boundary moved to the class frequencies of `{source}` (label shift, {shift['method'].upper()}; "
+        f"decision boundary moved to the class frequencies of `{source}` (label shift, {how}; "
         "validation and test scores are from before the shift)"
     ]
