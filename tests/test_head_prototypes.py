@@ -37,8 +37,10 @@ def test_imprinted_head_classifies_by_the_nearest_prototype():
 def test_head_init_options_are_checked():
     with pytest.raises(ConfigError, match="use strategy.head=linear"):
         FrozenConfig(head="mlp", head_init="prototypes")
-    with pytest.raises(ConfigError, match="'random' or 'prototypes'"):
+    with pytest.raises(ConfigError, match="random, prototypes or descriptions"):
         FrozenConfig(head_init="zeros")
+    with pytest.raises(ConfigError, match="use strategy.head=linear"):
+        FrozenConfig(head="mlp", head_init="descriptions")
 
 
 def test_ner_head_starts_from_token_prototypes(tiny_model_dir, ner_files, tmp_path):

@@ -17,9 +17,10 @@ from hftransfer.config import StrategyConfig
 from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
+from hftransfer.strategies.description_head import start_head
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
 from hftransfer.strategies.feature_data import build_feature_loaders
-from hftransfer.strategies.frozen import HEAD_FILE, ProbeModel, build_feature_head, imprint_prototypes
+from hftransfer.strategies.frozen import HEAD_FILE, ProbeModel, build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.training.disk import write_on_main
@@ -48,10 +49,11 @@ class FrozenConfig(StrategyConfig):
     """Average the hidden states of this many layers ending at ``feature_layer``."""
     pooling: Literal["cls", "mean"] | None = None
     """Sequence tasks: ``cls`` (first token) or ``mean`` (mask-aware mean of tokens). Default ``mean``."""
-    head_init: Literal["random", "prototypes"] = "random"
+    head_init: Literal["random", "prototypes", "descriptions"] = "random"
     """``prototypes``: start a linear head as the nearest-prototype classifier of the training features (each
     class's mean vector; weight imprinting), then train it as usual. Few-shot: the head starts where a prototypical
-    network would classify."""
+    network would classify. ``descriptions``: start it as the zero-shot classifier of ``data.label_template`` /
+    ``data.label_descriptions`` (sequence classification; ``description_head.py``)."""
     cache_features: bool = True
     """Encode the data once and train the head from an on-disk cache."""
     cache_dir: str | None = None
@@ -67,11 +69,13 @@ class FrozenConfig(StrategyConfig):
             raise ConfigError(f"strategy.feature_layers must be >= 1, got {self.feature_layers}")
         if self.head_hidden_size is not None and (self.head != "mlp" or self.head_hidden_size < 1):
             raise ConfigError("strategy.head_hidden_size needs strategy.head=mlp and a positive size")
-        if self.head_init not in ("random", "prototypes"):
-            raise ConfigError(f"strategy.head_init must be 'random' or 'prototypes', got {self.head_init!r}")
-        if self.head_init == "prototypes" and self.head != "linear":
+        if self.head_init not in ("random", "prototypes", "descriptions"):
             raise ConfigError(
-                "strategy.head_init=prototypes sets a linear head's weights; use strategy.head=linear"
+                f"strategy.head_init must be random, prototypes or descriptions, got {self.head_init!r}"
+            )
+        if self.head_init != "random" and self.head != "linear":
+            raise ConfigError(
+                f"strategy.head_init={self.head_init} sets a linear head's weights; use strategy.head=linear"
             )
 
 
@@ -133,14 +137,7 @@ def build_frozen(context: StrategyContext) -> StrategyPlan:
         kind=strategy.head,
         head_hidden_size=strategy.head_hidden_size,
     )
-    head_init = None
-    if strategy.head_init == "prototypes":
-        train_store = stores["train"]
-        if train_store.labels.is_floating_point():
-            raise ConfigError(
-                "strategy.head_init=prototypes needs class labels (one label per text or token)"
-            )
-        head_init = imprint_prototypes(head, train_store.vectors, train_store.labels)
+    head_init = start_head(context, head, encoder, stores["train"])
     head_dir = run_dir / "head"
 
     def save_best(acc: Accelerator, trained: torch.nn.Module) -> None:
