@@ -67,6 +67,16 @@ METHODS = {
     + ["strategy.head_init=prototypes", *HEAD],
     "protonet": ["strategy.name=protonet", "strategy.head_lr=1e-2", *HEAD],
     "full": ["strategy.name=full", "train.lr=5e-5", "strategy.head_lr=1e-3", "train.batch_size=16"],
+    # The head started as the zero-shot classifier of the template (strategy.head_init=descriptions), the template's
+    # texts also among the examples (+desc).
+    "frozen+zs": ["strategy.name=frozen", "train.lr=1e-2", *HEAD, *DESC, "strategy.head_init=descriptions"],
+    "setfit+zs": [
+        "strategy.name=setfit",
+        "strategy.head_lr=1e-2",
+        *HEAD,
+        *DESC,
+        "strategy.head_init=descriptions",
+    ],
     "setfit_lib": [],
     "setfit_lib+desc": DESC,
 }
