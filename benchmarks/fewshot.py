@@ -62,7 +62,13 @@ METHODS = {
     # The pair stage at 2.5x the learning rate (the default since): as many steps, further moves (SetFit's library
     # takes more, smaller steps: 34 of 16 pairs at K = 16 against 20 blocks here).
     "setfit_lr5": ["strategy.name=setfit", "strategy.head_lr=1e-2", "strategy.body_lr=5e-5", *HEAD],
-    "setfit_lr5+desc": ["strategy.name=setfit", "strategy.head_lr=1e-2", "strategy.body_lr=5e-5", *HEAD, *DESC],
+    "setfit_lr5+desc": [
+        "strategy.name=setfit",
+        "strategy.head_lr=1e-2",
+        "strategy.body_lr=5e-5",
+        *HEAD,
+        *DESC,
+    ],
     # The head started as the nearest-prototype classifier of the tuned embeddings (weight imprinting).
     "setfit_proto": ["strategy.name=setfit", "strategy.head_lr=1e-2", "strategy.body_lr=2e-5"]
     + ["strategy.head_init=prototypes", *HEAD],
