@@ -67,13 +67,14 @@ def test_calibration_recovers_a_known_temperature_and_bias():
     assert fit_calibration(true_logits, labels, kind="none") == (1.0, pytest.approx(np.zeros(3)))
 
 
-def test_the_calibration_temperature_stays_bounded_on_separable_validation():
+def test_the_calibration_temperature_stays_bounded_on_separable_validation(caplog):
     # Almost constant logits that separate the validation split perfectly (a barely trained model): the likelihood
     # improves as T -> 0 without end, and 1 / T would blow up the output layer.
     logits = np.array([[0.01, -0.01]] * 20 + [[-0.01, 0.01]] * 20)
     labels = np.array([0] * 20 + [1] * 20)
     temperature, _ = fit_calibration(logits, labels, kind="bcts")
     assert temperature == pytest.approx(TEMPERATURE_RANGE[0])
+    assert "stopped at its bound" in caplog.text
 
 
 def test_the_shift_folds_exactly_into_the_output_layer():

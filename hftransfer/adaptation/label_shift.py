@@ -61,8 +61,9 @@ def fit_calibration(
 
     optimizer.step(closure)
     centred = (bias - bias.mean()).detach().numpy()  # softmax ignores a common shift
-    temperature = float(_bounded(log_t.detach()).exp())
-    if temperature in TEMPERATURE_RANGE:
+    bounded = _bounded(log_t.detach())
+    temperature = float(bounded.exp())
+    if bounded != log_t.detach():  # exp(log(bound)) need not equal the bound bit for bit: compare in log space
         logger.warning("label shift: the calibration temperature stopped at its bound %.3g", temperature)
     return temperature, centred
 
