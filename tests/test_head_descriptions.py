@@ -11,8 +11,8 @@ from datasets import Dataset
 
 from hftransfer.errors import ConfigError
 from hftransfer.predict import Predictor
-from hftransfer.strategies.description_head import SIMILARITY_SCALE, imprint_descriptions
 from hftransfer.strategies.frozen import FeatureHead
+from hftransfer.strategies.head_start import SIMILARITY_SCALE, imprint_descriptions
 from hftransfer.zeroshot import ZeroShotClassifier
 from tests.conftest import recipe_argv
 

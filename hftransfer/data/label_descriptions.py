@@ -62,6 +62,30 @@ def check_description_fields(data: Any) -> None:
         data.label_descriptions = normalised
 
 
+def label_description_texts(
+    label_names: list[str], descriptions: dict[str, list[str]] | None, template: str | None, source: str
+) -> dict[str, list[str]]:
+    """Every label's description texts: its own (``data.label_descriptions``, normalised by
+    :func:`check_description_fields`), else its name in ``template``.
+
+    Raises:
+        ConfigError: a description for a label ``source`` lacks, or (without a template) a label without one.
+    """
+    descriptions = dict(descriptions or {})
+    unknown = sorted(set(descriptions) - set(label_names))
+    if unknown:
+        raise ConfigError(
+            f"data.label_descriptions names {unknown}, which {source} has no examples of ({label_names})"
+        )
+    missing = [name for name in label_names if name not in descriptions]
+    if missing and template is None:
+        raise ConfigError(
+            f"data.label_descriptions has none for {missing}; describe every label, or set data.label_template to "
+            "describe the rest by name"
+        )
+    return {name: descriptions.get(name) or [template.format(label=name)] for name in label_names}
+
+
 def add_label_descriptions(
     train: Dataset,
     label_names: list[str],
@@ -76,20 +100,7 @@ def add_label_descriptions(
         ConfigError: a description for a label the training data lacks, or (without a template) a label without
             a description.
     """
-    descriptions = dict(descriptions or {})
-    unknown = sorted(set(descriptions) - set(label_names))
-    if unknown:
-        raise ConfigError(
-            f"data.label_descriptions names {unknown}, which {source} has no examples of ({label_names})"
-        )
-    missing = [name for name in label_names if name not in descriptions]
-    if missing and template is None:
-        raise ConfigError(
-            f"data.label_descriptions has none for {missing}; describe every label, or set data.label_template to "
-            "describe the rest by name"
-        )
-    for name in missing:
-        descriptions[name] = [template.format(label=name)]
+    descriptions = label_description_texts(label_names, descriptions, template, source)
     counts = Counter(train["label"])
     texts, labels = [], []
     repeats = {}

@@ -17,11 +17,11 @@ from hftransfer.config import StrategyConfig
 from hftransfer.errors import ConfigError
 from hftransfer.registry import register_strategy
 from hftransfer.strategies.base import StrategyContext, StrategyPlan, encoder_plan, finish_plan
-from hftransfer.strategies.description_head import start_head
 from hftransfer.strategies.feature_cache import base_encoder, cached_features
 from hftransfer.strategies.feature_data import build_feature_loaders
 from hftransfer.strategies.frozen import HEAD_FILE, ProbeModel, build_feature_head
 from hftransfer.strategies.frozen_export import export_frozen
+from hftransfer.strategies.head_start import start_head
 from hftransfer.strategies.layers import EncoderLayout, count_parameters
 from hftransfer.training.disk import write_on_main
 from hftransfer.training.optim import parameter_groups
@@ -53,7 +53,7 @@ class FrozenConfig(StrategyConfig):
     """``prototypes``: start a linear head as the nearest-prototype classifier of the training features (each
     class's mean vector; weight imprinting), then train it as usual. Few-shot: the head starts where a prototypical
     network would classify. ``descriptions``: start it as the zero-shot classifier of ``data.label_template`` /
-    ``data.label_descriptions`` (sequence classification; ``description_head.py``)."""
+    ``data.label_descriptions`` (sequence classification; ``strategies/head_start.py``)."""
     cache_features: bool = True
     """Encode the data once and train the head from an on-disk cache."""
     cache_dir: str | None = None

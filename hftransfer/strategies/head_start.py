@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
+from hftransfer.data.label_descriptions import label_description_texts
 from hftransfer.errors import ConfigError
 from hftransfer.strategies.feature_encoding import encoder_features
 from hftransfer.strategies.frozen import imprint_prototypes
-from hftransfer.zeroshot import describe
 
 SIMILARITY_SCALE = 20.0
 
@@ -68,38 +68,29 @@ def description_vectors(context: Any, encoder: torch.nn.Module, label_names: lis
             "strategy.head_init=descriptions starts the head from the labels' descriptions; set "
             "data.label_template (e.g. 'This review is {label}.') or data.label_descriptions"
         )
-    given = dict(data.label_descriptions or {})
-    described = describe(
-        {name: given.get(name) or data.label_template.format(label=name) for name in label_names},
-        data.label_template or "{label}",
+    described = label_description_texts(
+        label_names, data.label_descriptions, data.label_template, "the training split"
     )
-    device = next(encoder.parameters()).device
-    vectors = []
+    texts = [text for name in label_names for text in described[name]]
+    batch = context.tokenizer(
+        texts, padding=True, truncation=True, max_length=data.max_length, return_tensors="pt"
+    ).to(next(encoder.parameters()).device)
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     was_training = encoder.training
     encoder.eval()
     with torch.inference_mode():
-        for name in label_names:
-            batch = context.tokenizer(
-                described[name],
-                padding=True,
-                truncation=True,
-                max_length=data.max_length,
-                return_tensors="pt",
-            ).to(device)
-            inputs = {
-                k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-            }
-            features = encoder_features(
-                encoder,
-                inputs,
-                layer=strategy.feature_layer,
-                num_layers=strategy.feature_layers,
-                pooling=strategy.pooling,
-                task=context.config.task,
-            )
-            vectors.append(features.float().mean(dim=0).cpu())
+        features = encoder_features(
+            encoder,
+            inputs,
+            layer=strategy.feature_layer,
+            num_layers=strategy.feature_layers,
+            pooling=strategy.pooling,
+            task=context.config.task,
+        )
     encoder.train(was_training)
-    return torch.stack(vectors)
+    # Each label's rows are consecutive in ``texts``: average them into the label's vector.
+    rows = torch.split(features.float().cpu(), [len(described[name]) for name in label_names])
+    return torch.stack([part.mean(dim=0) for part in rows])
 
 
 def imprint_descriptions(
