@@ -23,8 +23,9 @@ from hftransfer.config.plugins import (
     strategy_config,
 )
 from hftransfer.config.run import RunConfig, check_hub_fields, resolve_plugins
-from hftransfer.config.schema import DataConfig, DataFormat, ModelConfig, TaskType, TrainConfig
+from hftransfer.config.schema import DataConfig, DataFormat, ModelConfig, TaskType
 from hftransfer.config.sources import SourceConfig
+from hftransfer.config.train import TrainConfig
 
 __all__ = [
     "DataConfig",

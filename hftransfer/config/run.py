@@ -17,9 +17,10 @@ from hftransfer.config.plugins import (
     strategy_config,
 )
 from hftransfer.config.problem import LOWER_IS_BETTER, SINGLE_LABEL, check_problem_type, default_metric
-from hftransfer.config.schema import DataConfig, ModelConfig, TaskType, TrainConfig
+from hftransfer.config.schema import DataConfig, ModelConfig, TaskType
 from hftransfer.config.selection import SelectionConfig
 from hftransfer.config.sources import ReportSetConfig, SourceConfig, check_sources
+from hftransfer.config.train import TrainConfig
 from hftransfer.config.transfer import TransferConfig
 from hftransfer.errors import ConfigError
 
