@@ -63,7 +63,8 @@ def fit_calibration(
     centred = (bias - bias.mean()).detach().numpy()  # softmax ignores a common shift
     bounded = _bounded(log_t.detach())
     temperature = float(bounded.exp())
-    if bounded != log_t.detach():  # exp(log(bound)) need not equal the bound bit for bit: compare in log space
+    # Compared in log space: exp(log(bound)) need not equal the bound bit for bit.
+    if bounded != log_t.detach():
         logger.warning("label shift: the calibration temperature stopped at its bound %.3g", temperature)
     return temperature, centred
 
