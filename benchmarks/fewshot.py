@@ -44,46 +44,30 @@ DATASETS = {  # the data overrides, and the template that describes a label
 }
 HEAD = ["train.batch_size=16", "train.epochs=50", "train.warmup_ratio=0.0", "strategy.head=linear"]
 DESC = ["+desc"]  # replaced by the dataset's data.label_template
+FROZEN = ["strategy.name=frozen", "train.lr=1e-2"]
+SETFIT = ["strategy.name=setfit", "strategy.head_lr=1e-2"]
+LR2 = ["strategy.body_lr=2e-5"]  # the pair stage's default when the setfit rows were measured (now 5e-5)
+LR5 = ["strategy.body_lr=5e-5"]
+ZERO_SHOT_HEAD = ["strategy.head_init=descriptions"]
 METHODS = {
     "zeroshot": None,  # no training: hftransfer's ZeroShotClassifier with the template
-    "frozen": ["strategy.name=frozen", "train.lr=1e-2", *HEAD],
-    "frozen+desc": ["strategy.name=frozen", "train.lr=1e-2", *HEAD, *DESC],
-    # body_lr 2e-5: the default when this row was measured (now 5e-5, the setfit_lr5 row)
-    "setfit": ["strategy.name=setfit", "strategy.head_lr=1e-2", "strategy.body_lr=2e-5", *HEAD],
-    "setfit+desc": ["strategy.name=setfit", "strategy.head_lr=1e-2", "strategy.body_lr=2e-5", *HEAD, *DESC],
+    "frozen": [*FROZEN, *HEAD],
+    "frozen+desc": [*FROZEN, *HEAD, *DESC],
+    "setfit": [*SETFIT, *LR2, *HEAD],
+    "setfit+desc": [*SETFIT, *LR2, *HEAD, *DESC],
     # Half the pair stage: every text still meets 75 partners (SetFit's defaults give it ~34 at K = 16).
-    "setfit_b5": [
-        "strategy.name=setfit",
-        "strategy.head_lr=1e-2",
-        "strategy.body_lr=2e-5",
-        "strategy.body_epochs=5",
-    ]
-    + HEAD,
+    "setfit_b5": [*SETFIT, *LR2, "strategy.body_epochs=5", *HEAD],
     # The pair stage at 2.5x the learning rate (the default since): as many steps, further moves (SetFit's library
     # takes more, smaller steps: 34 of 16 pairs at K = 16 against 20 blocks here).
-    "setfit_lr5": ["strategy.name=setfit", "strategy.head_lr=1e-2", "strategy.body_lr=5e-5", *HEAD],
-    "setfit_lr5+desc": [
-        "strategy.name=setfit",
-        "strategy.head_lr=1e-2",
-        "strategy.body_lr=5e-5",
-        *HEAD,
-        *DESC,
-    ],
+    "setfit_lr5": [*SETFIT, *LR5, *HEAD],
+    "setfit_lr5+desc": [*SETFIT, *LR5, *HEAD, *DESC],
     # The head started as the nearest-prototype classifier of the tuned embeddings (weight imprinting).
-    "setfit_proto": ["strategy.name=setfit", "strategy.head_lr=1e-2", "strategy.body_lr=2e-5"]
-    + ["strategy.head_init=prototypes", *HEAD],
+    "setfit_proto": [*SETFIT, *LR2, "strategy.head_init=prototypes", *HEAD],
     "protonet": ["strategy.name=protonet", "strategy.head_lr=1e-2", *HEAD],
     "full": ["strategy.name=full", "train.lr=5e-5", "strategy.head_lr=1e-3", "train.batch_size=16"],
-    # The head started as the zero-shot classifier of the template (strategy.head_init=descriptions), the template's
-    # texts also among the examples (+desc).
-    "frozen+zs": ["strategy.name=frozen", "train.lr=1e-2", *HEAD, *DESC, "strategy.head_init=descriptions"],
-    "setfit+zs": [
-        "strategy.name=setfit",
-        "strategy.head_lr=1e-2",
-        *HEAD,
-        *DESC,
-        "strategy.head_init=descriptions",
-    ],
+    # The head started as the zero-shot classifier of the template, the template's texts also among the examples.
+    "frozen+zs": [*FROZEN, *HEAD, *DESC, *ZERO_SHOT_HEAD],
+    "setfit+zs": [*SETFIT, *HEAD, *DESC, *ZERO_SHOT_HEAD],
     "setfit_lib": [],
     "setfit_lib+desc": DESC,
 }

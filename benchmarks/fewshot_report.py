@@ -53,6 +53,25 @@ def _cell(rows: list[dict], dataset: str, encoder: str, k: int, method: str) -> 
     )
 
 
+def _pivot_rows(
+    rows: list[dict], methods: list[str], dataset: str, encoder: str, metric: str, count: str
+) -> list[str]:
+    """One table row per K > 0 of ``dataset`` / ``encoder``: each method's ``metric`` mean ± std, with the number
+    of samplings (``row[count]``) in brackets where it is not 5."""
+    lines = []
+    for k in sorted({r["k"] for r in rows if (r["dataset"], r["encoder"]) == (dataset, encoder) and r["k"]}):
+        cells = []
+        for method in methods:
+            row = _cell(rows, dataset, encoder, k, method)
+            if row is None or row[f"{metric}_mean"] is None:
+                cells.append("")
+                continue
+            tag = "" if row[count] == 5 else f" [{row[count]}]"
+            cells.append(f"{row[f'{metric}_mean']:.4f} ± {row[f'{metric}_std']:.4f}{tag}")
+        lines.append(f"| {dataset} | {encoder} | {k} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(records: list[dict], settings: dict, method_order: list[str]) -> None:
     """Write the results from ``records``; ``method_order``: the table columns' and legend's order."""
     rows = summarise(records)
@@ -83,15 +102,7 @@ def write_report(records: list[dict], settings: dict, method_order: list[str]) -
             if zero:
                 baseline += ("; " if baseline else "") + f"zero-shot {zero['test_mean']:.4f}"
             lines.append(f"| {dataset} | {encoder} | 0 | {baseline} |" + " |" * (len(methods) - 1))
-        for k in sorted(
-            {r["k"] for r in rows if (r["dataset"], r["encoder"]) == (dataset, encoder) and r["k"]}
-        ):
-            cells = []
-            for method in methods:
-                row = _cell(rows, dataset, encoder, k, method)
-                tag = "" if row is None or row["samplings"] == 5 else f" [{row['samplings']}]"
-                cells.append("" if row is None else f"{row['test_mean']:.4f} ± {row['test_std']:.4f}{tag}")
-            lines.append(f"| {dataset} | {encoder} | {k} | " + " | ".join(cells) + " |")
+        lines += _pivot_rows(rows, methods, dataset, encoder, "test", "samplings")
     lines += ["", "## Macro-F1", "", "| dataset | encoder | K | " + " | ".join(methods) + " |"]
     lines.append("|---|---|---|" + "---|" * len(methods))
     for dataset, encoder in sorted({(r["dataset"], r["encoder"]) for r in rows}):
@@ -101,18 +112,7 @@ def write_report(records: list[dict], settings: dict, method_order: list[str]) -
                 f"| {dataset} | {encoder} | 0 | zero-shot {zero['macro_f1_mean']:.4f} |"
                 + " |" * (len(methods) - 1)
             )
-        for k in sorted(
-            {r["k"] for r in rows if (r["dataset"], r["encoder"]) == (dataset, encoder) and r["k"]}
-        ):
-            cells = []
-            for method in methods:
-                row = _cell(rows, dataset, encoder, k, method)
-                if row is None or row["macro_f1_mean"] is None:
-                    cells.append("")
-                    continue
-                tag = "" if row["macro_f1_samplings"] == 5 else f" [{row['macro_f1_samplings']}]"
-                cells.append(f"{row['macro_f1_mean']:.4f} ± {row['macro_f1_std']:.4f}{tag}")
-            lines.append(f"| {dataset} | {encoder} | {k} | " + " | ".join(cells) + " |")
+        lines += _pivot_rows(rows, methods, dataset, encoder, "macro_f1", "macro_f1_samplings")
     lines += [
         "",
         "## hftransfer's setfit against the setfit library",
