@@ -120,3 +120,19 @@ def test_help_documents_every_registered_strategy_and_objective(capsys):
         for field in get_objective(name).config.__dataclass_fields__:
             assert field == "name" or f"objectives.{name}.{field} (" in text, (name, field)
     assert "Adapter rank." in text  # a strategy field's docstring
+
+
+@pytest.mark.parametrize("quote", ["'", '"'])
+def test_quoted_override_values_mean_the_same_in_core_and_plugin_sections(quote):
+    # A program passing argv (no shell) keeps the quotes; both kinds of section must drop one matching pair.
+    config = parse_config(
+        [
+            f"data.label_template={quote}This review is {{label}}.{quote}",
+            f"strategy.head={quote}linear{quote}",
+            "data.text_column='it''s'",  # inner quotes: not one quoted value, left as written
+        ],
+        default_config=PRESETS / "classifier_frozen.yaml",
+    )
+    assert config.data.label_template == "This review is {label}."
+    assert config.strategy.head == "linear"
+    assert config.data.text_column == "'it''s'"

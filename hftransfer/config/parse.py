@@ -34,14 +34,27 @@ from hftransfer.text_excerpt import shorten
 
 
 def normalise_overrides(argv: Sequence[str]) -> list[str]:
-    """Accept torchtune-style ``key.sub=value`` as well as ``--key.sub=value``."""
+    """Accept torchtune-style ``key.sub=value`` as well as ``--key.sub=value``.
+
+    A value in one pair of matching quotes loses them (``key="a b"`` as a program passes it, with no shell to strip
+    them): jsonargparse keeps quotes in a ``str`` field, while the plug-in sections read values as YAML and drop
+    them, so the same override would mean two things.
+    """
     out = []
     for arg in argv:
         if not arg.startswith("-") and "=" in arg:
-            out.append("--" + arg)
-        else:
-            out.append(arg)
+            arg = "--" + arg
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg.split("=", 1)
+            arg = f"{key}={_unquoted(value)}"
+        out.append(arg)
     return out
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" and value[0] not in value[1:-1]:
+        return value[1:-1]
+    return value
 
 
 def _plugin_fields(schema: type) -> tuple[str, ...]:
