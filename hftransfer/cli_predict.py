@@ -51,6 +51,7 @@ def predict(args: argparse.Namespace, input_path: str, output_path: str) -> Any:
     import logging
 
     data = data_config(args.overrides)  # a mistyped override fails before torch and the model load
+    from hftransfer.export.long_texts import named_window_options
     from hftransfer.predict import predict_file
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -64,6 +65,7 @@ def predict(args: argparse.Namespace, input_path: str, output_path: str) -> Any:
         cpu=args.cpu,
         backend=args.backend,
         decoding=args.decoding,
+        **named_window_options(args.overrides, data),
     )
 
 
@@ -98,7 +100,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default 64)")
-    parser.add_argument("--max-length", type=int, help="tokens per window (default: the model's maximum)")
+    parser.add_argument("--max-length", type=int, help="tokens per window (default: the training run's for a model trained on windows, else the model's maximum)")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
     parser.add_argument(
         "--backend",

@@ -36,6 +36,7 @@ from hftransfer.evaluation.metrics import (
     token_classification_metrics,
 )
 from hftransfer.evaluation.multilabel import model_threshold, multi_hot
+from hftransfer.export.long_texts import WINDOW_FIELDS, prediction_long_texts
 from hftransfer.export.onnx_layout import BACKENDS, default_backend
 from hftransfer.loading import load_for_prediction, run_model_directory
 from hftransfer.modeling.crf import CRF, CRF_FILE
@@ -59,14 +60,17 @@ class Predictor:
             backends a run directory or a run's ``model/`` (whose ``onnx/`` is used). A progressive network's
             export predicts with its last column, its ``column_<k>/`` with column k (earlier columns included).
         batch_size: examples per forward pass.
-        max_length: tokens per window (default: the model's limit, at most 512).
+        max_length: tokens per window (default: the training run's for a model trained on windows, else the
+            model's limit, at most 512).
         cpu: force CPU even when a GPU is present.
         backend: ``torch``, ``onnx`` (fp32) or ``onnx-int8`` (ONNX Runtime on the CPU, from ``hftransfer export``),
             or ``auto``: ONNX for an export directory, else PyTorch. Every backend returns the same rows.
         long_texts: sequence models, texts longer than ``max_length``: ``truncate`` or ``window`` (overlapping
-            windows whose logits are combined into one row per text), as ``data.long_texts`` in training.
-        window_context: tokens shared by consecutive windows (``data.window_context``).
-        window_aggregation: ``mean`` or ``max`` of a text's window logits (``data.window_aggregation``).
+            windows whose logits are combined into one row per text), as ``data.long_texts`` in training; default
+            the training run's (saved in the model's config as ``hftransfer_long_texts``), else ``truncate``.
+        window_context: tokens shared by consecutive windows (``data.window_context``; default as ``long_texts``).
+        window_aggregation: ``mean`` or ``max`` of a text's window logits (``data.window_aggregation``; default as
+            ``long_texts``).
         loaded: ``(model, task)`` already in memory, whose ``config`` gives the labels; ``model`` then names the
             directory its tokenizer is read from.
         decoding: token models: ``argmax`` per word, ``iob2`` (the best valid IOB2 sequence) or ``crf`` (Viterbi
@@ -87,9 +91,9 @@ class Predictor:
         max_length: int | None = None,
         cpu: bool = False,
         backend: str = "auto",
-        long_texts: str = "truncate",
-        window_context: int = 16,
-        window_aggregation: str = "mean",
+        long_texts: str | None = None,
+        window_context: int | None = None,
+        window_aggregation: str | None = None,
         loaded: tuple[torch.nn.Module, str] | None = None,
         decoding: str | None = None,
     ) -> None:
@@ -129,10 +133,17 @@ class Predictor:
         limit = min(
             getattr(self.model.config, "max_position_embeddings", 512), 512, self.tokenizer.model_max_length
         )
-        self.max_length = max_length or limit
+        windows = prediction_long_texts(
+            loaded.config,
+            long_texts=long_texts,
+            max_length=max_length,
+            window_context=window_context,
+            window_aggregation=window_aggregation,
+        )
+        self.max_length = windows["max_length"] or limit
         self.batch_size = batch_size
-        self.long_texts, self.window_context = long_texts, window_context
-        self.window_aggregation = window_aggregation
+        self.long_texts, self.window_context = windows["long_texts"], windows["window_context"]
+        self.window_aggregation = windows["window_aggregation"]
         self.decoding = decoding or getattr(loaded.config, "hftransfer_decoding", None) or "argmax"
         if self.decoding not in ("argmax", "iob2", "crf"):
             raise ConfigError(f"decoding={self.decoding!r}: use argmax, iob2 or crf")
@@ -258,13 +269,18 @@ def write_predictions(predictions: Predictions, path: str | Path) -> None:
 def predict_file(
     model: str, input_path: str, output_path: str, data: DataConfig | None = None, **kwargs: Any
 ) -> Predictions:
-    """Read ``input_path`` (text, CoNLL, JSON/JSONL, CSV/TSV), predict, and write ``output_path``; ``data``'s
-    ``long_texts``, ``window_context`` and ``window_aggregation`` go to the :class:`Predictor`."""
+    """Read ``input_path`` (text, CoNLL, JSON/JSONL, CSV/TSV), predict, and write ``output_path``.
+
+    ``data``'s ``long_texts``, ``window_context`` and ``window_aggregation`` go to the :class:`Predictor` where they
+    differ from DataConfig's defaults (else the model's saved settings apply); pass one as a keyword to force it.
+    """
     from hftransfer.data.sources import read_unlabelled
 
     data = data or DataConfig(train_file=input_path)
-    for name in ("long_texts", "window_context", "window_aggregation"):
-        kwargs.setdefault(name, getattr(data, name))
+    defaults = DataConfig(train_file=input_path)
+    for name in WINDOW_FIELDS:
+        if getattr(data, name) != getattr(defaults, name):
+            kwargs.setdefault(name, getattr(data, name))
     predictor = Predictor(model, **kwargs)
     # Gold labels in the file are read as the model's problem type says (a list, a number). The config is checked
     # again under that problem type (window_aggregation=max refuses a regression model).

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from hftransfer.config import DataConfig, normalise_overrides
 from hftransfer.errors import ConfigError
+from hftransfer.export.long_texts import named_window_options
 from hftransfer.predict import predict_file
 from hftransfer.utils import run_main
 
@@ -35,7 +36,7 @@ class PredictConfig:
     batch_size: int = 64
     """Examples per forward pass."""
     max_length: int | None = None
-    """Tokens per window; default: the model's maximum."""
+    """Tokens per window; default: the training run's for a model trained on windows, else the model's maximum."""
     cpu: bool = False
     """Run on CPU even when a GPU is present."""
     data: DataConfig = field(default_factory=lambda: DataConfig(train_file="-"))
@@ -47,10 +48,9 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
 
     parser = ArgumentParser(prog="predict.py", exit_on_error=False)
     parser.add_class_arguments(PredictConfig, nested_key=None, fail_untyped=True)
+    argv = normalise_overrides(sys.argv[1:] if argv is None else argv)
     try:
-        init = parser.instantiate(
-            parser.parse_args(normalise_overrides(sys.argv[1:] if argv is None else argv))
-        )
+        init = parser.instantiate(parser.parse_args(argv))
     except ArgumentError as err:
         raise ConfigError(f"config: {' '.join(str(err).split())}") from None
     config = PredictConfig(**{k: v for k, v in vars(init).items() if k in PredictConfig.__dataclass_fields__})
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
         batch_size=config.batch_size,
         max_length=config.max_length,
         cpu=config.cpu,
+        **named_window_options(argv, config.data),
     )
     print(f"wrote {len(predictions.rows)} predictions to {config.output}")
     if predictions.metrics is not None:

@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from hftransfer.cli import main
 from hftransfer.config import DataConfig
 from hftransfer.data.batching import FeatureCollator, build_eval_dataloader
 from hftransfer.data.sequence_features import tokenize_sequence_task
@@ -28,6 +29,7 @@ from hftransfer.errors import ConfigError, DataError
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.windows import aggregate_windows
+from hftransfer.export.long_texts import LONG_TEXTS_KEY
 from hftransfer.predict import Predictor
 from tests.conftest import NEGATIVE, POSITIVE, write_jsonl
 
@@ -182,11 +184,46 @@ def test_runs_train_evaluate_and_predict_one_row_per_text(tiny_model_dir, tmp_pa
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["test"]["num_examples"] == 16
     export = run_dir / "model"
-    predictor = Predictor(str(export), cpu=True, max_length=10, long_texts="window", window_context=2,
-                          window_aggregation="max")  # fmt: skip
+    # The run's window settings travel in the exported config: no argument needed to predict as it scored.
+    saved_config = json.loads((export / "config.json").read_text())
+    assert saved_config[LONG_TEXTS_KEY] == {
+        "long_texts": "window", "max_length": 10, "window_context": 2, "window_aggregation": "max",
+    }  # fmt: skip
+    predictor = Predictor(str(export), cpu=True)
+    assert (predictor.long_texts, predictor.max_length, predictor.window_aggregation) == ("window", 10, "max")
     test_rows = long_rows(16, 3)
     predictions = predictor.predict(
         Dataset.from_dict({k: [r[k] for r in test_rows] for k in ("text", "label")})
     )
     assert [row["text"] for row in predictions.rows] == [row["text"] for row in test_rows]
     assert predictions.metrics["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    # An explicit choice wins over the saved one.
+    assert Predictor(str(export), cpu=True, long_texts="truncate").long_texts == "truncate"
+
+
+def test_predict_command_uses_the_saved_windows_unless_told_otherwise(tiny_model_dir, tmp_path):
+    data, run_dir = files(tmp_path), tmp_path / "run"
+    finetune_classifier.main([
+        f"model.name_or_path={tiny_model_dir}", f"output_dir={run_dir}", f"data.train_file={data['train']}",
+        f"data.validation_file={data['dev']}", f"data.test_file={data['test']}", "data.max_length=10",
+        "data.long_texts=window", "data.window_context=2", "train.max_steps=2", "train.trackers=[]",
+    ])  # fmt: skip
+    texts = tmp_path / "texts.jsonl"
+    write_jsonl(texts, [{"text": row["text"]} for row in long_rows(16, 3)])
+    windowed = Predictor(str(run_dir / "model"), cpu=True).predict(
+        Dataset.from_dict({"text": read_texts(texts)})
+    )
+    truncated = Predictor(str(run_dir / "model"), cpu=True, long_texts="truncate", max_length=10).predict(
+        Dataset.from_dict({"text": read_texts(texts)})
+    )
+    assert [r["score"] for r in windowed.rows] != [r["score"] for r in truncated.rows]
+    for overrides, expected in (([], windowed), (["data.long_texts=truncate"], truncated)):
+        out = tmp_path / f"out{len(overrides)}.jsonl"
+        args = ["predict", str(run_dir), str(texts), str(out), "--cpu", "--max-length", "10", *overrides]
+        assert main(args) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in expected.rows])
+
+
+def read_texts(path: Path) -> list[str]:
+    return [json.loads(line)["text"] for line in path.read_text().splitlines()]

@@ -28,6 +28,7 @@ from transformers import (
 
 from hftransfer.errors import ConfigError
 from hftransfer.evaluation.multilabel import THRESHOLD_KEY
+from hftransfer.export.long_texts import LONG_TEXTS_KEY
 from hftransfer.utils import atomic_directory, atomic_write_json, recover_directory
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ ADAPTER_META = "hftransfer_adapter.json"
 # Config attributes an adapter carries for its base: the head's problem type and threshold, and how token
 # predictions are decoded (``hftransfer_decoding``: iob2 or a CRF, whose scores are saved beside the adapter).
 DECODING_KEY = "hftransfer_decoding"
-CARRIED_KEYS = ("problem_type", THRESHOLD_KEY, DECODING_KEY)
+CARRIED_KEYS = ("problem_type", THRESHOLD_KEY, DECODING_KEY, LONG_TEXTS_KEY)
 
 # peft's TaskType values (a str enum, so these compare equal to its members).
 TASK_TYPES = {"token-classification": "TOKEN_CLS", "sequence-classification": "SEQ_CLS"}
@@ -180,7 +181,7 @@ def load_adapter(directory: str | Path) -> PeftModel:
     base = AUTO_CLASSES[meta["task"]].from_pretrained(
         meta["base_model_name_or_path"], **base_model_kwargs(directory), ignore_mismatched_sizes=True
     )
-    for key in (THRESHOLD_KEY, DECODING_KEY):
+    for key in (THRESHOLD_KEY, DECODING_KEY, LONG_TEXTS_KEY):
         if meta.get(key) is not None:
             setattr(base.config, key, meta[key])
     model = PeftModel.from_pretrained(base, str(directory))

@@ -26,6 +26,7 @@ from hftransfer.data.sources import TaskData, load_task_data
 from hftransfer.evaluation.evaluate import compute_metrics
 from hftransfer.evaluation.inference import run_inference
 from hftransfer.evaluation.multilabel import THRESHOLD_KEY, model_threshold
+from hftransfer.export.long_texts import LONG_TEXTS_KEY, saved_long_texts
 from hftransfer.modeling.build import build_model, load_tokenizer
 from hftransfer.modeling.crf import find_crf
 from hftransfer.modeling.source_model import model_directory
@@ -74,6 +75,9 @@ class OneTask:
         model = build_model(self.config.model, self.config.task, data[self.name].label_names, problem_type)
         if run_decoding(self.config) != "argmax":  # exported with the model: Predictor decodes the same way
             model.config.hftransfer_decoding = run_decoding(self.config)
+        long_texts = saved_long_texts(self.config.data)
+        if long_texts is not None:  # Predictor reads long texts in the run's windows, not truncated
+            setattr(model.config, LONG_TEXTS_KEY, long_texts)
         self.model_config = model.config
         # A run directory stands for its model/: what an adapter's base_model_name_or_path must name.
         return model, tokenizer, resolve_model_name(model_directory(self.config.model.name_or_path))
