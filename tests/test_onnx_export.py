@@ -286,3 +286,31 @@ def test_lora_recipe_exports_the_merged_model_after_training(tiny_model_dir, tmp
             if "lora_B" in name:
                 param.zero_()
         assert (graph - adapter(**batch).logits).abs().max() > 1e-3  # so the graph holds the merged update
+
+
+@requires_onnx
+def test_a_crf_models_export_decodes_with_its_transition_scores(tiny_model_dir, tmp_path):
+    from hftransfer.export.onnx_export import export_onnx
+    from hftransfer.modeling.crf import CRF, CRF_FILE
+
+    run = fake_run(tmp_path / "run", tiny_model_dir, TOKEN)
+    torch.manual_seed(3)
+    crf = CRF(NER_LABELS)
+    with torch.no_grad():  # scores strong enough to overrule some argmax tags
+        for parameter in crf.parameters():
+            parameter.normal_(0, 3.0)
+    crf.save(run / "model" / CRF_FILE)
+    config_path = run / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "hftransfer_decoding": "crf"}))
+
+    export_onnx(run, ["onnx"], check=False)
+    assert (run / "onnx" / CRF_FILE).read_bytes() == (run / "model" / CRF_FILE).read_bytes()
+    test_file = str(run / "test.conll")
+    eager = predict_file(str(run / "model"), test_file, str(tmp_path / "eager.jsonl"), max_length=16)
+    argmax = predict_file(
+        str(run / "model"), test_file, str(tmp_path / "argmax.jsonl"), max_length=16, decoding="argmax"
+    )
+    exported = predict_file(str(run / "onnx"), test_file, str(tmp_path / "onnx.jsonl"), max_length=16)
+    assert [row["tags"] for row in eager.rows] != [row["tags"] for row in argmax.rows]  # the CRF matters here
+    assert [row["tags"] for row in exported.rows] == [row["tags"] for row in eager.rows]

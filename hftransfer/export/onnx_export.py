@@ -18,6 +18,7 @@ its report and a warning say what it lost.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ from transformers import AutoTokenizer
 from hftransfer.errors import ConfigError
 from hftransfer.export.onnx_check import check_export, summary_lines
 from hftransfer.export.onnx_layout import META_FILE, ONNX_FILES, ONNX_FORMATS, check_formats, require_onnx
+from hftransfer.modeling.crf import CRF_FILE
 from hftransfer.utils import atomic_directory, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -187,6 +189,9 @@ def export_onnx(
             fp32.unlink()
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        crf_scores = model_dir / CRF_FILE
+        if crf_scores.is_file():  # the config says hftransfer_decoding=crf: the export decodes with the same scores
+            shutil.copy2(crf_scores, tmp / CRF_FILE)
         report["files"] = {
             fmt: {"file": ONNX_FILES[fmt], "mb": round((tmp / ONNX_FILES[fmt]).stat().st_size / 2**20, 2)}
             for fmt in formats

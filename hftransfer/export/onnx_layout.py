@@ -6,6 +6,7 @@
     model-int8.onnx      int8 weights of every MatMul, dynamically quantised activations (``--format onnx-int8``)
     config.json          the model's config: label names, maximum length
     tokenizer*.json ...  the tokenizer, so the directory predicts on its own
+    crf.safetensors      a ``model.head=crf`` run's transition scores (the graph computes the emissions)
     onnx_export.json     task, graph inputs, the files and the checks made at export (see docs/onnx.md)
 """
 
