@@ -107,7 +107,8 @@ def describe_objectives(objectives: list[dict[str, Any]]) -> list[str]:
     out = []
     for objective in objectives:
         name = objective.get("name")
-        if objective in default:
+        # an older config.yaml lacks fields added since (task.label_smoothing): their defaults fill in
+        if any(objective.items() <= entry.items() for entry in default):
             continue
         try:
             entry = get_objective(name)
