@@ -100,7 +100,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def add_prediction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (default 64)")
-    parser.add_argument("--max-length", type=int, help="tokens per window (default: the training run's for a model trained on windows, else the model's maximum)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="tokens per window (default: the training run's for a model trained on windows, else the model's maximum)",
+    )
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
     parser.add_argument(
         "--backend",

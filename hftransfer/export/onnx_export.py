@@ -190,7 +190,9 @@ def export_onnx(
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         crf_scores = model_dir / CRF_FILE
-        if crf_scores.is_file():  # the config says hftransfer_decoding=crf: the export decodes with the same scores
+        if (
+            crf_scores.is_file()
+        ):  # the config says hftransfer_decoding=crf: the export decodes with the same scores
             shutil.copy2(crf_scores, tmp / CRF_FILE)
         report["files"] = {
             fmt: {"file": ONNX_FILES[fmt], "mb": round((tmp / ONNX_FILES[fmt]).stat().st_size / 2**20, 2)}
