@@ -60,7 +60,14 @@ def chain(tiny_model_dir, ner_files, classification_files, tmp_path_factory) -> 
         )
     )
     finetune_ner.main(
-        _argv(tiny_model_dir, ner_files, runs["ner2"], *progressive, f"strategy.columns={runs['sentiment']}")
+        _argv(
+            tiny_model_dir,
+            ner_files,
+            runs["ner2"],
+            *progressive,
+            f"strategy.columns={runs['sentiment']}",
+            "strategy.lateral_lr=5e-3",
+        )
     )
     return runs
 
@@ -82,6 +89,9 @@ def test_a_chain_of_three_tasks_keeps_every_earlier_task_exactly(
     assert trainable == column + laterals  # column 0 trains nothing
     ner2 = json.loads((chain["ner2"] / "metrics.json").read_text())
     assert ner2["strategy"]["columns"] == 3 and 0.0 <= ner2["test"]["f1"] <= 1.0
+    # laterals at the head's LR (train.lr here) unless strategy.lateral_lr says otherwise; the column keeps its own
+    lr_groups = {run["strategy"]["lr_groups"]["laterals/decay"] for run in (sentiment, ner2)}
+    assert lr_groups == {1e-3, 5e-3} and ner2["strategy"]["lr_groups"]["head/decay"] == 1e-3
 
     # Column 0 of both later exports is the first run's model, weight for weight, and a plain pipeline model.
     first = load_file(str(chain["ner"] / "model" / "model.safetensors"))

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from hftransfer.config import EncoderStrategyConfig
+from hftransfer.config.checks import Range, check_value
 from hftransfer.errors import ConfigError
 from hftransfer.export.save import load_saved_weights
 from hftransfer.registry import register_strategy
@@ -43,6 +44,9 @@ class ProgressiveConfig(EncoderStrategyConfig):
     progressive run brings all of its columns. Required."""
     rank: int = 16
     """Bottleneck width of each lateral adapter (one per encoder layer and earlier column)."""
+    lateral_lr: float | None = None
+    """LR of the new lateral adapters; default the head's (``strategy.head_lr``, else ``train.lr``). Their output
+    starts at zero, as LoRA's does, and at an encoder's rate it may barely leave zero in a short run."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,6 +56,7 @@ class ProgressiveConfig(EncoderStrategyConfig):
             )
         if self.rank < 1:
             raise ConfigError(f"strategy.rank must be at least 1, got {self.rank}")
+        check_value("strategy.lateral_lr", self.lateral_lr, Range(low=0, low_open=True, optional=True))
 
 
 def build_progressive(context: StrategyContext) -> StrategyPlan:
@@ -106,12 +111,14 @@ def build_progressive(context: StrategyContext) -> StrategyPlan:
 
 def progressive_groups(network: ProgressiveModel, context: StrategyContext) -> list[dict]:
     """The new column's groups as full fine-tuning makes them (head LR, layer-wise decay), and the new laterals at
-    the head's LR: like the head they start from nothing (zero output) rather than from pretrained weights."""
+    ``strategy.lateral_lr``, by default the head's: like the head they start from nothing (zero output) rather than
+    from pretrained weights."""
     train, strategy = context.config.train, context.strategy
     groups = param_groups(
         network.columns[-1], train, strategy, encoder_weight_decay=context.encoder_weight_decay
     )
     lr = strategy.head_lr if strategy.head_lr is not None else train.lr
+    lr = strategy.lateral_lr if strategy.lateral_lr is not None else lr
     named = list(network.laterals[-1].named_parameters())
     for decays in (True, False):
         params = [param for name, param in named if no_decay(name, param) != decays]
