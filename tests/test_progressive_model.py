@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -92,7 +93,11 @@ def test_earlier_column_frozen_and_laterals_wired(tiny_model_dir, batch):
     # Same column-1 weights, with and without the laterals: they change the output, so they are wired in.
     assert not torch.allclose(logits(model, batch), logits(second, batch))
     # The hooks are gone after each forward: the columns called directly are plain models again.
-    assert all(not layer._forward_pre_hooks for column in model.columns for layer in encoder_layers(column))
+    assert all(
+        not layer._forward_pre_hooks and not layer._forward_hooks
+        for column in model.columns
+        for layer in encoder_layers(column)
+    )
     assert torch.equal(logits(first, batch), before)
 
 
@@ -105,7 +110,8 @@ def test_three_columns_token_then_sequences(tiny_model_dir, batch):
     before = [logits(model, batch, column=j) for j in range(2)]
 
     model.add_column(sequence_model(tiny_model_dir, seed=2, num_labels=3))
-    assert [len(layer) for layer in model.laterals[2]] == [2, 2]  # each layer reads columns 0 and 1
+    # each of the 2 layers' inputs, and the last layer's output, reads columns 0 and 1
+    assert [len(layer) for layer in model.laterals[2]] == [2, 2, 2]
     assert not any(p.requires_grad for p in model.laterals[1].parameters())
     train_steps(model, batch, torch.tensor([0, 1, 2, 1]))
     assert logits(model, batch).shape == (4, 3)
@@ -125,3 +131,47 @@ def test_different_widths_and_mismatches(tiny_model_dir, tmp_path, batch):
     with pytest.raises(ValueError, match="encoder layers"):
         model.add_column(sequence_model(write_tiny_bert(tmp_path / "deep", num_hidden_layers=3)))
     assert model.num_columns == 2 and model.columns[1].training  # a refused column changes nothing
+
+
+def test_the_last_layer_output_reads_the_earlier_columns_last_layer(tiny_model_dir, batch):
+    first, second = token_model(tiny_model_dir), sequence_model(tiny_model_dir, seed=1)
+    model = ProgressiveModel([first, second]).eval()
+    layers = encoder_layers(second)
+    assert len(model.laterals[1]) == len(layers) + 1
+    output_lateral = model.laterals[1][len(layers)][0]
+    with torch.no_grad():
+        output_lateral.up.weight.normal_()  # the only lateral not at zero
+
+    # By hand: column 1 with column 0's last hidden state, through the adapter, added to its last layer's output.
+    with torch.no_grad():
+        earlier = first.bert(**batch).last_hidden_state
+
+        def add(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = hidden + output_lateral(earlier)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        handle = layers[-1].register_forward_hook(add)
+        expected = second(**batch).logits
+        handle.remove()
+    assert torch.allclose(logits(model, batch), expected, atol=1e-6)
+    assert not torch.allclose(expected, logits(second, batch))
+
+
+def test_networks_without_output_laterals_load_as_saved(tiny_model_dir, batch, tmp_path):
+    from hftransfer.progressive.export import NETWORK_META, load_progressive, save_progressive
+
+    model = ProgressiveModel([token_model(tiny_model_dir)])
+    model.add_column(sequence_model(tiny_model_dir, seed=1), output_lateral=False)  # as version 1 built them
+    assert len(model.laterals[1]) == len(encoder_layers(model.columns[1]))
+    train_steps(model, batch, SEQUENCE_LABELS)
+    model.eval()
+    save_progressive(model, AutoTokenizer.from_pretrained(tiny_model_dir), tmp_path / "net")
+    meta_file = tmp_path / "net" / NETWORK_META
+    meta = json.loads(meta_file.read_text())
+    assert meta["version"] == 2 and meta["output_laterals"] == [False, False]
+    del meta["output_laterals"]
+    meta_file.write_text(json.dumps({**meta, "version": 1}))  # a version 1 export has no such key
+    loaded = load_progressive(tmp_path / "net")
+    assert loaded.output_laterals == [False, False]
+    assert torch.equal(logits(loaded, batch), logits(model, batch))

@@ -3,7 +3,7 @@
 The export is a directory of ordinary Hugging Face model directories plus the laterals that join them::
 
     model/
-      progressive.json        format, version, the lateral rank of each column, each column's task
+      progressive.json        format, version, each column's lateral rank, output lateral (v2) and task
       laterals.safetensors    the lateral adapters of columns 1..k (``ProgressiveModel.laterals`` state dict)
       column_0/ ... column_k/ one Hugging Face task model each, with the shared tokenizer and
                               ``progressive_column.json`` naming its index
@@ -40,7 +40,9 @@ NETWORK_META, COLUMN_META, LATERALS_FILE = (
     "progressive_column.json",
     "laterals.safetensors",
 )
-FORMAT, VERSION = "hftransfer-progressive", 1
+# Version 2 records each column's output lateral; version 1 exports (none) still load.
+FORMAT, VERSION = "hftransfer-progressive", 2
+READABLE_VERSIONS = (1, 2)
 TASK_CLASSES = {
     "ForTokenClassification": ("token-classification", AutoModelForTokenClassification),
     "ForSequenceClassification": ("sequence-classification", AutoModelForSequenceClassification),
@@ -105,6 +107,7 @@ def save_progressive(network: ProgressiveModel, tokenizer: PreTrainedTokenizerBa
             "version": VERSION,
             "columns": network.num_columns,
             "ranks": list(network.column_ranks),
+            "output_laterals": list(network.output_laterals),
             "tasks": tasks,
         }
         atomic_write_json(tmp / NETWORK_META, meta)
@@ -127,16 +130,17 @@ def load_progressive(directory: str | Path) -> ProgressiveModel:
     if not meta_file.is_file():
         raise ConfigError(f"{directory} holds no {NETWORK_META}: not a progressive network export")
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+    if meta.get("format") != FORMAT or meta.get("version") not in READABLE_VERSIONS:
         raise ConfigError(
             f"{meta_file}: format {meta.get('format')!r} version {meta.get('version')!r}, "
-            f"this hftransfer reads {FORMAT!r} version {VERSION}"
+            f"this hftransfer reads {FORMAT!r} versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     network = ProgressiveModel()
+    output_laterals = meta.get("output_laterals") or [False] * len(meta["ranks"])
     for index, rank in enumerate(meta["ranks"]):
         column_dir = directory / f"column_{index}"
         _, auto = column_task(column_dir)
-        network.add_column(auto.from_pretrained(column_dir), rank=rank)
+        network.add_column(auto.from_pretrained(column_dir), rank=rank, output_lateral=output_laterals[index])
     network.laterals.load_state_dict(load_file(str(directory / LATERALS_FILE)), strict=True)
     network.requires_grad_(False)
     return network.eval()

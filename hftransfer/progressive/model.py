@@ -11,8 +11,14 @@ How a lateral is wired in (the same for BERT, RoBERTa, MPNet, ELECTRA, DistilBER
 - hidden state ``l`` of a column is the input of its encoder layer ``l`` (``0`` = embeddings output), taken
   before that layer's own laterals are added, i.e. what the column itself computed up to layer ``l - 1``;
 - the target column then runs with a forward pre-hook on every encoder layer ``l`` that adds
-  ``sum_j laterals[k][l][j](hidden_j[l])`` to the layer's input hidden states. The hooks only exist for the length
-  of one forward, so a column called directly is the plain Hugging Face model.
+  ``sum_j laterals[k][l][j](hidden_j[l])`` to the layer's input hidden states;
+- and, as the paper's output layer reads the earlier columns' last hidden layer, a forward hook on its last encoder
+  layer adds ``sum_j laterals[k][L][j](hidden_j[L])`` to that layer's output (``L`` = number of layers;
+  ``hidden_j[L]`` is column ``j``'s last layer output), which the head reads. Without it the earlier columns'
+  most task-specific layer reaches the new column only through layer inputs, and a short run barely uses them.
+  Columns saved before it existed have no output lateral (``output_lateral=False``).
+
+The hooks only exist for the length of one forward, so a column called directly is the plain Hugging Face model.
 
 Columns must share the tokenizer (same vocabulary, so the same ``input_ids`` and padding run through all of them)
 and have the same number of encoder layers: layer ``l`` reads layer ``l`` of every earlier column. Hidden sizes may
@@ -116,6 +122,9 @@ class ProgressiveModel(nn.Module):
         super().__init__()
         self.rank = rank
         self.column_ranks: list[int | None] = []  # each column's lateral rank (None: column 0 reads none)
+        self.output_laterals: list[
+            bool
+        ] = []  # whether each column's last layer output reads the earlier columns
         self.columns = nn.ModuleList()
         self.laterals = nn.ModuleList()
         for column in columns:
@@ -125,10 +134,10 @@ class ProgressiveModel(nn.Module):
     def num_columns(self) -> int:
         return len(self.columns)
 
-    def add_column(self, task_model: nn.Module, rank: int | None = None) -> None:
+    def add_column(self, task_model: nn.Module, rank: int | None = None, output_lateral: bool = True) -> None:
         """Freeze every existing column (and its laterals), then append ``task_model`` as the column that trains,
         with one :class:`LateralAdapter` per encoder layer and earlier column, of rank ``rank`` (default
-        ``self.rank``).
+        ``self.rank``), and with ``output_lateral`` one more per earlier column into its last layer's output.
 
         ``task_model`` should be a fresh copy of the pretrained encoder with a new head (its own ``num_labels``,
         ``id2label``, task type); it is used as it is, not copied.
@@ -155,14 +164,16 @@ class ProgressiveModel(nn.Module):
                 module.eval()
         parameter = next(task_model.parameters())
         rank = self.rank if rank is None else rank
+        output_lateral = output_lateral and bool(self.columns)  # column 0 reads nothing
         adapters = nn.ModuleList(
             nn.ModuleList(
                 LateralAdapter(_config(earlier).hidden_size, config.hidden_size, rank)
                 for earlier in self.columns
             )
-            for _ in layers
+            for _ in range(len(layers) + output_lateral)
         ).to(device=parameter.device, dtype=parameter.dtype)
         self.column_ranks.append(rank if self.columns else None)
+        self.output_laterals.append(output_lateral)
         self.columns.append(task_model)
         self.laterals.append(adapters)
 
@@ -209,7 +220,8 @@ class ProgressiveModel(nn.Module):
                 states: dict[int, torch.Tensor] = {}
                 with self._hooks(j, sources, record=states):
                     _encoder(self.columns[j])(**inputs)  # the head is not needed, only the layer inputs
-                sources.append([states[layer] for layer in range(len(encoder_layers(self.columns[j])))])
+                # layer inputs 0..L-1 and the last layer's output L
+                sources.append([states[layer] for layer in range(len(encoder_layers(self.columns[j])) + 1)])
         with self._hooks(target, sources):
             return self.columns[target](**inputs, **({} if labels is None else {"labels": labels}))
 
@@ -220,10 +232,15 @@ class ProgressiveModel(nn.Module):
         """Pre-hooks on ``column``'s encoder layers, removed on exit even if the forward raises: each records the
         layer's input (into ``record``) and adds the laterals from ``sources`` (the columns before ``column``)."""
         handles = []
+        layers, adapters = encoder_layers(self.columns[column]), self.laterals[column]
         try:
-            for index, layer in enumerate(encoder_layers(self.columns[column])):
-                hook = self._lateral_hook(self.laterals[column][index], sources, index, record)
+            for index, layer in enumerate(layers):
+                hook = self._lateral_hook(adapters[index], sources, index, record)
                 handles.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
+            last = len(layers)
+            output_adapters = adapters[last] if self.output_laterals[column] else None
+            hook = self._output_hook(output_adapters, sources, last, record)
+            handles.append(layers[-1].register_forward_hook(hook))
             yield
         finally:
             for handle in handles:
@@ -249,5 +266,26 @@ class ProgressiveModel(nn.Module):
             if key is None:
                 return (hidden, *args[1:]), kwargs
             return args, {**kwargs, key: hidden}
+
+        return hook
+
+    @staticmethod
+    def _output_hook(
+        adapters: nn.ModuleList | None,
+        sources: list[list[torch.Tensor]],
+        index: int,
+        record: dict[int, torch.Tensor] | None,
+    ) -> Callable[..., Any]:
+        """Records the last layer's output as hidden state ``index`` and adds the output laterals (if any)."""
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+            # A layer returns its hidden states alone or first in a tuple, depending on the architecture.
+            hidden = output[0] if isinstance(output, tuple) else output
+            if record is not None:
+                record[index] = hidden
+            if adapters is None or not sources:
+                return None
+            hidden = hidden + sum(a(states[index]) for a, states in zip(adapters, sources)).to(hidden.dtype)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
         return hook
