@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForTokenClassification, pipeline
 
+from hftransfer.config import parse_config
 from hftransfer.errors import ConfigError
 from hftransfer.predict import Predictor, predict_file
 from hftransfer.progressive.export import load_progressive
@@ -57,6 +58,8 @@ def chain(tiny_model_dir, ner_files, classification_files, tmp_path_factory) -> 
             runs["sentiment"],
             *progressive,
             f"strategy.columns={runs['ner']}",
+            "strategy.lateral_lr=null",  # the head's
+            "strategy.head_lr=2e-3",
         )
     )
     finetune_ner.main(
@@ -89,9 +92,9 @@ def test_a_chain_of_three_tasks_keeps_every_earlier_task_exactly(
     assert trainable == column + laterals  # column 0 trains nothing
     ner2 = json.loads((chain["ner2"] / "metrics.json").read_text())
     assert ner2["strategy"]["columns"] == 3 and 0.0 <= ner2["test"]["f1"] <= 1.0
-    # laterals at the head's LR (train.lr here) unless strategy.lateral_lr says otherwise; the column keeps its own
+    # laterals at strategy.lateral_lr (null: the head's); the column keeps its own
     lr_groups = {run["strategy"]["lr_groups"]["laterals/decay"] for run in (sentiment, ner2)}
-    assert lr_groups == {1e-3, 5e-3} and ner2["strategy"]["lr_groups"]["head/decay"] == 1e-3
+    assert lr_groups == {2e-3, 5e-3} and ner2["strategy"]["lr_groups"]["head/decay"] == 1e-3
 
     # Column 0 of both later exports is the first run's model, weight for weight, and a plain pipeline model.
     first = load_file(str(chain["ner"] / "model" / "model.safetensors"))
@@ -114,6 +117,20 @@ def test_a_chain_of_three_tasks_keeps_every_earlier_task_exactly(
     assert (
         Predictor(str(chain["ner2"] / "model" / "column_1"), cpu=True).label_names == sentiment["label_names"]
     )
+
+
+def test_laterals_train_at_a_lora_like_rate_by_default():
+    config = parse_config(["strategy.name=progressive", "strategy.columns=runs/x", "data.dataset=wnut16"])
+    assert config.strategy.lateral_lr == 1e-3
+    with pytest.raises(ConfigError, match="strategy.lateral_lr"):
+        parse_config(
+            [
+                "strategy.name=progressive",
+                "strategy.columns=x",
+                "strategy.lateral_lr=0",
+                "data.dataset=wnut16",
+            ]
+        )
 
 
 def test_the_export_reloads_with_every_column_frozen(chain):
