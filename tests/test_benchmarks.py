@@ -291,3 +291,31 @@ def test_quick_suite_runs_every_section_and_writes_the_report(tmp_path):
     )
     assert mixed.returncode != 0 and "--output-dir" in mixed.stderr
     assert json.loads((out / "results" / "suite.json").read_text())["runs"] == rerun
+
+
+def test_ner_defaults_pairs_each_variant_with_the_preset_run_of_its_seed(tmp_path):
+    from ner_defaults import summarise, write
+
+    def record(variant, seed, validation, test):
+        return {
+            "variant": variant,
+            "seed": seed,
+            "validation_f1": validation,
+            "test_f1": test,
+            "wall_s": 100.0,
+        }
+
+    records = [
+        record("preset", 1, 0.60, 0.50), record("preset", 2, 0.64, 0.56),
+        record("crf", 1, 0.63, 0.52), record("crf", 2, 0.65, 0.55), record("crf", 3, 0.90, 0.90),  # no preset 3
+    ]  # fmt: skip
+    rows = {row["variant"]: row for row in summarise(records)}
+    crf = rows["crf"]
+    assert crf["seeds"] == [1, 2, 3] and crf["validation_f1"] == pytest.approx((0.63 + 0.65 + 0.90) / 3)
+    assert crf["delta_validation_f1"] == pytest.approx(0.02)  # (0.03 + 0.01) / 2: seed 3 has no pair
+    assert crf["delta_validation_f1_se"] == pytest.approx(0.01414214 / 2**0.5, rel=1e-5)
+    assert crf["delta_test_f1"] == pytest.approx(0.005)
+    assert rows["preset"]["delta_validation_f1"] == 0.0
+    report = write(records, tmp_path / "ner_defaults")
+    assert "| crf | model.head=crf | 3 |" in report and "+2.00 ± 1.00" in report
+    assert json.loads((tmp_path / "ner_defaults.json").read_text())["records"] == records
