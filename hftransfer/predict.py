@@ -36,7 +36,7 @@ from hftransfer.evaluation.metrics import (
     token_classification_metrics,
 )
 from hftransfer.evaluation.multilabel import model_threshold, multi_hot
-from hftransfer.export.long_texts import WINDOW_FIELDS, prediction_long_texts
+from hftransfer.export.long_texts import TRUNCATE, WINDOW_FIELDS, prediction_long_texts
 from hftransfer.export.onnx_layout import BACKENDS, default_backend
 from hftransfer.loading import load_for_prediction, run_model_directory
 from hftransfer.modeling.crf import CRF, CRF_FILE
@@ -277,9 +277,10 @@ def predict_file(
     from hftransfer.data.sources import read_unlabelled
 
     data = data or DataConfig(train_file=input_path)
-    defaults = DataConfig(train_file=input_path)
     for name in WINDOW_FIELDS:
-        if getattr(data, name) != getattr(defaults, name):
+        if (
+            getattr(data, name) != TRUNCATE[name]
+        ):  # DataConfig's default: leave it to the model's saved setting
             kwargs.setdefault(name, getattr(data, name))
     predictor = Predictor(model, **kwargs)
     # Gold labels in the file are read as the model's problem type says (a list, a number). The config is checked

@@ -8,12 +8,18 @@ model's limit. Plain ``transformers`` ignores the key (``pipeline`` truncates, a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+from hftransfer.config.schema import DataConfig
 
 LONG_TEXTS_KEY = "hftransfer_long_texts"
 WINDOW_FIELDS = ("long_texts", "window_context", "window_aggregation")
-# What a model without the key gets, as DataConfig's defaults (max_length None: the model's own limit).
-TRUNCATE = {"long_texts": "truncate", "max_length": None, "window_context": 16, "window_aggregation": "mean"}
+# What a model without the key gets: DataConfig's defaults, and max_length None (the model's own limit).
+TRUNCATE = {
+    "max_length": None,
+    **{item.name: item.default for item in dataclasses.fields(DataConfig) if item.name in WINDOW_FIELDS},
+}
 
 
 def saved_long_texts(data_config: Any) -> dict[str, Any] | None:
