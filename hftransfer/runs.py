@@ -213,12 +213,17 @@ def _record_command(run_dir: Path, recipe: str, num_processes: int) -> None:
     )
 
 
+_NOT_TRACKED = {"train.resume_from_checkpoint"}
+
+
 def tracker_config(config: RunConfig) -> dict[str, Any]:
-    """Flat scalars only: tensorboard's hparams reject None and lists."""
+    """Flat scalars only: tensorboard's hparams reject None and lists. The resume setting is left out: it is not a
+    hyper-parameter, and a resumed run continues its MLflow run, where a parameter's value cannot change."""
     flat = flatten_dict(config.to_dict())
     return {
         key: value if isinstance(value, (int, float, str, bool)) else str(value)
         for key, value in flat.items()
+        if key not in _NOT_TRACKED
     }
 
 

@@ -111,3 +111,67 @@ def test_an_mlflow_run_left_open_by_a_failed_run_is_closed_by_the_next(tmp_path,
     assert mlflow.active_run() is None
     first_store = MlflowClient(tracking_uri=(tmp_path / "first" / "mlruns").resolve().as_uri())
     assert first_store.get_run(left_open.info.run_id).info.status == "FAILED"
+
+
+class _Killed(Exception):
+    """Stands in for a kill: the run stops with what it wrote so far."""
+
+
+def test_a_resumed_run_continues_its_tracker_runs_without_the_steps_it_logs_again(
+    tiny_model_dir, tmp_path, mlflow_env, monkeypatch
+):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hftransfer.training.loop import TrainingLoop
+
+    # 4 steps an epoch, 8 in all; checkpoints at 2, 4, 6, 8; the kill comes after step 5 was logged, so the
+    # resume (from step 4) logs step 5 again.
+    argv = [*_argv(tiny_model_dir, tmp_path, "[tensorboard, mlflow]"), "train.log_every_steps=1"]
+    argv += ["train.save_every_steps=2"]
+    step = TrainingLoop._optimizer_step
+
+    def killed_after_step_5(loop, window):
+        if loop.state.step == 5:
+            raise _Killed
+        return step(loop, window)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingLoop, "_optimizer_step", killed_after_step_5)
+        with pytest.raises(_Killed):
+            finetune_classifier.main(argv)
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "trackers.json").read_text()).keys() == {"mlflow"}
+    finetune_classifier.main([*argv, "train.resume_from_checkpoint=latest"])
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+    assert [s for s, _ in logged] == list(range(1, 9))
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").as_uri())
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name(run_dir.name).experiment_id]
+    )  # one run, not two
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    # step 5 twice (MLflow keeps every point), with the uninterrupted run's value both times
+    assert sorted((m.step, m.value) for m in history) == sorted([*logged, logged[4]])
+    events = EventAccumulator(str(run_dir / "logs" / run_dir.name))  # both runs' event files, in order
+    events.Reload()
+    shown = events.Scalars("train/loss")
+    assert [event.step for event in shown] == list(range(1, 9))  # the stopped run's step 5 purged
+    assert [event.value for event in shown] == pytest.approx([loss for _, loss in logged], rel=1e-6)
+
+
+def test_tracker_resume_settings(tmp_path):
+    from hftransfer.training.tracker_resume import tracker_init_kwargs
+
+    assert tracker_init_kwargs(["tensorboard", "mlflow"], tmp_path, None) == {}
+    (tmp_path / "trackers.json").write_text(json.dumps({"mlflow": "abc", "wandb": "w1", "other": "x"}))
+    assert tracker_init_kwargs(["all"], tmp_path, 10) == {
+        "tensorboard": {"purge_step": 11},
+        "mlflow": {"run_id": "abc"},
+        "wandb": {"id": "w1", "resume": "allow"},
+    }
+    assert tracker_init_kwargs(["tensorboard"], tmp_path, 10) == {"tensorboard": {"purge_step": 11}}
+    (tmp_path / "trackers.json").write_text("{not json")
+    assert tracker_init_kwargs(["mlflow"], tmp_path, 10) == {}  # starts a new run, with a warning

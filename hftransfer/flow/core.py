@@ -37,6 +37,7 @@ from hftransfer.training.checkpoint import checkpoints_root
 from hftransfer.training.distributed import distributed_report
 from hftransfer.training.loop import FitResult, TrainingLoop
 from hftransfer.training.threads import thread_report
+from hftransfer.training.tracker_resume import start_trackers
 from hftransfer.utils import atomic_write_json, remove_stale_temporaries
 
 logger = logging.getLogger("hftransfer")
@@ -159,10 +160,11 @@ def start_loop(
         remove_stale_temporaries(checkpoints_root(run_dir))
         save_config(config, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
-    if trackers:
-        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
     if resume_from is not None:
         loop.resume(resume_from)
+    if trackers:  # after the resume: a resumed run continues its tracker runs from the checkpoint's step
+        resumed_step = loop.state.step if resume_from is not None else None
+        start_trackers(accelerator, trackers, run_dir, tracker_config(config), resumed_step)
     return loop
 
 
