@@ -141,8 +141,35 @@ def summarise(records: list[dict]) -> list[dict]:
                 values = [r[key] or 0.0 for r in found]
                 row[key] = statistics.mean(values)
                 row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row.update(versus_independent(records, found))
             rows.append(row)
     return rows
+
+
+def versus_independent(records: list[dict], found: list[dict]) -> dict:
+    """Target score minus the independent run's of the same chain and seed (paired: a seed's split, data order and
+    head initialisation are shared, so the seed-to-seed spread cancels), as mean ± standard error."""
+    independent = {(r["chain"], r["seed"]): r["target"] for r in records if r["method"] == "independent"}
+    differences = [
+        r["target"] - independent[r["chain"], r["seed"]]
+        for r in found
+        if r["method"] != "independent" and (r["chain"], r["seed"]) in independent
+    ]
+    if not differences:
+        return {"vs_independent": None, "vs_independent_se": None, "paired_seeds": 0}
+    se = statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else None
+    return {
+        "vs_independent": statistics.mean(differences),
+        "vs_independent_se": se,
+        "paired_seeds": len(differences),
+    }
+
+
+def paired_cell(row: dict) -> str:
+    if row["vs_independent"] is None:
+        return ""
+    se = "" if row["vs_independent_se"] is None else f" ± {row['vs_independent_se']:.4f}"
+    return f"{row['vs_independent']:+.4f}{se} ({row['paired_seeds']})"
 
 
 def write(records: list[dict], seeds: int) -> None:
@@ -157,14 +184,27 @@ def write(records: list[dict], seeds: int) -> None:
         f"(MiniLM-L6; up to {seeds} seeds, mean ± std; forgetting = source "
         "score before - after, in the source task's metric; CPU).",
         "",
-        "| chain | method | target test | source after | forgetting | trainable / total params | wall s | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        "Δ vs independent: target minus the independent run's of the same chain and seed, mean ± standard error "
+        "(seeds paired).",
+        "",
+        "| chain | method | target test | Δ vs independent | source after | forgetting | trainable / total params "
+        "| wall s | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['chain']} | {r['method']} | {r['target']:.4f} ± {r['target_std']:.4f} | {r['source_after']:.4f} | "
-            f"{r['forgetting']:+.4f} ± {r['forgetting_std']:.4f} | {r['trainable'] / 1e6:.1f}M / "
-            f"{r['parameters'] / 1e6:.1f}M | {r['wall_s']:.0f} | {r['seeds']} |"
+            f"| {r['chain']} | {r['method']} | {r['target']:.4f} ± {r['target_std']:.4f} | {paired_cell(r)} | "
+            f"{r['source_after']:.4f} | {r['forgetting']:+.4f} ± {r['forgetting_std']:.4f} | "
+            f"{r['trainable'] / 1e6:.1f}M / {r['parameters'] / 1e6:.1f}M | {r['wall_s']:.0f} | {r['seeds']} |"
+        )
+    lines += ["", "Per seed:", "", "| chain | method | seed | target test | source before | source after |"]
+    lines.append("|---|---|---|---|---|---|")
+    for r in sorted(
+        records, key=lambda r: (list(CHAINS).index(r["chain"]), list(METHODS).index(r["method"]))
+    ):
+        lines.append(
+            f"| {r['chain']} | {r['method']} | {r['seed']} | {r['target']:.4f} | "
+            f"{r['source_before'] or 0.0:.4f} | {r['source_after'] or 0.0:.4f} |"
         )
     atomic_write_text(RESULTS / "sequential_chains.md", "\n".join(lines) + "\n")
     plot(rows)

@@ -319,3 +319,38 @@ def test_ner_defaults_pairs_each_variant_with_the_preset_run_of_its_seed(tmp_pat
     report = write(records, tmp_path / "ner_defaults")
     assert "| crf | model.head=crf | 3 |" in report and "+2.00 ± 1.00" in report
     assert json.loads((tmp_path / "ner_defaults.json").read_text())["records"] == records
+
+
+def test_chains_pair_each_method_with_the_independent_run_of_its_chain_and_seed():
+    from sequential_chains import summarise
+
+    def record(chain, method, seed, target):
+        return {
+            "chain": chain,
+            "method": method,
+            "seed": seed,
+            "target": target,
+            "source_after": 0.5,
+            "forgetting": 0.0,
+            "wall_s": 1.0,
+            "trainable": 1,
+            "parameters": 2,
+        }
+
+    records = [
+        record("ner-rt", "independent", 1, 0.70),
+        record("ner-rt", "independent", 2, 0.80),
+        record("ner-rt", "progressive", 1, 0.72),
+        record("ner-rt", "progressive", 2, 0.81),
+        record("ner-rt", "progressive", 3, 0.99),  # no independent run of seed 3: not paired
+        record("rt-drugs", "independent", 1, 0.10),
+        record("rt-drugs", "sequential", 1, 0.15),
+    ]
+    rows = {(r["chain"], r["method"]): r for r in summarise(records)}
+    progressive = rows["ner-rt", "progressive"]
+    assert progressive["paired_seeds"] == 2
+    assert progressive["vs_independent"] == pytest.approx(0.015)
+    assert progressive["vs_independent_se"] == pytest.approx(0.005)  # stdev(0.02, 0.01) / sqrt(2)
+    assert rows["rt-drugs", "sequential"]["vs_independent"] == pytest.approx(0.05)
+    assert rows["rt-drugs", "sequential"]["vs_independent_se"] is None  # one seed: no spread
+    assert rows["ner-rt", "independent"]["vs_independent"] is None
