@@ -7,7 +7,7 @@ score against what the source task lost (MiniLM-L6).
 
 Chains: WNUT-16 NER -> Rotten Tomatoes (``ner-rt``), Rotten Tomatoes -> drug reviews (``rt-drugs``), and
 NER -> Rotten Tomatoes -> drug reviews (``ner-rt-drugs``: its last step starts from the ``ner-rt`` step's run of
-the same method, and the report scores the task just before it). Rotten Tomatoes trains on its first 2,000 carved
+the same method; the report scores the task just before it, and NER too: ``transfer.earlier_runs``). Rotten Tomatoes trains on its first 2,000 carved
 training snippets, as in the advisor's ranking benchmark, to keep the chains affordable on CPU.
 
 Methods, each at its task's MiniLM preset:
@@ -96,6 +96,7 @@ def step_run(chain: str, method: str, seed: int, work: Path, resume: bool | None
         step_run("-".join(tasks[:2]), method, seed, work, resume)
     else:
         start = source_run(source_task, method, seed, work, resume)
+    first = source_run(tasks[0], method, seed, work, resume) if len(tasks) == 3 else None
     extra = list(METHODS[method])
     if method in ("sequential", "l2sp", "drift"):
         extra.append(f"model.name_or_path={start}")
@@ -107,6 +108,8 @@ def step_run(chain: str, method: str, seed: int, work: Path, resume: bool | None
         source_score = source_metrics["test"][TASKS[source_task]["metric"]]
     else:
         extra.append(f"transfer.source_eval={start}")
+        if first is not None:
+            extra.append(f"transfer.earlier_runs=[{first}]")
     metrics = run_or_resume(TASKS[target]["recipe"], task_argv(target, seed, *extra), run_dir, resume)
     record = {
         "chain": chain,
@@ -126,7 +129,46 @@ def step_run(chain: str, method: str, seed: int, work: Path, resume: bool | None
     else:
         record.update(source_before=source_score, source_after=source_score)
     record["forgetting"] = record["source_before"] - record["source_after"]
+    if first is not None:
+        before, after = first_task_scores(run_dir, first, transfer, TASKS[tasks[0]]["metric"])
+        record.update(first_before=before, first_after=after, first_forgetting=before - after)
     return record
+
+
+def first_task_scores(run_dir: Path, first: Path, transfer: dict | None, metric: str) -> tuple[float, float]:
+    """The chain's first task before and after its last step: the run's own report (``transfer.earlier``), the
+    first run's score for a method that never touches its model, or, for a run made before hftransfer reported
+    earlier tasks, the same rescoring done here once (kept in the run directory)."""
+    if transfer is None:  # independent / adapters: the first task's model (or adapter) is untouched
+        score = json.loads((first / "metrics.json").read_text())["test"][metric]
+        return score, score
+    if transfer.get("earlier"):
+        (entry,) = transfer["earlier"]
+        return entry["before"][metric], entry["after"][metric]
+    cache = run_dir / "bench_first_task.json"
+    if not cache.is_file():
+        atomic_write_text(cache, json.dumps(rescore_first_task(run_dir, first, metric)) + "\n")
+    scores = json.loads(cache.read_text())
+    return scores["before"], scores["after"]
+
+
+def rescore_first_task(run_dir: Path, first: Path, metric: str) -> dict:
+    """What ``transfer.earlier_runs=[first]`` reports, for a finished run: the library's own rescoring steps."""
+    import tempfile
+
+    from hftransfer.flow.forgetting import assemble_source_model, prepare_earlier_run, score
+    from hftransfer.progressive.export import column_directory, network_directory
+
+    task = prepare_earlier_run(str(first), "test")
+    network = network_directory(run_dir / "model")
+    if network is not None:
+        return {
+            "before": task.before[metric],
+            "after": score(column_directory(network, 2), task.examples)[metric],
+        }
+    with tempfile.TemporaryDirectory() as scratch:
+        assemble_source_model(run_dir / "model", task, Path(scratch) / "model")
+        return {"before": task.before[metric], "after": score(Path(scratch) / "model", task.examples)[metric]}
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -137,7 +179,10 @@ def summarise(records: list[dict]) -> list[dict]:
             if not found:
                 continue
             row = {"chain": chain, "method": method, "seeds": len(found)}
-            for key in ("target", "source_after", "forgetting", "wall_s", "trainable", "parameters"):
+            keys = ["target", "source_after", "forgetting", "wall_s", "trainable", "parameters"]
+            if all("first_forgetting" in r for r in found):
+                keys += ["first_after", "first_forgetting"]
+            for key in keys:
                 values = [r[key] or 0.0 for r in found]
                 row[key] = statistics.mean(values)
                 row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -197,14 +242,33 @@ def write(records: list[dict], seeds: int) -> None:
             f"{r['source_after']:.4f} | {r['forgetting']:+.4f} ± {r['forgetting_std']:.4f} | "
             f"{r['trainable'] / 1e6:.1f}M / {r['parameters'] / 1e6:.1f}M | {r['wall_s']:.0f} | {r['seeds']} |"
         )
-    lines += ["", "Per seed:", "", "| chain | method | seed | target test | source before | source after |"]
-    lines.append("|---|---|---|---|---|---|")
+    first = [r for r in rows if "first_forgetting" in r]
+    if first:
+        lines += [
+            "",
+            "The chain's first task (NER, entity F1) after the last step of a three-task chain (the table above "
+            "scores the task just before it):",
+            "",
+            "| chain | method | first task after | first task forgetting | seeds |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['chain']} | {r['method']} | {r['first_after']:.4f} | {r['first_forgetting']:+.4f} ± "
+            f"{r['first_forgetting_std']:.4f} | {r['seeds']} |"
+            for r in first
+        ]
+    header = (
+        "| chain | method | seed | target test | source before | source after | first before | first after |"
+    )
+    lines += ["", "Per seed (first: the three-task chain's first task):", "", header]
+    lines.append("|---|---|---|---|---|---|---|---|")
     for r in sorted(
         records, key=lambda r: (list(CHAINS).index(r["chain"]), list(METHODS).index(r["method"]))
     ):
+        firsts = [f"{r[key]:.4f}" if key in r else "" for key in ("first_before", "first_after")]
         lines.append(
             f"| {r['chain']} | {r['method']} | {r['seed']} | {r['target']:.4f} | "
-            f"{r['source_before'] or 0.0:.4f} | {r['source_after'] or 0.0:.4f} |"
+            f"{r['source_before'] or 0.0:.4f} | {r['source_after'] or 0.0:.4f} | {' | '.join(firsts)} |"
         )
     atomic_write_text(RESULTS / "sequential_chains.md", "\n".join(lines) + "\n")
     plot(rows)

@@ -354,3 +354,32 @@ def test_chains_pair_each_method_with_the_independent_run_of_its_chain_and_seed(
     assert rows["rt-drugs", "sequential"]["vs_independent"] == pytest.approx(0.05)
     assert rows["rt-drugs", "sequential"]["vs_independent_se"] is None  # one seed: no spread
     assert rows["ner-rt", "independent"]["vs_independent"] is None
+
+
+def test_chains_read_the_first_tasks_scores_from_the_runs_report(tmp_path):
+    from sequential_chains import first_task_scores, summarise
+
+    first = tmp_path / "ner"
+    first.mkdir()
+    (first / "metrics.json").write_text(json.dumps({"test": {"f1": 0.4}}))
+    assert first_task_scores(tmp_path, first, None, "f1") == (0.4, 0.4)  # a method that never touches it
+    report = {"earlier": [{"before": {"f1": 0.4}, "after": {"f1": 0.3}}]}
+    assert first_task_scores(tmp_path, first, report, "f1") == (0.4, 0.3)
+    records = [
+        {
+            "chain": "ner-rt-drugs",
+            "method": "sequential",
+            "seed": seed,
+            "target": 0.7,
+            "source_after": 0.7,
+            "forgetting": 0.0,
+            "wall_s": 1.0,
+            "trainable": 1,
+            "parameters": 2,
+            "first_after": after,
+            "first_forgetting": 0.4 - after,
+        }
+        for seed, after in ((1, 0.3), (2, 0.2))
+    ]
+    (row,) = summarise(records)
+    assert row["first_forgetting"] == pytest.approx(0.15)

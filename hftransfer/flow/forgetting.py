@@ -12,9 +12,10 @@ so a bad ``source_eval`` fails before any training.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class SourceEval:
     metric: str
     before: dict[str, Any]
     where: str  # what source_eval named, for the report
+    earlier: list[SourceEval] = field(default_factory=list)  # transfer.earlier_runs, oldest first
 
 
 def source_model_dir(config: Any) -> Path:
@@ -110,7 +112,56 @@ def prepare_source_eval(config: Any) -> SourceEval | None:
         model_dir,
         len(examples),
     )
-    return SourceEval(model_dir, task, examples, metric, before, transfer.source_eval)
+    earlier = [prepare_earlier_run(run, transfer.source_split) for run in transfer.earlier_runs]
+    check_columns_for_earlier_runs(config, len(earlier))
+    return SourceEval(model_dir, task, examples, metric, before, transfer.source_eval, earlier)
+
+
+def run_model_dir(run_dir: Path) -> Path:
+    """The model a finished run exported for its own task: ``model/``, or a progressive export's last column.
+
+    Raises:
+        ConfigError: ``run_dir`` is no finished run of a token- or sequence-classification task.
+    """
+    from hftransfer.progressive.export import column_directory, network_directory
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"transfer.earlier_runs: {run_dir} is not a run directory (it has no config.yaml)")
+    network = network_directory(run_dir)
+    return column_directory(network) if network is not None else run_dir / "model"
+
+
+def prepare_earlier_run(run_dir: str, split: str) -> SourceEval:
+    """An earlier task of the chain, scored before this run by its own run's model."""
+    from hftransfer.progressive.export import column_task
+
+    model_dir = run_model_dir(Path(run_dir))
+    task, _ = column_task(model_dir)
+    examples, metric = read_source_examples(run_dir, split, task)
+    before = score(model_dir, examples)
+    logger.info("Earlier task before training: %s = %.4f (%s)", metric, before[metric], model_dir)
+    return SourceEval(model_dir, task, examples, metric, before, run_dir)
+
+
+def check_columns_for_earlier_runs(config: Any, earlier: int) -> None:
+    """A progressive run needs a column for the source task and for each earlier run.
+
+    Raises:
+        ConfigError: ``strategy.columns`` holds fewer columns than that.
+    """
+    from hftransfer.progressive.export import NETWORK_META, network_directory
+
+    columns = getattr(config.strategy, "columns", None)
+    if not earlier or not columns:
+        return
+    network = network_directory(columns)
+    have = json.loads((network / NETWORK_META).read_text(encoding="utf-8"))["columns"] if network else 1
+    if have < earlier + 1:
+        raise ConfigError(
+            f"transfer.earlier_runs names {earlier} run(s) before the source task, but strategy.columns={columns} "
+            f"has {have} column(s): it needs one for the source task and one for each earlier run"
+        )
 
 
 def score(model_dir: Path | str, examples: Dataset) -> dict[str, Any]:
@@ -126,53 +177,83 @@ def score(model_dir: Path | str, examples: Dataset) -> dict[str, Any]:
 
 
 def forgetting_report(run: Any, source: SourceEval) -> dict[str, Any]:
-    """Score the source task again with this run's exported encoder; ``metrics.json``'s ``transfer``."""
+    """Score the source task (and ``transfer.earlier_runs``) again with this run's exported encoder;
+    ``metrics.json``'s ``transfer``."""
     accelerator = run.accelerator
     scratch = run.run_dir / ".source-after"
     try:
-        after_dir, how = source_model_after(run, source, scratch)
-        after = score(after_dir, source.examples)
+        report = rescore(run, source, source, scratch / "source", from_last=1)
+        if source.earlier:
+            count = len(source.earlier)
+            report["earlier"] = [
+                rescore(run, task, source, scratch / f"earlier-{index}", from_last=count + 1 - index)
+                for index, task in enumerate(source.earlier)
+            ]
     finally:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             shutil.rmtree(scratch, ignore_errors=True)
-    change = after[source.metric] - source.before[source.metric]
+    return report
+
+
+def rescore(run: Any, task: SourceEval, source: SourceEval, scratch: Path, from_last: int) -> dict[str, Any]:
+    """``task`` (the source task, or an earlier one) scored after this run: its report entry."""
+    after_dir, how = source_model_after(run, task, scratch, from_last=from_last, source=source)
+    after = score(after_dir, task.examples)
+    change = after[task.metric] - task.before[task.metric]
+    what = "Source task" if task is source else f"Earlier task {task.where}"
     logger.info(
-        "Source task after training: %s = %.4f (%+.4f; %s)", source.metric, after[source.metric], change, how
+        "%s after training: %s = %.4f (%+.4f; %s)", what, task.metric, after[task.metric], change, how
     )
     return {
-        "source_eval": source.where,
-        "source_model": str(source.model_dir),
-        "examples": len(source.examples),
-        "metric": source.metric,
-        "before": source.before,
+        "source_eval": task.where,
+        "source_model": str(task.model_dir),
+        "examples": len(task.examples),
+        "metric": task.metric,
+        "before": task.before,
         "after": after,
         "change": change,
         "after_from": how,
     }
 
 
-def source_model_after(run: Any, source: SourceEval, scratch: Path) -> tuple[Path, str]:
-    """The source model after this run, as a directory to score (assembled into ``scratch`` when needed)."""
+def source_model_after(
+    run: Any, task: SourceEval, scratch: Path, from_last: int = 1, source: SourceEval | None = None
+) -> tuple[Path, str]:
+    """``task``'s model after this run, as a directory to score (assembled into ``scratch`` when needed).
+
+    ``task`` is the source task (``from_last=1``, ``source`` None or ``task``) or an earlier task of the chain,
+    ``from_last`` columns before this run's own in a progressive export.
+    """
     from hftransfer.progressive.export import column_directory, network_directory
     from hftransfer.registry import get_strategy
 
+    source = source or task
     export = run.run_dir / "model"
     network = network_directory(export)
-    if network is not None:  # the source task is the last of the columns the run started from
+    which = "the source" if task is source else "its run's"
+    if network is not None:  # each earlier task has its own column, frozen since that task's run
+        whose = "the source task" if task is source else "that task"
         return column_directory(
-            network, from_last=1
-        ), "the progressive export's own column for the source task"
+            network, from_last=from_last
+        ), f"the progressive export's own column for {whose}"
+    encoder, how = export, f"{which} head on the exported encoder"
     if not get_strategy(run.config.strategy.name).trains_encoder:
-        return source.model_dir, "the source model itself: this strategy never changes the encoder"
+        if task is source:
+            return source.model_dir, "the source model itself: this strategy never changes the encoder"
+        encoder, how = (
+            source.model_dir,
+            f"{which} head on the source model's encoder (this strategy keeps it)",
+        )
     if run.accelerator.is_main_process:
-        assemble_source_model(export, source, scratch)
+        assemble_source_model(encoder, task, scratch)
     run.accelerator.wait_for_everyone()
-    return scratch, "the source head on the exported encoder"
+    return scratch, how
 
 
 def assemble_source_model(export: Path, source: SourceEval, directory: Path) -> None:
-    """Write the source model with the encoder of ``export`` (a LoRA adapter merged into it) to ``directory``."""
+    """Write ``source``'s model (its head) with the encoder of ``export`` (a LoRA adapter merged into it) to
+    ``directory``."""
     from transformers import AutoTokenizer
 
     from hftransfer.export.peft_adapter import is_peft_model, merge_adapter
