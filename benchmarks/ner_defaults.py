@@ -37,6 +37,9 @@ VARIANTS: dict[str, list[str]] = {
     "epochs_8": ["train.epochs=8"],
     "lr_1e-4": ["train.lr=1e-4"],
     "batch_32": ["train.batch_size=32"],
+    # The embeddings stay pretrained: half of MiniLM-L6's weights are the word-embedding table, whose dense gradient,
+    # AdamW update and clipping norm every step pays for (part of issue 20's step-time budget).
+    "frozen_embeddings": ["strategy.name=freeze", "strategy.freeze_layers=0"],
 }
 RECIPE = "finetune_ner.py"
 
