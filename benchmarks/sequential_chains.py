@@ -15,7 +15,9 @@ Methods, each at its task's MiniLM preset:
 - ``sequential``: the target fine-tuned from the source run's model (new head);
 - ``l2sp`` / ``drift``: sequential with L2-SP towards the source weights / output drift from the source encoder;
 - ``adapters``: one LoRA adapter per task on the shared pretrained base (the source is a LoRA run too);
-- ``progressive``: a new column reading the frozen source column(s).
+- ``progressive``: a new column reading the frozen source column(s);
+- ``progressive_warm``: the same, the new column initialised from the source task's column (not the pretrained
+  encoder).
 Every transfer run reports the source task before and after (``transfer.source_eval``). Results:
 ``benchmarks/results/sequential_chains.{json,md,png}`` (saved after every run; ``--resume`` keeps finished runs,
 ``--report-only`` rebuilds them from finished runs).
@@ -32,6 +34,7 @@ from advisor_ranking import CONFIGS
 from advisor_ranking import TASKS as RANKING_TASKS
 from runner import RESULTS, ROOT, pyplot, run_or_resume
 
+from hftransfer.flow.forgetting import run_model_dir
 from hftransfer.utils import atomic_write_text
 
 # The tasks as the advisor's ranking benchmark fine-tunes them (Rotten Tomatoes: its first 2,000 snippets).
@@ -51,6 +54,9 @@ METHODS = {
     "drift": ["objectives+=[{name: drift, weight: 1.0}]"],
     "adapters": LORA,
     "progressive": ["strategy.name=progressive", "strategy.rank=16"],
+    # The new column starts from the previous task's column instead of the pretrained encoder
+    # (model.name_or_path): sequential fine-tuning's start, with the earlier columns kept frozen.
+    "progressive_warm": ["strategy.name=progressive", "strategy.rank=16"],
 }
 
 
@@ -100,8 +106,10 @@ def step_run(chain: str, method: str, seed: int, work: Path, resume: bool | None
     extra = list(METHODS[method])
     if method in ("sequential", "l2sp", "drift"):
         extra.append(f"model.name_or_path={start}")
-    if method == "progressive":
+    if method.startswith("progressive"):
         extra.append(f"strategy.columns={start}")
+    if method == "progressive_warm":
+        extra.append(f"model.name_or_path={run_model_dir(start)}")
     if method in ("independent", "adapters"):
         # Another model (or adapter) for the target: the source's own model is untouched by construction.
         source_metrics = json.loads((start / "metrics.json").read_text())

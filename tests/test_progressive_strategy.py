@@ -119,6 +119,29 @@ def test_a_chain_of_three_tasks_keeps_every_earlier_task_exactly(
     )
 
 
+def test_a_column_can_start_from_the_earlier_tasks_column(chain, classification_files, tmp_path):
+    # Warm start: model.name_or_path is the earlier column, so the new column begins where sequential fine-tuning
+    # would (its head new) while the earlier column stays frozen next to it. An lr near 0 keeps the start visible.
+    run = tmp_path / "warm"
+    finetune_classifier.main(
+        _argv(
+            chain["ner"] / "model",
+            classification_files,
+            run,
+            "strategy.name=progressive",
+            "strategy.rank=4",
+            f"strategy.columns={chain['ner']}",
+            "train.lr=1e-12",
+            "strategy.lateral_lr=1e-12",
+        )
+    )
+    earlier = load_file(str(run / "model" / "column_0" / "model.safetensors"))
+    new = load_file(str(run / "model" / "column_1" / "model.safetensors"))
+    encoder = [key for key in earlier if key.startswith("bert.encoder.")]
+    assert encoder and all(torch.allclose(new[key], earlier[key], atol=1e-6) for key in encoder)
+    assert "classifier.weight" in new and new["classifier.weight"].shape != earlier["classifier.weight"].shape
+
+
 def test_laterals_train_at_a_lora_like_rate_by_default():
     config = parse_config(["strategy.name=progressive", "strategy.columns=runs/x", "data.dataset=wnut16"])
     assert config.strategy.lateral_lr == 1e-3
