@@ -305,7 +305,11 @@ def plot(rows: list[dict]) -> None:
                 xytext=(4, 4),
                 textcoords="offset points",
             )
-        ax.set(xlabel="source forgetting (points, lower is better)", ylabel="target test score", title=chain)
+        ax.set(
+            xlabel="source forgetting (score before - after, lower is better)",
+            ylabel="target test score",
+            title=chain,
+        )
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(RESULTS / "sequential_chains.png", dpi=110)
