@@ -12,7 +12,6 @@ so a bad ``source_eval`` fails before any training.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -150,13 +149,13 @@ def check_columns_for_earlier_runs(config: Any, earlier: int) -> None:
     Raises:
         ConfigError: ``strategy.columns`` holds fewer columns than that.
     """
-    from hftransfer.progressive.export import NETWORK_META, network_directory
+    from hftransfer.progressive.export import column_count, network_directory
 
     columns = getattr(config.strategy, "columns", None)
     if not earlier or not columns:
         return
     network = network_directory(columns)
-    have = json.loads((network / NETWORK_META).read_text(encoding="utf-8"))["columns"] if network else 1
+    have = column_count(network) if network else 1
     if have < earlier + 1:
         raise ConfigError(
             f"transfer.earlier_runs names {earlier} run(s) before the source task, but strategy.columns={columns} "

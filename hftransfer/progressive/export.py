@@ -80,10 +80,14 @@ def network_directory(path: str | Path) -> Path | None:
     return None
 
 
+def column_count(network_dir: Path) -> int:
+    """How many columns a progressive export holds."""
+    return json.loads((Path(network_dir) / NETWORK_META).read_text(encoding="utf-8"))["columns"]
+
+
 def column_directory(network_dir: Path, from_last: int = 0) -> Path:
     """``column_<k>/`` of a progressive export: the last column, or the one ``from_last`` before it."""
-    meta = json.loads((network_dir / NETWORK_META).read_text(encoding="utf-8"))
-    return network_dir / f"column_{meta['columns'] - 1 - from_last}"
+    return network_dir / f"column_{column_count(network_dir) - 1 - from_last}"
 
 
 def save_progressive(network: ProgressiveModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
